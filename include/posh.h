@@ -1,0 +1,279 @@
+/*
+ * posh.h - PKIX over Secure HTTP (POSH, RFC 7711 / draft-ietf-xmpp-posh-02) for OpenSSL programs.
+ *
+ * The one public header of libposh. Everything exported by the library is declared and documented here.
+ *
+ * THE ONE LINE
+ *   SSL_CTX_set_posh_verify(ctx, "xmpp-server");
+ * installs a certificate verification step on the context: when the peer's certificate does not carry the
+ * reference identifier (the name the application expects), the source domain's POSH document is fetched over
+ * verified HTTPS and the peer is accepted only if the SHA-256 (or SHA-1, unless disabled) of its leaf
+ * certificate is published there. Every other failure of the verification stands: POSH never turns an
+ * untrusted, expired, not-yet-valid or revoked certificate into an accepted one (no laundering).
+ *
+ * THREADS
+ *   - posh_config: build it in one thread; once given to posh_client_new() it is copied and may be freed.
+ *   - posh_client: fully thread-safe; share one per process (the cache lives in it).
+ *   - posh_result: immutable and reference counted; may be read from any thread.
+ *   - An SSL_CTX with POSH enabled may be shared by any number of threads, as OpenSSL allows.
+ *   - Lookups block the calling thread for at most the configured timeout (POSH_TIMEOUT_MS).
+ *   - The library calls curl_global_init() once (thread-safe in libcurl >= 7.84) and never cleans it up.
+ *
+ * CAVEATS (what posh does not do)
+ *   - Server side: POSH is for TLS clients checking a server. Server-side SSL objects are never touched.
+ *   - POSH does not replace chain validation in the default mode (POSH_MODE_NAME): the peer's chain must still
+ *     be trusted by the application's store. Mode POSH_MODE_PIN makes a POSH match a trust anchor (like DANE-EE).
+ *   - Only the leaf certificate's full DER is hashed (as RFC 7711 says), never the SPKI.
+ *   - DNS (SRV lookups, DNSSEC) is the application's business: the source domain is the reference identifier.
+ *   - Resumed TLS sessions are not verified again by OpenSSL; they reuse the first verification's result.
+ *   - Lookups are synchronous inside the handshake (a cold lookup adds up to one HTTPS round trip per hop).
+ *   - SSL_get0_peername() stays NULL after an acceptance by POSH (the name did not match).
+ */
+#ifndef POSH_H
+#define POSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define POSH_EXPORT __attribute__((visibility("default")))
+#define POSH_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define POSH_EXPORT
+#define POSH_MUST_CHECK
+#endif
+
+#define POSH_VERSION_MAJOR 0
+#define POSH_VERSION_MINOR 1
+#define POSH_VERSION_PATCH 0
+#define POSH_VERSION_STRING "0.1.0"
+
+/* The library's version string, e.g. "0.1.0". */
+POSH_EXPORT const char *posh_version(void);
+
+/*
+ * Error codes. Stable: values are only ever appended, never renumbered or removed.
+ * posh_strerror() gives a short fixed description; the message attached to a result or a connection says
+ * which URL, HTTP status, JSON member or name was at fault.
+ */
+typedef enum posh_err {
+    POSH_OK = 0,
+    POSH_ERR_NOMEM = 1,              /* out of memory */
+    POSH_ERR_INVALID_ARGUMENT = 2,   /* a NULL or out-of-range argument */
+    POSH_ERR_CONFIG = 3,             /* invalid configuration value or POSH_* environment variable */
+    POSH_ERR_BAD_DOMAIN = 4,         /* the source domain is not a valid DNS name */
+    POSH_ERR_BAD_SERVICE = 5,        /* the service name is not valid */
+    POSH_ERR_NO_POSH = 6,            /* the source domain publishes no POSH document (404/4xx at every URL) */
+    POSH_ERR_HTTP_STATUS = 7,        /* an HTTP status that is neither success, redirect nor 4xx (e.g. 500) */
+    POSH_ERR_CONNECT = 8,            /* could not resolve or connect to the web server */
+    POSH_ERR_TLS = 9,                /* HTTPS handshake failed or the web server's certificate did not verify */
+    POSH_ERR_TIMEOUT = 10,           /* the lookup's time budget ran out */
+    POSH_ERR_TOO_LARGE = 11,         /* a response body exceeded the size cap */
+    POSH_ERR_REDIRECT_SCHEME = 12,   /* a redirect to something other than an https:// URL */
+    POSH_ERR_TOO_MANY_REDIRECTS = 13,/* more redirects than allowed */
+    POSH_ERR_FETCH = 14,             /* any other transfer failure */
+    POSH_ERR_JSON = 15,              /* the body is not one well-formed JSON object within the limits */
+    POSH_ERR_DOCUMENT = 16,          /* valid JSON that is not a valid POSH document (member missing or wrong) */
+    POSH_ERR_FINGERPRINT = 17,       /* a fingerprint that is not base64 of the right length */
+    POSH_ERR_EXPIRES = 18,           /* "expires" missing, zero, negative or not an integer */
+    POSH_ERR_REFERENCE_URL = 19,     /* a reference "url" that is not a valid https:// URL */
+    POSH_ERR_REFERENCE_CHAIN = 20,   /* a reference that points to another reference */
+    POSH_ERR_REFERENCE_TARGET = 21,  /* the document a reference points to does not exist (4xx) */
+    POSH_ERR_NO_MATCH = 22,          /* the document is valid but vouches for another certificate */
+    POSH_ERR_NO_REFERENCE_ID = 23,   /* the connection has no reference identifier to run POSH for */
+    POSH_ERR_CERTIFICATE = 24,       /* the peer certificate could not be read or hashed */
+    POSH_ERR_INTERNAL = 25           /* a bug or an unexpected library failure */
+} posh_err;
+
+/* A fixed, short English description of an error code. Never NULL; unknown codes give "unknown error". */
+POSH_EXPORT const char *posh_strerror(posh_err err);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------------------------------------ */
+
+typedef enum posh_mode {
+    POSH_MODE_NAME = 0, /* default: POSH only stands in for the name check of an otherwise trusted chain */
+    POSH_MODE_PIN = 1   /* opt-in: a POSH match also stands in for chain trust (leaf becomes a trust anchor) */
+} posh_mode;
+
+/* URL layouts, a bit mask. Requests go in this order: RFC 7711, then draft-02. */
+#define POSH_LAYOUT_RFC7711 0x1u /* https://D/.well-known/posh/SERVICE.json */
+#define POSH_LAYOUT_DRAFT02 0x2u /* https://D/.well-known/posh._SERVICE._tcp.json */
+#define POSH_LAYOUT_ALL (POSH_LAYOUT_RFC7711 | POSH_LAYOUT_DRAFT02)
+
+typedef struct posh_config posh_config;
+
+/*
+ * A new configuration holding the defaults: system trust store, 5000 ms per lookup, 10 redirects, 65536 bytes
+ * per body, cached lifetime at most 86400 s, failures cached 60 s, 10000 cache entries, mode name, SHA-1
+ * accepted, both layouts, logging of warnings to stderr. The POSH_* environment is NOT read; see
+ * posh_config_load_env(). NULL when out of memory.
+ */
+POSH_EXPORT posh_config *posh_config_new(void);
+POSH_EXPORT void posh_config_free(posh_config *cfg);
+
+/*
+ * Apply the POSH_* environment variables (see README) on top of the current values. An invalid value leaves
+ * cfg unchanged and returns POSH_ERR_CONFIG; posh_config_error() then names the variable and the reason.
+ */
+POSH_EXPORT posh_err posh_config_load_env(posh_config *cfg) POSH_MUST_CHECK;
+
+/* The message of the last failed setter or posh_config_load_env() call on cfg ("" if none). */
+POSH_EXPORT const char *posh_config_error(const posh_config *cfg);
+
+/* Trust anchors for the HTTPS fetches (a PEM file and/or an OpenSSL hashed directory). NULL: system store. */
+POSH_EXPORT posh_err posh_config_set_ca_file(posh_config *cfg, const char *path);
+POSH_EXPORT posh_err posh_config_set_ca_path(posh_config *cfg, const char *path);
+/*
+ * Route HTTPS fetches as curl's --connect-to does: comma-separated "HOST:PORT:ADDR:PORT" entries (empty HOST or
+ * PORT = any). The certificate is still checked against the URL's host name. NULL or "": none.
+ */
+POSH_EXPORT posh_err posh_config_set_connect_to(posh_config *cfg, const char *list);
+/* Time budget for one whole lookup (every request, redirect and the reference hop), 1..600000 ms. */
+POSH_EXPORT posh_err posh_config_set_timeout_ms(posh_config *cfg, long ms);
+/* Maximum redirects followed per request, 0..10. */
+POSH_EXPORT posh_err posh_config_set_max_redirects(posh_config *cfg, long n);
+/* Maximum body per response, 64..1048576 bytes. */
+POSH_EXPORT posh_err posh_config_set_max_bytes(posh_config *cfg, long n);
+/* Cap on a result's cached lifetime, 1..31536000 s (the document's own expires is honoured when lower). */
+POSH_EXPORT posh_err posh_config_set_max_ttl(posh_config *cfg, long seconds);
+/* Lifetime of cached failures and "no POSH" answers, 0..86400 s (0 = not cached). */
+POSH_EXPORT posh_err posh_config_set_negative_ttl(posh_config *cfg, long seconds);
+/* Maximum number of cached (domain, service) results, 1..10000000; least recently used go first. */
+POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
+POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
+/* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
+POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);
+/* Which URL layouts are requested: a non-empty subset of POSH_LAYOUT_ALL. */
+POSH_EXPORT posh_err posh_config_set_layouts(posh_config *cfg, unsigned layouts);
+/*
+ * The clock used for expiry, for tests and for applications with their own time source. now(arg) returns
+ * seconds, monotonic or wall clock, as long as it never goes backwards. NULL restores the default (monotonic).
+ */
+POSH_EXPORT posh_err posh_config_set_clock(posh_config *cfg, time_t (*now)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Client: fetches, caches and matches
+ * ------------------------------------------------------------------------------------------------------ */
+
+typedef struct posh_client posh_client;
+
+/* A client using a copy of cfg (NULL: defaults). NULL when out of memory or cfg is unusable. */
+POSH_EXPORT posh_client *posh_client_new(const posh_config *cfg);
+/* Free the client. Results obtained from it stay valid until released. */
+POSH_EXPORT void posh_client_free(posh_client *client);
+
+/*
+ * The process-wide client configured from the environment, created on first use (thread-safe). NULL when the
+ * environment is invalid or memory ran out; posh_default_client_error() then says why. Never free it.
+ */
+POSH_EXPORT posh_client *posh_default_client(void);
+POSH_EXPORT const char *posh_default_client_error(void);
+
+/* Forget every cached result. */
+POSH_EXPORT void posh_client_flush(posh_client *client);
+
+typedef struct posh_result posh_result;
+
+/*
+ * Look up the POSH document of domain for service ("xmpp-server", or the SRV form "_xmpp-server._tcp"), through
+ * the cache. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
+ * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
+ * posh_result_free()) that explains what happened: URLs fetched, statuses, message.
+ */
+POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const char *service,
+                                 posh_result **out) POSH_MUST_CHECK;
+
+/*
+ * Does a leaf certificate (its DER bytes) match the result's fingerprints under the client's rules (strongest
+ * supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1 or 0, and *index to the
+ * descriptor that matched (or -1). Errors only for bad arguments or a failed result (returns its error).
+ */
+POSH_EXPORT posh_err posh_match_der(const posh_client *client, const posh_result *result,
+                                    const unsigned char *der, size_t der_len, int *match,
+                                    int *index) POSH_MUST_CHECK;
+
+POSH_EXPORT void posh_result_free(posh_result *result);
+/* POSH_OK for a valid fingerprints document, else the lookup's error. */
+POSH_EXPORT posh_err posh_result_error(const posh_result *result);
+/* Human-readable detail: which URL, status, JSON member. "" when all went well. */
+POSH_EXPORT const char *posh_result_message(const posh_result *result);
+POSH_EXPORT const char *posh_result_domain(const posh_result *result);
+POSH_EXPORT const char *posh_result_service(const posh_result *result);
+/* The clock value (see posh_config_set_clock) after which the result is stale. */
+POSH_EXPORT time_t posh_result_expires_at(const posh_result *result);
+/* Effective lifetime granted when fetched: min(reference expires, fingerprints expires, max TTL). */
+POSH_EXPORT long posh_result_ttl(const posh_result *result);
+/* 1 when the source domain's document was a reference that was followed, else 0. */
+POSH_EXPORT int posh_result_followed_reference(const posh_result *result);
+
+/* Each HTTP request made, in order (redirect hops included). Returns 0 when i is past the end. */
+POSH_EXPORT size_t posh_result_request_count(const posh_result *result);
+POSH_EXPORT int posh_result_request(const posh_result *result, size_t i, const char **url, long *http_status);
+
+/* The fingerprint descriptors, in document order. Returns 0 when i or hash_name is unknown. */
+POSH_EXPORT size_t posh_result_descriptor_count(const posh_result *result);
+/*
+ * The base64 value of hash_name ("sha-256", …) in descriptor i, normalised (with padding), into buf.
+ * Returns 1 if present, 0 if not (or buf too small; 96 bytes always suffice).
+ */
+POSH_EXPORT int posh_result_descriptor_hash(const posh_result *result, size_t i, const char *hash_name,
+                                            char *buf, size_t buflen);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * OpenSSL integration
+ * ------------------------------------------------------------------------------------------------------ */
+
+/*
+ * Enable POSH for every client connection made from ctx, for service (as in posh_lookup()). Turns on
+ * SSL_VERIFY_PEER (keeping the other mode bits and any verify callback the application set). The
+ * application's verify callback, set before or after, is still called and sees POSH's verdict. Installs a
+ * certificate verification callback (SSL_CTX_set_cert_verify_callback): do not install another one.
+ * Uses posh_default_client() unless SSL_CTX_set_posh_client() names another. Returns 1 on success, 0 on error
+ * (bad service, invalid environment, out of memory).
+ */
+POSH_EXPORT int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service);
+/* Use client (kept alive by the caller for ctx's lifetime) instead of the default client. 1 ok, 0 error. */
+POSH_EXPORT int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client);
+
+/*
+ * Enable POSH for one connection (service as above). Also installs the pass-through verification callback on
+ * the SSL's SSL_CTX (connections without POSH are not affected), and turns on SSL_VERIFY_PEER for ssl.
+ * 1 ok, 0 error.
+ */
+POSH_EXPORT int SSL_set_posh_verify(SSL *ssl, const char *service);
+
+/*
+ * The source domain to run POSH for, overriding the default order (first host set with SSL_set1_host or
+ * SSL_add1_host, then the SNI name). Also used as the name to check when the application set no host.
+ * 1 ok, 0 error (invalid domain).
+ */
+POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
+
+typedef enum posh_status {
+    POSH_STATUS_NONE = 0,     /* POSH did not take part (no handshake yet, name matched, or not enabled) */
+    POSH_STATUS_PKIX = 1,     /* the reference identifier matched the certificate: POSH was not needed */
+    POSH_STATUS_ACCEPTED = 2, /* the name did not match and POSH vouched for the certificate */
+    POSH_STATUS_REJECTED = 3  /* the name did not match and POSH did not vouch (see the error) */
+} posh_status;
+
+/* After the handshake: what POSH decided for this connection. */
+POSH_EXPORT posh_status SSL_get_posh_status(const SSL *ssl);
+/* The POSH error of a rejected connection (POSH_OK otherwise). */
+POSH_EXPORT posh_err SSL_get_posh_error(const SSL *ssl);
+/* Detail of the decision: the source domain, the URL and the reason or the descriptor that matched. */
+POSH_EXPORT const char *SSL_get_posh_message(const SSL *ssl);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POSH_H */

@@ -1,0 +1,226 @@
+/*
+ * cache.c - results by (domain, service): bounded (LRU), thread-safe, with single flight: concurrent callers
+ * for the same key share one lookup. The lock is never held while a lookup runs.
+ */
+#include "client_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry {
+    char *key;
+    uint64_t hash;
+    posh_result *result;       /* NULL while the first fill is pending */
+    bool pending;
+    unsigned long gen;         /* changes each time a fill completes */
+    struct entry *chain;       /* hash bucket */
+    struct entry *prev, *next; /* LRU list, most recent first */
+} entry;
+
+struct posh_cache {
+    pthread_mutex_t lock;
+    pthread_cond_t filled;
+    entry **buckets;
+    size_t nbuckets;           /* power of two */
+    size_t count;
+    size_t max;
+    unsigned long next_gen;
+    entry lru;                 /* sentinel */
+};
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+posh_cache *posh_cache_new(size_t max_entries)
+{
+    posh_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->nbuckets = 64;
+    c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
+    if (c->buckets == NULL) {
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->filled, NULL);
+    c->max = max_entries;
+    c->lru.next = c->lru.prev = &c->lru;
+    return c;
+}
+
+static void lru_unlink(entry *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+}
+
+static void lru_push_front(posh_cache *c, entry *e)
+{
+    e->next = c->lru.next;
+    e->prev = &c->lru;
+    c->lru.next->prev = e;
+    c->lru.next = e;
+}
+
+static entry *find(posh_cache *c, const char *key, uint64_t h)
+{
+    for (entry *e = c->buckets[h & (c->nbuckets - 1)]; e != NULL; e = e->chain)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    return NULL;
+}
+
+static void remove_entry(posh_cache *c, entry *e)
+{
+    entry **p = &c->buckets[e->hash & (c->nbuckets - 1)];
+    while (*p != e)
+        p = &(*p)->chain;
+    *p = e->chain;
+    lru_unlink(e);
+    c->count--;
+    posh_result_free(e->result);
+    free(e->key);
+    free(e);
+}
+
+/* Double the table when it is fuller than one entry per bucket; failure to grow only costs speed. */
+static void maybe_grow(posh_cache *c)
+{
+    size_t n = c->nbuckets * 2;
+    entry **b;
+    if (c->count <= c->nbuckets || (b = calloc(n, sizeof(*b))) == NULL)
+        return;
+    for (size_t i = 0; i < c->nbuckets; i++) {
+        entry *e = c->buckets[i];
+        while (e != NULL) {
+            entry *next = e->chain;
+            e->chain = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(c->buckets);
+    c->buckets = b;
+    c->nbuckets = n;
+}
+
+/* Drop least recently used settled entries until there is room for one more. */
+static void evict(posh_cache *c)
+{
+    entry *e = c->lru.prev;
+    while (c->count >= c->max && e != &c->lru) {
+        entry *prev = e->prev;
+        if (!e->pending)
+            remove_entry(c, e);
+        e = prev;
+    }
+}
+
+static entry *insert_pending(posh_cache *c, const char *key, uint64_t h)
+{
+    entry *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->key = strdup(key)) == NULL) {
+        free(e);
+        return NULL;
+    }
+    evict(c);
+    e->hash = h;
+    e->pending = true;
+    e->chain = c->buckets[h & (c->nbuckets - 1)];
+    c->buckets[h & (c->nbuckets - 1)] = e;
+    lru_push_front(c, e);
+    c->count++;
+    maybe_grow(c);
+    return e;
+}
+
+posh_result *posh_cache_get(posh_cache *c, const char *key, time_t now, posh_result *(*fill)(void *arg),
+                            void *arg)
+{
+    uint64_t h = hash_key(key);
+    unsigned long waited_for = 0;
+    bool waited = false;
+    posh_result *r = NULL;
+    entry *e;
+
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        e = find(c, key, h);
+        if (e != NULL && !e->pending && e->result != NULL &&
+            (now < e->result->expires_at || (waited && e->gen != waited_for))) {
+            /* Fresh, or the very fill we waited for (even if it expired at once, e.g. a TTL of 0). */
+            lru_unlink(e);
+            lru_push_front(c, e);
+            r = posh_result_ref(e->result);
+            goto out;
+        }
+        if (e == NULL || !e->pending)
+            break;
+        waited = true;
+        waited_for = e->gen;
+        pthread_cond_wait(&c->filled, &c->lock);
+    }
+    /* Missing or stale: this caller runs the lookup for everyone. */
+    if (e == NULL && (e = insert_pending(c, key, h)) == NULL)
+        goto out;
+    e->pending = true;
+    pthread_mutex_unlock(&c->lock);
+    r = fill(arg);
+    pthread_mutex_lock(&c->lock);
+    posh_result_free(e->result);
+    e->result = r != NULL ? posh_result_ref(r) : NULL;
+    e->pending = false;
+    e->gen = ++c->next_gen;
+    if (r == NULL)
+        remove_entry(c, e);
+    pthread_cond_broadcast(&c->filled);
+out:
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+void posh_cache_flush(posh_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    for (entry *e = c->lru.next; e != &c->lru;) {
+        entry *next = e->next;
+        if (!e->pending)
+            remove_entry(c, e);
+        e = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+size_t posh_cache_count(posh_cache *c)
+{
+    size_t n;
+    pthread_mutex_lock(&c->lock);
+    n = c->count;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+void posh_cache_free(posh_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (entry *e = c->lru.next; e != &c->lru;) {
+        entry *next = e->next;
+        posh_result_free(e->result);
+        free(e->key);
+        free(e);
+        e = next;
+    }
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->filled);
+    free(c->buckets);
+    free(c);
+}

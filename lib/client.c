@@ -1,0 +1,250 @@
+/*
+ * client.c - the client: a private copy of the configuration, the cache, a pool of warm curl handles, and
+ * the process-wide default client configured from the environment.
+ */
+#include "client_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_IDLE_HANDLES 16
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* "HOST:PORT:ADDR:PORT" entries separated by commas; each part may be empty except the separators. */
+posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen)
+{
+    const char *p = list;
+    *out = NULL;
+    if (list == NULL || list[0] == '\0')
+        return POSH_OK;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ","), colons = 0;
+        char entry[512];
+        struct curl_slist *next;
+        if (n == 0 || n >= sizeof(entry))
+            goto bad;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch == ':')
+                colons++;
+            else if (ch <= ' ' || ch >= 0x7f)
+                goto bad;
+        }
+        /* An IPv6 address in brackets has colons of its own: count only the 3 separators we need at least. */
+        if (colons < 3)
+            goto bad;
+        memcpy(entry, p, n);
+        entry[n] = '\0';
+        if ((next = curl_slist_append(*out, entry)) == NULL) {
+            curl_slist_free_all(*out);
+            *out = NULL;
+            return POSH_ERR_NOMEM;
+        }
+        *out = next;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return POSH_OK;
+bad:
+    posh_msg(msg, msglen, "\"%.100s\": expected comma-separated HOST:PORT:ADDR:PORT entries", list);
+    curl_slist_free_all(*out);
+    *out = NULL;
+    return POSH_ERR_CONFIG;
+}
+
+posh_client *posh_client_new(const posh_config *cfg)
+{
+    posh_config *defaults = NULL;
+    posh_client *c = NULL;
+    char why[POSH_MSG_LEN];
+
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK)
+        return NULL;
+    if (cfg == NULL && (cfg = defaults = posh_config_new()) == NULL)
+        return NULL;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        goto fail;
+    pthread_mutex_init(&c->handles_lock, NULL);
+    c->max_idle = MAX_IDLE_HANDLES;
+    if ((c->cfg = posh_config_dup(cfg)) == NULL || (c->idle = calloc(c->max_idle, sizeof(CURL *))) == NULL ||
+        (c->cache = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
+        posh_connect_to_parse(cfg->connect_to, &c->connect_to, why, sizeof(why)) != POSH_OK)
+        goto fail;
+    posh_config_free(defaults);
+    return c;
+fail:
+    posh_config_free(defaults);
+    posh_client_free(c);
+    return NULL;
+}
+
+void posh_client_free(posh_client *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_idle; i++)
+        curl_easy_cleanup(c->idle[i]);
+    free(c->idle);
+    posh_cache_free(c->cache);
+    curl_slist_free_all(c->connect_to);
+    posh_config_free(c->cfg);
+    pthread_mutex_destroy(&c->handles_lock);
+    free(c);
+}
+
+void posh_client_flush(posh_client *c)
+{
+    if (c != NULL)
+        posh_cache_flush(c->cache);
+}
+
+CURL *posh_client_handle_get(posh_client *c)
+{
+    CURL *curl = NULL;
+    pthread_mutex_lock(&c->handles_lock);
+    if (c->n_idle > 0)
+        curl = c->idle[--c->n_idle];
+    pthread_mutex_unlock(&c->handles_lock);
+    if (curl != NULL)
+        return curl;
+    if ((curl = curl_easy_init()) == NULL)
+        return NULL;
+    if (posh_fetch_handle_setup(curl, c->cfg, c->connect_to) != POSH_OK) {
+        curl_easy_cleanup(curl);
+        return NULL;
+    }
+    return curl;
+}
+
+void posh_client_handle_put(posh_client *c, CURL *curl)
+{
+    if (curl == NULL)
+        return;
+    pthread_mutex_lock(&c->handles_lock);
+    if (c->n_idle < c->max_idle) {
+        c->idle[c->n_idle++] = curl;
+        curl = NULL;
+    }
+    pthread_mutex_unlock(&c->handles_lock);
+    if (curl != NULL)
+        curl_easy_cleanup(curl);
+}
+
+/* ---- lookups through the cache ---- */
+
+typedef struct fill_args {
+    posh_client *client;
+    const char *domain, *svc, *proto;
+} fill_args;
+
+static posh_result *fill_lookup(void *arg)
+{
+    fill_args *a = arg;
+    return posh_lookup_uncached(a->client, a->domain, a->svc, a->proto);
+}
+
+/* A result that only carries an input error (never cached). */
+static posh_result *input_error(posh_err err, const char *what, const char *value)
+{
+    posh_result *r = posh_result_new();
+    if (r == NULL)
+        return NULL;
+    r->err = err;
+    posh_msg(r->message, sizeof(r->message), "\"%.300s\" is not a valid %s", value, what);
+    return r;
+}
+
+posh_err posh_lookup(posh_client *client, const char *domain, const char *service, posh_result **out)
+{
+    char dom[POSH_MAX_DOMAIN_LEN + 2], svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+    char key[sizeof(dom) + sizeof(svc) + sizeof(proto) + 4];
+    fill_args args;
+    posh_err err;
+
+    if (out == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (client == NULL || domain == NULL || service == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if ((err = posh_domain_normalize(domain, dom, sizeof(dom))) != POSH_OK) {
+        *out = input_error(err, "DNS domain name", domain);
+        return *out == NULL ? POSH_ERR_NOMEM : err;
+    }
+    if ((err = posh_service_parse(service, svc, proto)) != POSH_OK) {
+        *out = input_error(err, "service name", service);
+        return *out == NULL ? POSH_ERR_NOMEM : err;
+    }
+    snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
+    args = (fill_args){client, dom, svc, proto};
+    *out = posh_cache_get(client->cache, key, posh_config_now(client->cfg), fill_lookup, &args);
+    return *out == NULL ? POSH_ERR_NOMEM : (*out)->err;
+}
+
+posh_err posh_match_der(const posh_client *client, const posh_result *result, const unsigned char *der,
+                        size_t der_len, int *match, int *index)
+{
+    int idx = -1;
+    posh_err err;
+
+    if (match != NULL)
+        *match = 0;
+    if (index != NULL)
+        *index = -1;
+    if (client == NULL || result == NULL || der == NULL || der_len == 0 || match == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if (result->err != POSH_OK)
+        return result->err;
+    err = posh_match_descriptors(result->descriptors, result->n_descriptors, !client->cfg->no_sha1, der, der_len,
+                                 &idx);
+    if (err != POSH_OK)
+        return err;
+    *match = idx >= 0;
+    if (index != NULL)
+        *index = idx;
+    return POSH_OK;
+}
+
+/* ---- the default client ---- */
+
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static posh_client *default_client;
+static char default_error[POSH_MSG_LEN] = "";
+
+static void default_init(void)
+{
+    posh_config *cfg = posh_config_new();
+    posh_err err;
+    if (cfg == NULL) {
+        posh_msg(default_error, sizeof(default_error), "out of memory");
+        return;
+    }
+    err = posh_config_load_env(cfg);
+    if (err != POSH_OK) {
+        posh_msg(default_error, sizeof(default_error), "%s", posh_config_error(cfg));
+        posh_log(POSH_LOG_ERROR, "invalid environment: %s", default_error);
+    } else if ((default_client = posh_client_new(cfg)) == NULL) {
+        posh_msg(default_error, sizeof(default_error), "could not create the client (out of memory or libcurl)");
+    }
+    posh_config_free(cfg);
+}
+
+posh_client *posh_default_client(void)
+{
+    pthread_once(&default_once, default_init);
+    return default_client;
+}
+
+const char *posh_default_client_error(void)
+{
+    pthread_once(&default_once, default_init);
+    return default_error;
+}

@@ -1,0 +1,125 @@
+/*
+ * client_internal.h - configuration, logging, fetching, caching and result internals shared by libposh's files.
+ */
+#ifndef POSH_CLIENT_INTERNAL_H
+#define POSH_CLIENT_INTERNAL_H
+
+#include "posh_internal.h"
+
+#include <curl/curl.h>
+
+/* ---- configuration (config.c) ---- */
+struct posh_config {
+    char *ca_file;
+    char *ca_path;
+    char *connect_to;          /* comma-separated curl --connect-to entries, or NULL */
+    long timeout_ms;
+    long max_redirects;
+    long max_bytes;
+    long max_ttl;
+    long negative_ttl;
+    long cache_size;
+    posh_mode mode;
+    int no_sha1;
+    unsigned layouts;
+    time_t (*now)(void *arg);
+    void *now_arg;
+    char error[POSH_MSG_LEN];
+};
+
+/* Deep copy of src into a new config (NULL when out of memory). */
+posh_config *posh_config_dup(const posh_config *src);
+/* The config's clock. */
+time_t posh_config_now(const posh_config *cfg);
+
+/* ---- logging (log.c): configured from POSH_LOG / POSH_LOG_LEVEL once per process ---- */
+typedef enum posh_log_level { POSH_LOG_ERROR = 0, POSH_LOG_WARNING, POSH_LOG_INFO, POSH_LOG_DEBUG } posh_log_level;
+/* Validate the logging environment; POSH_ERR_CONFIG with a message in msg when invalid. */
+posh_err posh_log_check_env(char *msg, size_t msglen);
+void posh_log(posh_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- one HTTPS GET under POSH rules (fetch.c) ---- */
+typedef struct posh_request {
+    char *url;
+    long status;               /* HTTP status, 0 if no response */
+} posh_request;
+
+typedef struct posh_trace {
+    posh_request req[POSH_MAX_REQUESTS];
+    size_t n;
+} posh_trace;
+
+typedef struct posh_fetch_result {
+    long status;               /* final status after redirects (2xx or 4xx when POSH_OK) */
+    char *body;                /* malloc'd, NUL-terminated, body_len bytes before the NUL */
+    size_t body_len;
+    char *final_url;           /* malloc'd */
+} posh_fetch_result;
+
+/*
+ * GET url following at most cfg->max_redirects https:// redirects, within the absolute monotonic deadline
+ * (milliseconds, see posh_now_ms). Each hop is appended to trace. POSH_OK means a 2xx or 4xx final response
+ * (check out->status); anything else is an error with a message in msg.
+ */
+posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
+                    posh_fetch_result *out, char *msg, size_t msglen);
+void posh_fetch_result_clear(posh_fetch_result *r);
+/* Prepare a reusable easy handle with the invariant options (https only, no signals, CA, connect-to). */
+posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to);
+int64_t posh_now_ms(void);
+
+/* ---- results (lookup.c) ---- */
+struct posh_result {
+    int refs;                  /* atomic */
+    posh_err err;
+    char domain[POSH_MAX_DOMAIN_LEN + 2];
+    char service[2 * POSH_MAX_SERVICE_LEN + 4];
+    char message[POSH_MSG_LEN];
+    time_t expires_at;
+    long ttl;
+    int followed_reference;
+    posh_trace trace;
+    size_t n_descriptors;
+    posh_descriptor *descriptors;
+};
+
+posh_result *posh_result_new(void);
+posh_result *posh_result_ref(posh_result *r);
+
+/*
+ * The whole POSH process for a normalised (domain, svc, proto), without the cache. Always returns a result
+ * (NULL only when out of memory) whose err says what happened.
+ */
+posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const char *svc, const char *proto);
+
+/* ---- cache (cache.c) ---- */
+typedef struct posh_cache posh_cache;
+posh_cache *posh_cache_new(size_t max_entries);
+void posh_cache_free(posh_cache *cache);
+void posh_cache_flush(posh_cache *cache);
+/*
+ * Get the result for key, or run fill(arg) once for all concurrent callers of the same key (single flight)
+ * and store what it returns until its expires_at. Returns a new reference, or NULL when out of memory.
+ */
+posh_result *posh_cache_get(posh_cache *cache, const char *key, time_t now,
+                            posh_result *(*fill)(void *arg), void *arg);
+size_t posh_cache_count(posh_cache *cache);
+
+/* ---- client (client.c) ---- */
+struct posh_client {
+    posh_config *cfg;
+    posh_cache *cache;
+    struct curl_slist *connect_to;
+    pthread_mutex_t handles_lock;  /* guards the idle handle pool (keeps connections warm between lookups) */
+    CURL **idle;
+    size_t n_idle;
+    size_t max_idle;
+};
+
+/* Take an easy handle from the client's pool (or a new one); give it back when done. NULL: out of memory. */
+CURL *posh_client_handle_get(posh_client *client);
+void posh_client_handle_put(posh_client *client, CURL *curl);
+/* Parse a --connect-to list into a curl list. POSH_ERR_CONFIG with msg when malformed. */
+posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen);
+
+#endif /* POSH_CLIENT_INTERNAL_H */

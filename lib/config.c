@@ -1,0 +1,360 @@
+/*
+ * config.c - defaults, setters with range checks, and the POSH_* environment. An invalid value is an error
+ * naming the variable, never silently a default.
+ */
+#include "client_internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_MAX_REDIRECTS 10
+#define DEFAULT_MAX_BYTES 65536
+#define DEFAULT_MAX_TTL 86400
+#define DEFAULT_NEGATIVE_TTL 60
+#define DEFAULT_CACHE_SIZE 10000
+
+static time_t monotonic_seconds(void *arg)
+{
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+posh_config *posh_config_new(void)
+{
+    posh_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    cfg->timeout_ms = DEFAULT_TIMEOUT_MS;
+    cfg->max_redirects = DEFAULT_MAX_REDIRECTS;
+    cfg->max_bytes = DEFAULT_MAX_BYTES;
+    cfg->max_ttl = DEFAULT_MAX_TTL;
+    cfg->negative_ttl = DEFAULT_NEGATIVE_TTL;
+    cfg->cache_size = DEFAULT_CACHE_SIZE;
+    cfg->mode = POSH_MODE_NAME;
+    cfg->layouts = POSH_LAYOUT_ALL;
+    cfg->now = monotonic_seconds;
+    return cfg;
+}
+
+void posh_config_free(posh_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->ca_file);
+    free(cfg->ca_path);
+    free(cfg->connect_to);
+    free(cfg);
+}
+
+static int dup_string(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (src == NULL)
+        return 0;
+    *dst = strdup(src);
+    return *dst == NULL ? -1 : 0;
+}
+
+posh_config *posh_config_dup(const posh_config *src)
+{
+    posh_config *cfg = malloc(sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    *cfg = *src;
+    cfg->ca_file = cfg->ca_path = cfg->connect_to = NULL;
+    if (dup_string(&cfg->ca_file, src->ca_file) != 0 || dup_string(&cfg->ca_path, src->ca_path) != 0 ||
+        dup_string(&cfg->connect_to, src->connect_to) != 0) {
+        posh_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+time_t posh_config_now(const posh_config *cfg)
+{
+    return cfg->now(cfg->now_arg);
+}
+
+const char *posh_config_error(const posh_config *cfg)
+{
+    return cfg == NULL ? "no configuration" : cfg->error;
+}
+
+static posh_err set_string(posh_config *cfg, char **field, const char *value)
+{
+    char *copy = NULL;
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if (value != NULL && value[0] != '\0' && (copy = strdup(value)) == NULL)
+        return POSH_ERR_NOMEM;
+    free(*field);
+    *field = copy;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_ca_file(posh_config *cfg, const char *path)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->ca_file, path);
+}
+
+posh_err posh_config_set_ca_path(posh_config *cfg, const char *path)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->ca_path, path);
+}
+
+posh_err posh_config_set_connect_to(posh_config *cfg, const char *list)
+{
+    struct curl_slist *parsed = NULL;
+    posh_err err;
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    err = posh_connect_to_parse(list, &parsed, cfg->error, sizeof(cfg->error));
+    curl_slist_free_all(parsed);
+    if (err != POSH_OK)
+        return err;
+    return set_string(cfg, &cfg->connect_to, list);
+}
+
+static posh_err set_range(posh_config *cfg, long *field, long value, long min, long max, const char *what)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if (value < min || value > max) {
+        posh_msg(cfg->error, sizeof(cfg->error), "%s: %ld is out of range %ld..%ld", what, value, min, max);
+        return POSH_ERR_CONFIG;
+    }
+    *field = value;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_timeout_ms(posh_config *cfg, long ms)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_range(cfg, &cfg->timeout_ms, ms, 1, 600000, "timeout");
+}
+
+posh_err posh_config_set_max_redirects(posh_config *cfg, long n)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT
+                       : set_range(cfg, &cfg->max_redirects, n, 0, 10, "maximum redirects");
+}
+
+posh_err posh_config_set_max_bytes(posh_config *cfg, long n)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_range(cfg, &cfg->max_bytes, n, 64, 1048576, "maximum bytes");
+}
+
+posh_err posh_config_set_max_ttl(posh_config *cfg, long seconds)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT
+                       : set_range(cfg, &cfg->max_ttl, seconds, 1, 31536000, "maximum TTL");
+}
+
+posh_err posh_config_set_negative_ttl(posh_config *cfg, long seconds)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT
+                       : set_range(cfg, &cfg->negative_ttl, seconds, 0, 86400, "negative TTL");
+}
+
+posh_err posh_config_set_cache_size(posh_config *cfg, long entries)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT
+                       : set_range(cfg, &cfg->cache_size, entries, 1, 10000000, "cache size");
+}
+
+posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode)
+{
+    if (cfg == NULL || (mode != POSH_MODE_NAME && mode != POSH_MODE_PIN))
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->mode = mode;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->no_sha1 = no_sha1 != 0;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_layouts(posh_config *cfg, unsigned layouts)
+{
+    if (cfg == NULL || layouts == 0 || (layouts & ~POSH_LAYOUT_ALL) != 0)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->layouts = layouts;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_clock(posh_config *cfg, time_t (*now)(void *arg), void *arg)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->now = now != NULL ? now : monotonic_seconds;
+    cfg->now_arg = now != NULL ? arg : NULL;
+    return POSH_OK;
+}
+
+/* ---- the environment ---- */
+
+/* A whole decimal number, nothing else: no sign, no blanks, no suffix. */
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    long v;
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static posh_err env_number(posh_config *tmp, const char *var, long *field, long min, long max)
+{
+    const char *v = getenv(var);
+    long n;
+    if (v == NULL)
+        return POSH_OK;
+    if (parse_long(v, &n) != 0 || n < min || n > max) {
+        posh_msg(tmp->error, sizeof(tmp->error), "%s=\"%.64s\": expected a whole number from %ld to %ld", var, v,
+                 min, max);
+        return POSH_ERR_CONFIG;
+    }
+    *field = n;
+    return POSH_OK;
+}
+
+static posh_err env_mode(posh_config *tmp)
+{
+    const char *v = getenv("POSH_MODE");
+    if (v == NULL)
+        return POSH_OK;
+    if (strcmp(v, "name") == 0) {
+        tmp->mode = POSH_MODE_NAME;
+    } else if (strcmp(v, "pin") == 0) {
+        tmp->mode = POSH_MODE_PIN;
+    } else {
+        posh_msg(tmp->error, sizeof(tmp->error), "POSH_MODE=\"%.64s\": expected name or pin", v);
+        return POSH_ERR_CONFIG;
+    }
+    return POSH_OK;
+}
+
+static posh_err env_no_sha1(posh_config *tmp)
+{
+    const char *v = getenv("POSH_NO_SHA1");
+    if (v == NULL || v[0] == '\0')
+        return POSH_OK;
+    if (strcmp(v, "1") == 0) {
+        tmp->no_sha1 = 1;
+    } else if (strcmp(v, "0") == 0) {
+        tmp->no_sha1 = 0;
+    } else {
+        posh_msg(tmp->error, sizeof(tmp->error), "POSH_NO_SHA1=\"%.64s\": expected 1 or 0", v);
+        return POSH_ERR_CONFIG;
+    }
+    return POSH_OK;
+}
+
+static posh_err env_layout(posh_config *tmp)
+{
+    const char *v = getenv("POSH_LAYOUT");
+    unsigned layouts = 0;
+    const char *p;
+    if (v == NULL)
+        return POSH_OK;
+    for (p = v; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (n == 7 && strncmp(p, "rfc7711", n) == 0) {
+            layouts |= POSH_LAYOUT_RFC7711;
+        } else if (n == 7 && strncmp(p, "draft02", n) == 0) {
+            layouts |= POSH_LAYOUT_DRAFT02;
+        } else {
+            layouts = 0;
+            break;
+        }
+        p += n;
+        if (*p == ',' && *++p == '\0')
+            layouts = 0; /* a trailing comma is a typo, not a list */
+    }
+    if (layouts == 0) {
+        posh_msg(tmp->error, sizeof(tmp->error),
+                 "POSH_LAYOUT=\"%.64s\": expected rfc7711, draft02 or rfc7711,draft02", v);
+        return POSH_ERR_CONFIG;
+    }
+    tmp->layouts = layouts;
+    return POSH_OK;
+}
+
+static posh_err env_string(posh_config *tmp, const char *var, char **field)
+{
+    const char *v = getenv(var);
+    if (v == NULL)
+        return POSH_OK;
+    if (v[0] == '\0') {
+        posh_msg(tmp->error, sizeof(tmp->error), "%s is set but empty", var);
+        return POSH_ERR_CONFIG;
+    }
+    return set_string(tmp, field, v);
+}
+
+posh_err posh_config_load_env(posh_config *cfg)
+{
+    posh_config *tmp;
+    posh_err err;
+    const char *ct;
+
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    /* Work on a copy so that an invalid variable leaves cfg as it was. */
+    tmp = posh_config_dup(cfg);
+    if (tmp == NULL)
+        return POSH_ERR_NOMEM;
+    tmp->error[0] = '\0';
+    if ((err = env_string(tmp, "POSH_CA_FILE", &tmp->ca_file)) != POSH_OK ||
+        (err = env_string(tmp, "POSH_CA_PATH", &tmp->ca_path)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_TIMEOUT_MS", &tmp->timeout_ms, 1, 600000)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_MAX_REDIRECTS", &tmp->max_redirects, 0, 10)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_MAX_BYTES", &tmp->max_bytes, 64, 1048576)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_MAX_TTL", &tmp->max_ttl, 1, 31536000)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_NEGATIVE_TTL", &tmp->negative_ttl, 0, 86400)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_CACHE_SIZE", &tmp->cache_size, 1, 10000000)) != POSH_OK ||
+        (err = env_mode(tmp)) != POSH_OK || (err = env_no_sha1(tmp)) != POSH_OK ||
+        (err = env_layout(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
+        goto fail;
+    ct = getenv("POSH_CONNECT_TO");
+    if (ct != NULL) {
+        struct curl_slist *parsed = NULL;
+        char why[POSH_MSG_LEN];
+        err = posh_connect_to_parse(ct, &parsed, why, sizeof(why));
+        curl_slist_free_all(parsed);
+        if (err != POSH_OK) {
+            posh_msg(tmp->error, sizeof(tmp->error), "POSH_CONNECT_TO: %s", why);
+            goto fail;
+        }
+        if ((err = set_string(tmp, &tmp->connect_to, ct)) != POSH_OK)
+            goto fail;
+    }
+    /* Commit: swap the owned strings, then free the old ones with tmp. */
+    {
+        posh_config old = *cfg;
+        *cfg = *tmp;
+        cfg->error[0] = '\0';
+        tmp->ca_file = old.ca_file;
+        tmp->ca_path = old.ca_path;
+        tmp->connect_to = old.connect_to;
+        posh_config_free(tmp);
+    }
+    return POSH_OK;
+fail:
+    memcpy(cfg->error, tmp->error, sizeof(cfg->error));
+    posh_config_free(tmp);
+    return err;
+}

@@ -1,0 +1,227 @@
+/*
+ * fetch.c - one HTTPS GET under POSH rules: https only (every hop), verified server certificates, redirects
+ * followed by hand so each target is checked and counted, a body cap, and an absolute deadline.
+ */
+#include "client_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int64_t posh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct body_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+    bool too_large;
+    bool nomem;
+} body_buf;
+
+static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    body_buf *b = userdata;
+    size_t n = nmemb; /* size is always 1 for write callbacks */
+
+    (void)size;
+    if (n > b->max - b->len) {
+        b->too_large = true;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap == 0 ? 4096 : b->cap;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (cap > b->max + 1)
+            cap = b->max + 1;
+        p = realloc(b->data, cap);
+        if (p == NULL) {
+            b->nomem = true;
+            return 0;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to)
+{
+    CURLcode rc = CURLE_OK;
+
+#define SET(opt, val)                                                                                          \
+    do {                                                                                                       \
+        if (rc == CURLE_OK)                                                                                    \
+            rc = curl_easy_setopt(curl, opt, val);                                                             \
+    } while (0)
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    SET(CURLOPT_PROXY, ""); /* never an environment proxy: the path to the source domain must be ours */
+    SET(CURLOPT_USERAGENT, "posh/" POSH_VERSION_STRING);
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_bytes);
+    if (cfg->ca_file != NULL)
+        SET(CURLOPT_CAINFO, cfg->ca_file);
+    if (cfg->ca_path != NULL)
+        SET(CURLOPT_CAPATH, cfg->ca_path);
+    if (connect_to != NULL)
+        SET(CURLOPT_CONNECT_TO, connect_to);
+    SET(CURLOPT_WRITEFUNCTION, body_write);
+#undef SET
+    return rc == CURLE_OK ? POSH_OK : POSH_ERR_INTERNAL;
+}
+
+void posh_fetch_result_clear(posh_fetch_result *r)
+{
+    free(r->body);
+    free(r->final_url);
+    memset(r, 0, sizeof(*r));
+}
+
+static posh_err map_curl_error(CURLcode rc, const body_buf *b)
+{
+    if (b->too_large)
+        return POSH_ERR_TOO_LARGE;
+    if (b->nomem || rc == CURLE_OUT_OF_MEMORY)
+        return POSH_ERR_NOMEM;
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        return POSH_ERR_TIMEOUT;
+    if (rc == CURLE_FILESIZE_EXCEEDED)
+        return POSH_ERR_TOO_LARGE;
+    if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_CONNECT)
+        return POSH_ERR_CONNECT;
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_SSL_CACERT_BADFILE ||
+        rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CIPHER || rc == CURLE_SSL_ISSUER_ERROR ||
+        rc == CURLE_SSL_INVALIDCERTSTATUS || rc == CURLE_SSL_CRL_BADFILE)
+        return POSH_ERR_TLS;
+    return POSH_ERR_FETCH;
+}
+
+static int is_redirect(long status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+static void trace_add(posh_trace *trace, const char *url, long status)
+{
+    if (trace == NULL || trace->n >= POSH_MAX_REQUESTS)
+        return;
+    trace->req[trace->n].url = strdup(url);
+    trace->req[trace->n].status = status;
+    if (trace->req[trace->n].url != NULL)
+        trace->n++;
+}
+
+/* One request, no redirect following. */
+static posh_err fetch_once(CURL *curl, const char *url, int64_t deadline_ms, body_buf *b, long *status,
+                           char **location, char *msg, size_t msglen)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    int64_t left = deadline_ms - posh_now_ms();
+    CURLcode rc;
+    char *loc = NULL;
+    posh_err err;
+
+    *status = 0;
+    *location = NULL;
+    if (left <= 0) {
+        posh_msg(msg, msglen, "%s: time budget exhausted before the request", url);
+        return POSH_ERR_TIMEOUT;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)left);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    rc = curl_easy_perform(curl);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    if (rc != CURLE_OK) {
+        err = map_curl_error(rc, b);
+        if (err == POSH_ERR_TOO_LARGE)
+            posh_msg(msg, msglen, "%s: body larger than %zu bytes", url, b->max);
+        else
+            posh_msg(msg, msglen, "%s: %s", url, errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+        return err;
+    }
+    if (is_redirect(*status) && curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc != NULL) {
+        if ((*location = strdup(loc)) == NULL)
+            return POSH_ERR_NOMEM;
+    }
+    return POSH_OK;
+}
+
+posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
+                    posh_fetch_result *out, char *msg, size_t msglen)
+{
+    body_buf b = {.max = (size_t)cfg->max_bytes};
+    char *current = NULL, *location = NULL;
+    long status = 0, hops = 0;
+    posh_err err;
+
+    memset(out, 0, sizeof(*out));
+    if ((current = strdup(url)) == NULL)
+        return POSH_ERR_NOMEM;
+    for (;;) {
+        b.len = 0;
+        b.too_large = b.nomem = false;
+        err = fetch_once(curl, current, deadline_ms, &b, &status, &location, msg, msglen);
+        trace_add(trace, current, status);
+        if (err != POSH_OK)
+            goto done;
+        if (!is_redirect(status))
+            break;
+        if (location == NULL) {
+            posh_msg(msg, msglen, "%s: HTTP %ld without a usable Location", current, status);
+            err = POSH_ERR_HTTP_STATUS;
+            goto done;
+        }
+        if (!posh_url_is_https(location, strlen(location))) {
+            posh_msg(msg, msglen, "%s: redirect to \"%.200s\", which is not an https URL", current, location);
+            err = POSH_ERR_REDIRECT_SCHEME;
+            goto done;
+        }
+        if (++hops > cfg->max_redirects) {
+            posh_msg(msg, msglen, "%s: redirect to %.200s would exceed %ld redirects", url, location,
+                     cfg->max_redirects);
+            err = POSH_ERR_TOO_MANY_REDIRECTS;
+            goto done;
+        }
+        free(current);
+        current = location;
+        location = NULL;
+    }
+    if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
+        out->status = status;
+        out->body = b.data != NULL ? b.data : strdup("");
+        out->body_len = b.len;
+        out->final_url = current;
+        b.data = NULL;
+        current = NULL;
+        err = out->body != NULL ? POSH_OK : POSH_ERR_NOMEM;
+    } else {
+        posh_msg(msg, msglen, "%s: HTTP status %ld", current, status);
+        err = POSH_ERR_HTTP_STATUS;
+    }
+done:
+    free(b.data);
+    free(current);
+    free(location);
+    if (err != POSH_OK)
+        posh_fetch_result_clear(out);
+    return err;
+}

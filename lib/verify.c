@@ -1,0 +1,356 @@
+/*
+ * verify.c - the OpenSSL glue. A certificate verification callback checks the reference identifier first; only
+ * when it does not match does POSH run, and on a match the chain is verified by X509_verify_cert() with the
+ * host names removed from this verification's parameters. No error is ever cleared by hand, so POSH cannot
+ * launder an untrusted chain, an expired leaf or a revoked certificate, and the application's own verify
+ * callback runs untouched (see notes/openssl-verification-and-preload.md).
+ */
+#include "client_internal.h"
+
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERVICE_BUF (2 * POSH_MAX_SERVICE_LEN + 4)
+
+typedef struct ctx_state {
+    char service[SERVICE_BUF];     /* "" when only SSL_set_posh_verify() installed the callback */
+    posh_client *client;           /* NULL: the default client */
+    int installed;                 /* the certificate verification callback is set on this context */
+} ctx_state;
+
+typedef struct ssl_state {
+    char service[SERVICE_BUF];     /* set by SSL_set_posh_verify(), "" otherwise */
+    char reference[POSH_MAX_DOMAIN_LEN + 2];
+    posh_status status;
+    posh_err err;
+    char message[POSH_MSG_LEN];
+} ssl_state;
+
+static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+static int ctx_index = -1;
+static int ssl_index = -1;
+
+static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    free(ptr);
+}
+
+/* SSL_dup() copies ex_data pointers: give the copy its own state. */
+static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl,
+                         void *argp)
+{
+    ssl_state *copy;
+    if (*from_d == NULL)
+        return 1;
+    if ((copy = malloc(sizeof(*copy))) == NULL)
+        return 0;
+    memcpy(copy, *from_d, sizeof(*copy));
+    *from_d = copy;
+    return 1;
+}
+
+static void index_init(void)
+{
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
+    ssl_index = SSL_get_ex_new_index(0, NULL, NULL, ssl_state_dup, state_free);
+}
+
+static int indexes_ready(void)
+{
+    pthread_once(&index_once, index_init);
+    return ctx_index >= 0 && ssl_index >= 0;
+}
+
+static ctx_state *ctx_state_get(SSL_CTX *ctx, int create)
+{
+    ctx_state *st = SSL_CTX_get_ex_data(ctx, ctx_index);
+    if (st != NULL || !create)
+        return st;
+    if ((st = calloc(1, sizeof(*st))) == NULL)
+        return NULL;
+    if (!SSL_CTX_set_ex_data(ctx, ctx_index, st)) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static ssl_state *ssl_state_get(const SSL *ssl, int create)
+{
+    ssl_state *st = SSL_get_ex_data(ssl, ssl_index);
+    if (st != NULL || !create)
+        return st;
+    if ((st = calloc(1, sizeof(*st))) == NULL)
+        return NULL;
+    if (!SSL_set_ex_data((SSL *)ssl, ssl_index, st)) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Validate a service and store its canonical SRV form. */
+static int service_store(const char *service, char out[SERVICE_BUF])
+{
+    char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+    if (service == NULL || posh_service_parse(service, svc, proto) != POSH_OK) {
+        posh_log(POSH_LOG_ERROR, "invalid service name \"%.100s\"", service ? service : "(null)");
+        return 0;
+    }
+    snprintf(out, SERVICE_BUF, "_%s._%s", svc, proto);
+    return 1;
+}
+
+static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
+{
+    va_list ap;
+    st->status = status;
+    st->err = err;
+    va_start(ap, fmt);
+    vsnprintf(st->message, sizeof(st->message), fmt, ap);
+    va_end(ap);
+}
+
+/* Could this configured host name be a POSH source domain? Not ".domain" forms, wildcards or IP literals. */
+static int eligible_reference(const char *host, char out[POSH_MAX_DOMAIN_LEN + 2])
+{
+    if (host[0] == '.' || strchr(host, '*') != NULL)
+        return 0;
+    return posh_domain_normalize(host, out, POSH_MAX_DOMAIN_LEN + 2) == POSH_OK;
+}
+
+/* Run POSH for reference against leaf: 1 vouched, 0 not (st says why). */
+static int posh_vouches(ssl_state *st, posh_client *client, const char *reference, const char *service, X509 *leaf)
+{
+    unsigned char stackbuf[4096], *der = NULL, *p;
+    posh_result *res = NULL;
+    int len, match = 0, index = -1;
+    const char *url = "";
+    posh_err err;
+
+    err = posh_lookup(client, reference, service, &res);
+    if (err != POSH_OK) {
+        record(st, POSH_STATUS_REJECTED, err, "%s %s: %s: %s", reference, service, posh_strerror(err),
+               posh_result_message(res));
+        goto done;
+    }
+    len = i2d_X509(leaf, NULL);
+    if (len <= 0) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE, "%s: the peer certificate cannot be encoded",
+               reference);
+        goto done;
+    }
+    der = (size_t)len <= sizeof(stackbuf) ? stackbuf : malloc((size_t)len);
+    if (der == NULL) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_NOMEM, "%s: out of memory", reference);
+        goto done;
+    }
+    p = der;
+    i2d_X509(leaf, &p);
+    err = posh_match_der(client, res, der, (size_t)len, &match, &index);
+    if (posh_result_request_count(res) > 0)
+        posh_result_request(res, posh_result_request_count(res) - 1, &url, NULL);
+    if (err != POSH_OK)
+        record(st, POSH_STATUS_REJECTED, err, "%s: %s", reference, posh_strerror(err));
+    else if (!match)
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_NO_MATCH,
+               "%s %s: the certificate matches none of the %zu fingerprint descriptors of %s", reference, service,
+               posh_result_descriptor_count(res), url);
+    else
+        record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
+               reference, service, index, url);
+done:
+    if (der != stackbuf)
+        free(der);
+    posh_result_free(res);
+    return match;
+}
+
+static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_state *st, const char *service)
+{
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
+    X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
+    posh_client *client = cst != NULL && cst->client != NULL ? cst->client : posh_default_client();
+    char reference[POSH_MAX_DOMAIN_LEN + 2] = "";
+    STACK_OF(X509) *anchors = NULL;
+    unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
+    const char *host;
+    int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
+    int ret;
+
+    st->status = POSH_STATUS_NONE;
+    st->err = POSH_OK;
+    st->message[0] = '\0';
+    if (leaf == NULL)
+        return X509_verify_cert(xctx);
+
+    /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
+    for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
+        if (X509_check_host(leaf, host, 0, flags, NULL) > 0) {
+            record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host);
+            return X509_verify_cert(xctx);
+        }
+    }
+    /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
+    if (st->reference[0] != '\0') {
+        memcpy(reference, st->reference, sizeof(reference));
+    } else {
+        for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++)
+            if (eligible_reference(host, reference))
+                break;
+        if (reference[0] == '\0' && (host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) != NULL)
+            eligible_reference(host, reference);
+    }
+    if (reference[0] == '\0') {
+        if (have_hosts)
+            record(st, POSH_STATUS_REJECTED, POSH_ERR_NO_REFERENCE_ID,
+                   "no host name usable as a POSH source domain");
+        return X509_verify_cert(xctx);
+    }
+    if (!have_hosts) {
+        /* The application set no host: POSH makes the reference identifier the name to check. */
+        if (X509_check_host(leaf, reference, 0, flags, NULL) > 0) {
+            record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
+            X509_VERIFY_PARAM_set1_host(param, reference, 0);
+            return X509_verify_cert(xctx);
+        }
+    }
+    if (client == NULL) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+    } else if (posh_vouches(st, client, reference, service, leaf)) {
+        /* Vouched: verify everything else exactly as before, without the host names. */
+        if (!X509_VERIFY_PARAM_set1_host(param, NULL, 0))
+            goto nomem;
+        if (client->cfg->mode == POSH_MODE_PIN) {
+            if ((anchors = sk_X509_new_null()) == NULL || !sk_X509_push(anchors, leaf))
+                goto nomem;
+            X509_STORE_CTX_set0_trusted_stack(xctx, anchors);
+            X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+        }
+        ret = X509_verify_cert(xctx);
+        sk_X509_free(anchors);
+        return ret;
+    }
+    posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
+    /* Not vouched: let OpenSSL report the name mismatch through the application's callback. */
+    if (!have_hosts && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
+        goto nomem;
+    return X509_verify_cert(xctx);
+nomem:
+    sk_X509_free(anchors);
+    X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
+    return 0;
+}
+
+static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    ctx_state *cst;
+    ssl_state *st;
+    const char *service;
+
+    if (ssl == NULL || SSL_is_server(ssl) || !indexes_ready())
+        return X509_verify_cert(xctx);
+    cst = ctx_state_get(SSL_get_SSL_CTX(ssl), 0);
+    st = ssl_state_get(ssl, 0);
+    service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+    if (service[0] == '\0')
+        return X509_verify_cert(xctx);
+    if (st == NULL && (st = ssl_state_get(ssl, 1)) == NULL) {
+        X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
+        return 0;
+    }
+    return verify_with_posh(xctx, ssl, cst, st, service);
+}
+
+/* ---- public API ---- */
+
+int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
+{
+    char canon[SERVICE_BUF];
+    ctx_state *st;
+
+    if (ctx == NULL || !indexes_ready() || !service_store(service, canon))
+        return 0;
+    if ((st = ctx_state_get(ctx, 1)) == NULL)
+        return 0;
+    if (st->client == NULL && posh_default_client() == NULL) {
+        posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
+        return 0;
+    }
+    memcpy(st->service, canon, sizeof(st->service));
+    SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx) | SSL_VERIFY_PEER, SSL_CTX_get_verify_callback(ctx));
+    SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
+    st->installed = 1;
+    return 1;
+}
+
+int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
+{
+    ctx_state *st;
+    if (ctx == NULL || client == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 1)) == NULL)
+        return 0;
+    st->client = client;
+    return 1;
+}
+
+int SSL_set_posh_verify(SSL *ssl, const char *service)
+{
+    char canon[SERVICE_BUF];
+    SSL_CTX *ctx;
+    ctx_state *cst;
+    ssl_state *st;
+
+    if (ssl == NULL || !indexes_ready() || !service_store(service, canon))
+        return 0;
+    ctx = SSL_get_SSL_CTX(ssl);
+    if ((cst = ctx_state_get(ctx, 1)) == NULL)
+        return 0;
+    if (!cst->installed) {
+        /* First use on this context: install the pass-through callback (connections without POSH unaffected). */
+        SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
+        cst->installed = 1;
+    }
+    if (cst->client == NULL && posh_default_client() == NULL) {
+        posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
+        return 0;
+    }
+    if ((st = ssl_state_get(ssl, 1)) == NULL)
+        return 0;
+    memcpy(st->service, canon, sizeof(st->service));
+    SSL_set_verify(ssl, SSL_get_verify_mode(ssl) | SSL_VERIFY_PEER, SSL_get_verify_callback(ssl));
+    return 1;
+}
+
+int SSL_set_posh_reference(SSL *ssl, const char *source_domain)
+{
+    char dom[POSH_MAX_DOMAIN_LEN + 2];
+    ssl_state *st;
+    if (ssl == NULL || source_domain == NULL || !indexes_ready() ||
+        posh_domain_normalize(source_domain, dom, sizeof(dom)) != POSH_OK || (st = ssl_state_get(ssl, 1)) == NULL)
+        return 0;
+    memcpy(st->reference, dom, sizeof(st->reference));
+    return 1;
+}
+
+posh_status SSL_get_posh_status(const SSL *ssl)
+{
+    ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
+    return st != NULL ? st->status : POSH_STATUS_NONE;
+}
+
+posh_err SSL_get_posh_error(const SSL *ssl)
+{
+    ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
+    return st != NULL ? st->err : POSH_OK;
+}
+
+const char *SSL_get_posh_message(const SSL *ssl)
+{
+    ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
+    return st != NULL ? st->message : "";
+}

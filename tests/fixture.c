@@ -1,0 +1,138 @@
+/*
+ * fixture.c - see fixture.h.
+ */
+#include "fixture.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ts_cert *issue(ts_ca *ca, const char *name)
+{
+    ts_cert_opts o = {0};
+    o.dns[0] = name;
+    o.cn = name;
+    o.not_before_days = -1;
+    o.not_after_days = 30;
+    ts_cert *c = ts_cert_issue(ca, &o);
+    cr_assert_not_null(c, "issue %s", name);
+    return c;
+}
+
+void fx_init(fx *f)
+{
+    char path[600];
+    memset(f, 0, sizeof(*f));
+    cr_assert_not_null(f->dir = ts_tmpdir());
+    cr_assert_not_null(f->ca = ts_ca_new("posh test CA"));
+    f->web_foo = issue(f->ca, FOO);
+    f->web_hosting = issue(f->ca, HOSTING);
+    f->svc = issue(f->ca, "xmpp.hosting.example.net");
+    f->other = issue(f->ca, "other.hosting.example.net");
+    snprintf(f->ca_file, sizeof(f->ca_file), "%s/ca.pem", f->dir);
+    cr_assert_eq(ts_ca_write(f->ca, f->ca_file), 0);
+    cr_assert_eq(ts_cert_write(f->web_foo, f->dir, "foo"), 0);
+    cr_assert_eq(ts_cert_write(f->web_hosting, f->dir, "hosting"), 0);
+    cr_assert_not_null(f->nginx = ts_nginx_new(f->dir));
+    snprintf(path, sizeof(path), "%s/foo.crt", f->dir);
+    {
+        char key[600];
+        snprintf(key, sizeof(key), "%s/foo.key", f->dir);
+        cr_assert_eq(ts_nginx_add_site(f->nginx, FOO, path, key), 0);
+        snprintf(path, sizeof(path), "%s/hosting.crt", f->dir);
+        snprintf(key, sizeof(key), "%s/hosting.key", f->dir);
+        cr_assert_eq(ts_nginx_add_site(f->nginx, HOSTING, path, key), 0);
+    }
+}
+
+void fx_start(fx *f)
+{
+    int port;
+    cr_assert_eq(ts_nginx_start(f->nginx), 0, "nginx did not start");
+    port = ts_nginx_port(f->nginx);
+    cr_assert_gt(port, 0);
+    snprintf(f->connect_to, sizeof(f->connect_to), "%s:443:127.0.0.1:%d,%s:443:127.0.0.1:%d", FOO, port, HOSTING,
+             port);
+}
+
+void fx_fini(fx *f)
+{
+    ts_nginx_free(f->nginx);
+    ts_cert_free(f->web_foo);
+    ts_cert_free(f->web_hosting);
+    ts_cert_free(f->svc);
+    ts_cert_free(f->other);
+    ts_ca_free(f->ca);
+    if (f->dir != NULL)
+        ts_rmtree(f->dir);
+    free(f->dir);
+}
+
+char *fx_doc(ts_cert *const *certs, size_t n, const char *hash, long expires)
+{
+    size_t cap = 64 + n * 160, len = 0;
+    char *s = malloc(cap);
+    cr_assert_not_null(s);
+    len += (size_t)snprintf(s + len, cap - len, "{\"fingerprints\":[");
+    for (size_t i = 0; i < n; i++) {
+        char *b64 = ts_cert_fingerprint_b64(certs[i], hash);
+        cr_assert_not_null(b64);
+        len += (size_t)snprintf(s + len, cap - len, "%s{\"%s\":\"%s\"}", i ? "," : "", hash, b64);
+        free(b64);
+    }
+    snprintf(s + len, cap - len, "],\"expires\":%ld}", expires);
+    return s;
+}
+
+char *fx_doc1(ts_cert *cert, long expires)
+{
+    return fx_doc(&cert, 1, "sha-256", expires);
+}
+
+char *fx_ref(const char *url, long expires)
+{
+    char *s = NULL;
+    cr_assert_geq(asprintf(&s, "{\"url\":\"%s\",\"expires\":%ld}", url, expires), 0);
+    return s;
+}
+
+void fx_put(fx *f, const char *host, const char *path, const char *body)
+{
+    cr_assert_eq(ts_nginx_put(f->nginx, host, path, body), 0, "publish %s%s", host, path);
+}
+
+void fx_put_free(fx *f, const char *host, const char *path, char *body)
+{
+    fx_put(f, host, path, body);
+    free(body);
+}
+
+posh_config *fx_config(fx *f)
+{
+    posh_config *cfg = posh_config_new();
+    cr_assert_not_null(cfg);
+    cr_assert_eq(posh_config_set_ca_file(cfg, f->ca_file), POSH_OK);
+    cr_assert_eq(posh_config_set_connect_to(cfg, f->connect_to), POSH_OK, "%s", posh_config_error(cfg));
+    return cfg;
+}
+
+posh_client *fx_client(fx *f)
+{
+    posh_config *cfg = fx_config(f);
+    posh_client *c = posh_client_new(cfg);
+    posh_config_free(cfg);
+    cr_assert_not_null(c);
+    return c;
+}
+
+long fx_requests(fx *f, const char *host, const char *path)
+{
+    return ts_nginx_requests(f->nginx, host, path);
+}
+
+void fx_export_env(fx *f)
+{
+    setenv("POSH_CA_FILE", f->ca_file, 1);
+    setenv("POSH_CONNECT_TO", f->connect_to, 1);
+}

@@ -1,0 +1,48 @@
+/*
+ * fixture.h - the scenario most integration tests share: a throwaway PKI, a real nginx publishing POSH
+ * documents for foo.example.com and hosting.example.net, and a client configured to reach it on 127.0.0.1.
+ */
+#ifndef POSH_TEST_FIXTURE_H
+#define POSH_TEST_FIXTURE_H
+
+#include "support.h"
+
+#include <posh.h>
+
+#define FOO "foo.example.com"
+#define HOSTING "hosting.example.net"
+#define RFC7711_PATH "/.well-known/posh/xmpp-server.json"
+#define DRAFT02_PATH "/.well-known/posh._xmpp-server._tcp.json"
+
+typedef struct fx {
+    char *dir;
+    ts_ca *ca;
+    ts_cert *web_foo;      /* the web servers' certificates */
+    ts_cert *web_hosting;
+    ts_cert *svc;          /* xmpp.hosting.example.net: what the provider's XMPP server presents */
+    ts_cert *other;        /* other.hosting.example.net: a valid certificate nobody vouches for */
+    ts_nginx *nginx;
+    char ca_file[512];
+    char connect_to[512];
+} fx;
+
+/* PKI and nginx sites (not started: add redirects and statuses, then fx_start). Asserts on failure. */
+void fx_init(fx *f);
+void fx_start(fx *f);
+void fx_fini(fx *f);
+/* A fingerprints document with one descriptor per certificate, using hash ("sha-256", ...). Caller frees. */
+char *fx_doc(ts_cert *const *certs, size_t n, const char *hash, long expires);
+char *fx_doc1(ts_cert *cert, long expires);
+/* A reference document. Caller frees. */
+char *fx_ref(const char *url, long expires);
+void fx_put(fx *f, const char *host, const char *path, const char *body);
+/* Like fx_put, and frees body. */
+void fx_put_free(fx *f, const char *host, const char *path, char *body);
+/* A configuration trusting the test CA and routing both sites to nginx. */
+posh_config *fx_config(fx *f);
+posh_client *fx_client(fx *f);
+long fx_requests(fx *f, const char *host, const char *path);
+/* Export POSH_CA_FILE and POSH_CONNECT_TO so that the default client reaches the fixture. */
+void fx_export_env(fx *f);
+
+#endif

@@ -1,0 +1,546 @@
+/*
+ * test_verify.c - real TLS handshakes through the one-line API: acceptance exactly when the source domain
+ * vouches, no laundering of other errors (untrusted chain, expired leaf, revoked certificate) even with an
+ * accept-everything application callback, callbacks set before and after, reference identifier order, mode pin,
+ * and many threads sharing one SSL_CTX with a single lookup.
+ */
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static fx f;
+static posh_client *client;
+static ts_tls *server;
+
+static void setup(void)
+{
+    fx_init(&f);
+}
+
+static void teardown(void)
+{
+    ts_tls_stop(server);
+    posh_client_free(client);
+    fx_fini(&f);
+}
+
+TestSuite(verify, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Start nginx and a TLS server presenting cert (signed by the fixture CA unless it says otherwise). */
+static void start(ts_cert *cert)
+{
+    fx_start(&f);
+    client = fx_client(&f);
+    server = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert));
+    cr_assert_not_null(server, "TLS server did not start");
+}
+
+static SSL_CTX *client_ctx(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_not_null(ctx);
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
+    return ctx;
+}
+
+typedef struct hs {
+    int connected;
+    long verify_result;
+    posh_status status;
+    posh_err err;
+    char msg[512];
+} hs;
+
+static int tcp_connect(int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "connect to the TLS server");
+    return fd;
+}
+
+/* One handshake; host (SSL_set1_host) and sni may be NULL; tweak may adjust the SSL before connecting. */
+static hs handshake_with(SSL_CTX *ctx, const char *host, const char *sni, void (*tweak)(SSL *))
+{
+    hs h = {0};
+    SSL *ssl = SSL_new(ctx);
+    int fd = tcp_connect(ts_tls_port(server));
+    cr_assert_not_null(ssl);
+    if (sni != NULL)
+        SSL_set_tlsext_host_name(ssl, sni);
+    if (host != NULL)
+        SSL_set1_host(ssl, host);
+    if (tweak != NULL)
+        tweak(ssl);
+    SSL_set_fd(ssl, fd);
+    h.connected = SSL_connect(ssl) == 1;
+    h.verify_result = SSL_get_verify_result(ssl);
+    h.status = SSL_get_posh_status(ssl);
+    h.err = SSL_get_posh_error(ssl);
+    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
+    SSL_free(ssl);
+    close(fd);
+    return h;
+}
+
+static hs handshake(SSL_CTX *ctx)
+{
+    return handshake_with(ctx, FOO, FOO, NULL);
+}
+
+static ts_cert *issue(ts_ca *ca, const char *name, long nb, long na, int self_signed)
+{
+    ts_cert_opts o = {0};
+    o.dns[0] = name;
+    o.cn = name;
+    o.not_before_days = nb;
+    o.not_after_days = na;
+    o.self_signed = self_signed;
+    ts_cert *c = ts_cert_issue(ca, &o);
+    cr_assert_not_null(c);
+    return c;
+}
+
+static int accept_all(int ok, X509_STORE_CTX *x)
+{
+    return 1;
+}
+
+Test(verify, accepted_when_vouched)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_OK);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    cr_expect_eq(h.err, POSH_OK);
+    cr_expect(strstr(h.msg, "descriptor 0") != NULL, "%s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
+Test(verify, rejected_when_not_vouched)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake(ctx);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+    cr_expect_eq(h.status, POSH_STATUS_REJECTED);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "%s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
+Test(verify, rejected_without_document)
+{
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake(ctx);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+    cr_expect_eq(h.err, POSH_ERR_NO_POSH, "%s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
+Test(verify, matching_name_needs_no_posh)
+{
+    ts_cert *named = issue(f.ca, FOO, -1, 30, 0);
+    start(named);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_OK);
+    cr_expect_eq(h.status, POSH_STATUS_PKIX);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no POSH request when the name matches");
+    SSL_CTX_free(ctx);
+    ts_cert_free(named);
+}
+
+/* ---- no laundering ---- */
+
+/* An untrusted leaf is reported as 20 when verification stops there, 21 when a callback lets it go on. */
+static int same_failure(long got, long want)
+{
+    if (want == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+        return got == want || got == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+    return got == want;
+}
+
+static void expect_not_laundered(ts_cert *cert, long want, void (*configure)(SSL_CTX *))
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(cert, 3600));
+    start(cert);
+    SSL_CTX *ctx = client_ctx();
+    if (configure != NULL)
+        configure(ctx);
+    hs h = handshake(ctx);
+    cr_expect(!h.connected, "the handshake must fail");
+    cr_expect(same_failure(h.verify_result, want), "verify result %ld (%s), want %ld", h.verify_result,
+                 X509_verify_cert_error_string(h.verify_result), want);
+    SSL_CTX_free(ctx);
+
+    /* The same with an application callback that accepts everything: the handshake goes on, the result stays. */
+    ctx = client_ctx();
+    if (configure != NULL)
+        configure(ctx);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect(same_failure(h.verify_result, want), "accept-all callback: verify result %ld (%s), want %ld",
+              h.verify_result,
+                 X509_verify_cert_error_string(h.verify_result), want);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "POSH vouched for the name only: %s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
+Test(verify, untrusted_chain_not_laundered)
+{
+    ts_ca *stranger = ts_ca_new("stranger CA");
+    ts_cert *c = issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
+    expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NULL);
+    ts_cert_free(c);
+    ts_ca_free(stranger);
+}
+
+Test(verify, self_signed_not_laundered_in_mode_name)
+{
+    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
+    expect_not_laundered(c, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, NULL);
+    ts_cert_free(c);
+}
+
+Test(verify, expired_leaf_not_laundered)
+{
+    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", -30, -1, 0);
+    expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, NULL);
+    ts_cert_free(c);
+}
+
+Test(verify, not_yet_valid_leaf_not_laundered)
+{
+    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", 1, 30, 0);
+    expect_not_laundered(c, X509_V_ERR_CERT_NOT_YET_VALID, NULL);
+    ts_cert_free(c);
+}
+
+static char crl_path[700];
+
+static void check_crl(SSL_CTX *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    cr_assert_eq(X509_STORE_load_file(store, crl_path), 1, "load CRL");
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+}
+
+Test(verify, revoked_not_laundered)
+{
+    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", -1, 30, 0);
+    snprintf(crl_path, sizeof(crl_path), "%s/revoked.crl", f.dir);
+    cr_assert_eq(ts_ca_write_crl(f.ca, &c, 1, crl_path), 0);
+    expect_not_laundered(c, X509_V_ERR_CERT_REVOKED, check_crl);
+    ts_cert_free(c);
+}
+
+Test(verify, crl_check_passes_for_unrevoked)
+{
+    snprintf(crl_path, sizeof(crl_path), "%s/empty.crl", f.dir);
+    cr_assert_eq(ts_ca_write_crl(f.ca, NULL, 0, crl_path), 0);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    check_crl(ctx);
+    hs h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_OK, "%s", X509_verify_cert_error_string(h.verify_result));
+    SSL_CTX_free(ctx);
+}
+
+Test(verify, set_verify_after_the_one_line_still_no_laundering)
+{
+    ts_ca *stranger = ts_ca_new("stranger CA");
+    ts_cert *c = issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
+    start(c);
+    SSL_CTX *ctx = client_ctx();
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, accept_all); /* after the one line */
+    hs h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE);
+    SSL_CTX_free(ctx);
+    ts_cert_free(c);
+    ts_ca_free(stranger);
+}
+
+/* ---- the application's callback sees the verdict ---- */
+
+static int cb_calls, cb_depth0_ok, cb_depth0_err;
+
+static int recording_cb(int ok, X509_STORE_CTX *x)
+{
+    if (X509_STORE_CTX_get_error_depth(x) == 0) {
+        cb_depth0_ok = ok;
+        cb_depth0_err = X509_STORE_CTX_get_error(x);
+    }
+    cb_calls++;
+    return ok;
+}
+
+Test(verify, app_callback_before_and_after)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+
+    /* Set before the one line. */
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
+    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
+    cr_expect_eq(SSL_CTX_get_verify_callback(ctx), recording_cb, "the one line keeps the callback");
+    cb_calls = 0;
+    cb_depth0_ok = -1;
+    hs h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_gt(cb_calls, 0);
+    cr_expect_eq(cb_depth0_ok, 1, "the callback saw acceptance at depth 0");
+    SSL_CTX_free(ctx);
+
+    /* Set after, on a connection POSH rejects: the callback sees the name mismatch. */
+    ts_cert *c = f.other;
+    (void)c;
+    posh_client_flush(client);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    ctx = client_ctx();
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
+    cb_calls = 0;
+    cb_depth0_ok = -1;
+    h = handshake(ctx);
+    cr_expect(!h.connected);
+    cr_expect_eq(cb_depth0_ok, 0);
+    cr_expect_eq(cb_depth0_err, X509_V_ERR_HOSTNAME_MISMATCH);
+    SSL_CTX_free(ctx);
+}
+
+/* ---- reference identifier ---- */
+
+static void set_reference(SSL *ssl)
+{
+    cr_assert_eq(SSL_set_posh_reference(ssl, FOO), 1);
+}
+
+Test(verify, reference_identifier_order)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+
+    /* SNI only: SNI is the reference and the name checked. */
+    hs h = handshake_with(ctx, NULL, FOO, NULL);
+    cr_expect(h.connected);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+
+    /* SNI of a domain without POSH and no host: still a name check, and a rejection. */
+    h = handshake_with(ctx, NULL, HOSTING, NULL);
+    cr_expect(!h.connected, "POSH enforces the reference identifier when the application set no host");
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+
+    /* SSL_set_posh_reference overrides the host and the SNI name. */
+    h = handshake_with(ctx, HOSTING, HOSTING, set_reference);
+    cr_expect(h.connected, "%s", h.msg);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+
+    /* Postfix style: ".domain" forms are not source domains; the next host is. */
+    h = handshake_with(ctx, ".example.com", NULL, NULL);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.err, POSH_ERR_NO_REFERENCE_ID, "%s", h.msg);
+
+    /* No host and no SNI: POSH does not take part; the chain alone decides. */
+    h = handshake_with(ctx, NULL, NULL, NULL);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_OK);
+    cr_expect_eq(h.status, POSH_STATUS_NONE);
+    SSL_CTX_free(ctx);
+}
+
+static void postfix_style(SSL *ssl)
+{
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, accept_all);
+    SSL_set1_host(ssl, ".example.com");
+    SSL_add1_host(ssl, FOO);
+}
+
+Test(verify, postfix_style_reads_verify_result)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake_with(ctx, NULL, NULL, postfix_style);
+    cr_expect(h.connected);
+    cr_expect_eq(h.verify_result, X509_V_OK, "%s", X509_verify_cert_error_string(h.verify_result));
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    SSL_CTX_free(ctx);
+
+    posh_client_flush(client);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    ctx = client_ctx();
+    h = handshake_with(ctx, NULL, NULL, postfix_style);
+    cr_expect(h.connected, "verification off: the handshake goes on");
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH, "but the result says no");
+    SSL_CTX_free(ctx);
+}
+
+/* ---- per-connection enabling ---- */
+
+Test(verify, ssl_set_posh_verify)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+
+    hs h = handshake(ctx);
+    cr_expect(!h.connected, "without POSH the name check fails");
+    cr_expect_eq(h.status, POSH_STATUS_NONE);
+
+    SSL *ssl = SSL_new(ctx);
+    cr_expect_eq(SSL_set_posh_verify(ssl, "bad service!"), 0);
+    cr_expect_eq(SSL_set_posh_verify(ssl, "xmpp-server"), 1);
+    SSL_free(ssl);
+    h = handshake_with(ctx, FOO, FOO, NULL);
+    cr_expect(!h.connected, "a connection without POSH is unaffected by another's");
+    SSL_CTX_free(ctx);
+}
+
+static void enable_posh(SSL *ssl)
+{
+    cr_assert_eq(SSL_set_posh_verify(ssl, "xmpp-server"), 1);
+}
+
+Test(verify, ssl_set_posh_verify_accepts)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    hs h = handshake_with(ctx, FOO, FOO, enable_posh);
+    cr_expect(h.connected, "%s", h.msg);
+    cr_expect_eq(h.verify_result, X509_V_OK);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED);
+    SSL_CTX_free(ctx);
+}
+
+/* ---- mode pin ---- */
+
+static SSL_CTX *pin_ctx(void)
+{
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
+    posh_client_free(client);
+    client = posh_client_new(cfg);
+    posh_config_free(cfg);
+    return client_ctx();
+}
+
+Test(verify, pin_mode_self_signed)
+{
+    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
+    start(c);
+    SSL_CTX *ctx = pin_ctx();
+    hs h = handshake(ctx);
+    cr_expect(h.connected, "%s", h.msg);
+    cr_expect_eq(h.verify_result, X509_V_OK, "%s", X509_verify_cert_error_string(h.verify_result));
+    SSL_CTX_free(ctx);
+
+    posh_client_flush(client);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    ctx = client_ctx();
+    h = handshake(ctx);
+    cr_expect(!h.connected, "not vouched: rejected in mode pin too");
+    SSL_CTX_free(ctx);
+    ts_cert_free(c);
+}
+
+Test(verify, pin_mode_never_overrides_expiry)
+{
+    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -30, -1, 1);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
+    start(c);
+    SSL_CTX *ctx = pin_ctx();
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    hs h = handshake(ctx);
+    cr_expect_eq(h.verify_result, X509_V_ERR_CERT_HAS_EXPIRED, "%s", X509_verify_cert_error_string(h.verify_result));
+    SSL_CTX_free(ctx);
+    ts_cert_free(c);
+}
+
+/* ---- threads ---- */
+
+#define THREADS 8
+#define PER_THREAD 4
+
+static SSL_CTX *shared_ctx;
+
+static void *thread_main(void *arg)
+{
+    long *ok = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        hs h = handshake(shared_ctx);
+        if (h.connected && h.verify_result == X509_V_OK && h.status == POSH_STATUS_ACCEPTED)
+            (*ok)++;
+    }
+    return NULL;
+}
+
+Test(verify, threads_share_ctx_and_one_lookup)
+{
+    pthread_t t[THREADS];
+    long ok[THREADS] = {0}, total = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    shared_ctx = client_ctx();
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, thread_main, &ok[i]), 0);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        total += ok[i];
+    }
+    cr_expect_eq(total, THREADS * PER_THREAD);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one lookup for every handshake");
+    SSL_CTX_free(shared_ctx);
+}
+
+/* ---- the default client, configured from the environment ---- */
+
+Test(verify, default_client_from_environment)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    fx_export_env(&f);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    hs h = handshake(ctx);
+    cr_expect(h.connected, "%s", h.msg);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED);
+    SSL_CTX_free(ctx);
+}
