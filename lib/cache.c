@@ -199,6 +199,32 @@ void posh_cache_flush(posh_cache *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * fork(): the prepare handler takes the lock so that no other thread holds it at the moment of the fork; the
+ * child then drops pending entries, whose owner threads do not exist there, and starts with fresh waiters.
+ */
+void posh_cache_atfork_prepare(posh_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+}
+
+void posh_cache_atfork_parent(posh_cache *c)
+{
+    pthread_mutex_unlock(&c->lock);
+}
+
+void posh_cache_atfork_child(posh_cache *c)
+{
+    for (entry *e = c->lru.next; e != &c->lru;) {
+        entry *next = e->next;
+        if (e->pending)
+            remove_entry(c, e);
+        e = next;
+    }
+    pthread_cond_init(&c->filled, NULL);
+    pthread_mutex_unlock(&c->lock);
+}
+
 size_t posh_cache_count(posh_cache *c)
 {
     size_t n;

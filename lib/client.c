@@ -17,6 +17,79 @@ static void curl_init(void)
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/*
+ * fork() safety. Every live client is in a registry; around fork the handlers hold every lock so that none is
+ * held by a thread that does not exist in the child. The child must not use the parent's connections (a TLS
+ * close_notify from the child would break the parent's stream), so its idle handles are abandoned, never
+ * cleaned up, and kept reachable in a graveyard.
+ */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static posh_client *registry;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+#define GRAVEYARD_MAX 256
+static CURL *graveyard[GRAVEYARD_MAX];
+static size_t graveyard_n;
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        pthread_mutex_lock(&c->handles_lock);
+        posh_cache_atfork_prepare(c->cache);
+    }
+}
+
+static void atfork_parent(void)
+{
+    for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_cache_atfork_parent(c->cache);
+        pthread_mutex_unlock(&c->handles_lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void atfork_child(void)
+{
+    for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_cache_atfork_child(c->cache);
+        for (size_t i = 0; i < c->n_idle; i++)
+            if (graveyard_n < GRAVEYARD_MAX)
+                graveyard[graveyard_n++] = c->idle[i]; /* beyond that, simply forgotten */
+        c->n_idle = 0;
+        pthread_mutex_unlock(&c->handles_lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void atfork_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void registry_add(posh_client *c)
+{
+    pthread_once(&atfork_once, atfork_init);
+    pthread_mutex_lock(&registry_lock);
+    c->next_client = registry;
+    if (registry != NULL)
+        registry->prev_client = c;
+    registry = c;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_remove(posh_client *c)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (c->prev_client != NULL)
+        c->prev_client->next_client = c->next_client;
+    else if (registry == c)
+        registry = c->next_client;
+    if (c->next_client != NULL)
+        c->next_client->prev_client = c->prev_client;
+    pthread_mutex_unlock(&registry_lock);
+}
+
 /* "HOST:PORT:ADDR:PORT" entries separated by commas; each part may be empty except the separators. */
 posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen)
 {
@@ -79,6 +152,7 @@ posh_client *posh_client_new(const posh_config *cfg)
         (c->cache = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
         posh_connect_to_parse(cfg->connect_to, &c->connect_to, why, sizeof(why)) != POSH_OK)
         goto fail;
+    registry_add(c);
     posh_config_free(defaults);
     return c;
 fail:
@@ -91,6 +165,7 @@ void posh_client_free(posh_client *c)
 {
     if (c == NULL)
         return;
+    registry_remove(c);
     for (size_t i = 0; i < c->n_idle; i++)
         curl_easy_cleanup(c->idle[i]);
     free(c->idle);

@@ -104,6 +104,9 @@ void posh_cache_flush(posh_cache *cache);
 posh_result *posh_cache_get(posh_cache *cache, const char *key, time_t now,
                             posh_result *(*fill)(void *arg), void *arg);
 size_t posh_cache_count(posh_cache *cache);
+void posh_cache_atfork_prepare(posh_cache *cache);
+void posh_cache_atfork_parent(posh_cache *cache);
+void posh_cache_atfork_child(posh_cache *cache);
 
 /* ---- client (client.c) ---- */
 struct posh_client {
@@ -114,6 +117,8 @@ struct posh_client {
     CURL **idle;
     size_t n_idle;
     size_t max_idle;
+    struct posh_client *next_client;   /* registry of live clients, for fork handling */
+    struct posh_client *prev_client;
 };
 
 /* Take an easy handle from the client's pool (or a new one); give it back when done. NULL: out of memory. */

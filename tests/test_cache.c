@@ -210,3 +210,35 @@ Test(cache, single_flight)
     posh_client_free(flight_client);
     free(doc);
 }
+
+/* ---- fork: the child has its own connections and its own lookups; the parent is unaffected ---- */
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+Test(cache, survives_fork)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_put_free(&f, FOO, "/.well-known/posh/imap.json", fx_doc1(f.svc, 300));
+    fx_put_free(&f, FOO, "/.well-known/posh/smtp.json", fx_doc1(f.svc, 300));
+    fx_start(&f);
+    posh_client *c = clocked_client(60, 100);
+    cr_assert_eq(look(c, "xmpp-server"), POSH_OK); /* warm: a pooled connection and a cached result */
+    cr_assert_eq(c->n_idle, 1);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        /* No pooled handle (the parent's connection) is inherited; the cached result is. */
+        int ok = c->n_idle == 0;
+        ok = ok && look(c, "xmpp-server") == POSH_OK && look(c, "imap") == POSH_OK;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child lookups failed");
+    cr_assert_eq(look(c, "smtp"), POSH_OK, "the parent's pooled connection still works");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "the child used the inherited cache");
+    cr_expect_eq(fx_requests(&f, FOO, "/.well-known/posh/imap.json"), 1);
+    cr_expect_eq(fx_requests(&f, FOO, "/.well-known/posh/smtp.json"), 1);
+    posh_client_free(c);
+}
