@@ -193,8 +193,8 @@ POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const 
                                  posh_result **out) POSH_MUST_CHECK;
 
 /*
- * Does a leaf certificate (its DER bytes) match the result's fingerprints under the client's rules (strongest
- * supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1 or 0, and *index to the
+ * Does a leaf certificate (its DER bytes) match the result's fingerprints under the rules of the client that
+ * made the result (strongest supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1 or 0, and *index to the
  * descriptor that matched (or -1). Errors only for bad arguments or a failed result (returns its error).
  */
 POSH_EXPORT posh_err posh_match_der(const posh_client *client, const posh_result *result,

@@ -230,12 +230,9 @@ static posh_result *fill_lookup(void *arg)
 /* A result that only carries an input error (never cached). */
 static posh_result *input_error(posh_err err, const char *what, const char *value)
 {
-    posh_result *r = posh_result_new();
-    if (r == NULL)
-        return NULL;
-    r->err = err;
-    posh_msg(r->message, sizeof(r->message), "\"%.300s\" is not a valid %s", value, what);
-    return r;
+    char msg[POSH_MSG_LEN];
+    posh_msg(msg, sizeof(msg), "\"%.300s\" is not a valid %s", value, what);
+    return posh_result_build(&(posh_result_parts){.domain = "", .service = "", .err = err, .message = msg});
 }
 
 posh_err posh_lookup(posh_client *client, const char *domain, const char *service, posh_result **out)
@@ -278,8 +275,7 @@ posh_err posh_match_der(const posh_client *client, const posh_result *result, co
         return POSH_ERR_INVALID_ARGUMENT;
     if (result->err != POSH_OK)
         return result->err;
-    err = posh_match_descriptors(result->descriptors, result->n_descriptors, !client->cfg->no_sha1, der, der_len,
-                                 &idx);
+    err = posh_result_match(result, der, der_len, &idx);
     if (err != POSH_OK)
         return err;
     *match = idx >= 0;

@@ -69,21 +69,54 @@ posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl
 int64_t posh_now_ms(void);
 
 /* ---- results (lookup.c) ---- */
+/* One fingerprint descriptor, compact: the digests present are stored back to back in enum order. */
+typedef struct posh_result_descriptor {
+    uint8_t present;          /* bit (1u << posh_hash) for each hash present */
+    int8_t decided;           /* the hash that decides for this client (strongest allowed), or -1 */
+    uint16_t offset;          /* of this descriptor's first digest in the result's digest bytes */
+} posh_result_descriptor;
+
+/*
+ * Immutable once built, reference counted, and one allocation: the struct, then the requests, the descriptors,
+ * the digests and the strings. A cached domain with one request and two SHA-256 descriptors costs ~250 bytes.
+ */
 struct posh_result {
     int refs;                  /* atomic */
     posh_err err;
-    char domain[POSH_MAX_DOMAIN_LEN + 2];
-    char service[2 * POSH_MAX_SERVICE_LEN + 4];
-    char message[POSH_MSG_LEN];
-    time_t expires_at;
-    long ttl;
     int followed_reference;
-    posh_trace trace;
+    long ttl;
+    time_t expires_at;
+    const char *domain;
+    const char *service;
+    const char *message;
+    size_t n_requests;
+    const posh_request *requests;
     size_t n_descriptors;
-    posh_descriptor *descriptors;
+    const posh_result_descriptor *descriptors;
+    const unsigned char *digests;
 };
 
-posh_result *posh_result_new(void);
+/* What a lookup found, gathered while it runs; posh_result_build() makes the compact result of it. */
+typedef struct posh_result_parts {
+    const char *domain;
+    const char *service;
+    posh_err err;
+    const char *message;
+    const posh_trace *trace;      /* may be NULL */
+    int followed_reference;
+    long ttl;
+    time_t expires_at;
+    const posh_doc *doc;          /* the fingerprints document, or NULL */
+    bool allow_sha1;
+} posh_result_parts;
+
+/* NULL when out of memory. */
+posh_result *posh_result_build(const posh_result_parts *parts);
+/* A result for a parsed fingerprints document fetched at now (benchmarks and tests fill caches with it). */
+posh_result *posh_result_from_doc(const char *domain, const char *service, const posh_doc *doc, time_t now,
+                                  long max_ttl);
+/* Match der against the decided digest of each descriptor: *index = the first that matches, or -1. */
+posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index);
 posh_result *posh_result_ref(posh_result *r);
 
 /*

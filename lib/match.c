@@ -70,23 +70,15 @@ int posh_descriptor_pick(const posh_descriptor *d, bool allow_sha1)
     return -1;
 }
 
-/* The digests of one certificate, each computed on first use: the warm path hashes once, not per descriptor. */
-typedef struct digest_cache {
-    const unsigned char *der;
-    size_t der_len;
-    bool have[POSH_HASH_COUNT];
-    unsigned char digest[POSH_HASH_COUNT][POSH_HASH_MAX_LEN];
-} digest_cache;
-
-static const unsigned char *digest_get(digest_cache *c, posh_hash h)
+const unsigned char *posh_digests_get(posh_digests *c, posh_hash h)
 {
     unsigned int len = 0;
 
-    if (!c->have[h]) {
+    if ((c->have & (1u << h)) == 0) {
         if (EVP_Digest(c->der, c->der_len, c->digest[h], &len, hashes[h].md(), NULL) != 1 ||
             len != hashes[h].digest_len)
             return NULL;
-        c->have[h] = true;
+        c->have |= 1u << h;
     }
     return c->digest[h];
 }
@@ -94,7 +86,7 @@ static const unsigned char *digest_get(digest_cache *c, posh_hash h)
 posh_err posh_match_descriptors(const posh_descriptor *d, size_t n, bool allow_sha1, const unsigned char *der,
                                 size_t der_len, int *index)
 {
-    digest_cache cache = {.der = der, .der_len = der_len};
+    posh_digests cache = {.der = der, .der_len = der_len};
     size_t i;
 
     if (index == NULL)
@@ -108,7 +100,7 @@ posh_err posh_match_descriptors(const posh_descriptor *d, size_t n, bool allow_s
         const unsigned char *digest;
         if (h < 0)
             continue; /* nothing usable: the descriptor is ignored, it can never match */
-        if ((digest = digest_get(&cache, (posh_hash)h)) == NULL)
+        if ((digest = posh_digests_get(&cache, (posh_hash)h)) == NULL)
             return POSH_ERR_CERTIFICATE;
         /* Constant time is not needed for public fingerprints; CRYPTO_memcmp costs nothing and ends the debate. */
         if (CRYPTO_memcmp(digest, d[i].digest[h], hashes[h].digest_len) == 0) {

@@ -106,10 +106,22 @@ void posh_doc_clear(posh_doc *doc);
  * -1 if none.
  */
 int posh_descriptor_pick(const posh_descriptor *d, bool allow_sha1);
+
+/* The digests of one certificate, each computed on first use, so that matching hashes once per algorithm. */
+typedef struct posh_digests {
+    const unsigned char *der;
+    size_t der_len;
+    unsigned have;                                      /* bit (1u << posh_hash) once computed */
+    unsigned char digest[POSH_HASH_COUNT][POSH_HASH_MAX_LEN];
+} posh_digests;
+
+/* The digest of d->der under h, computed on first use; NULL if hashing failed. */
+const unsigned char *posh_digests_get(posh_digests *d, posh_hash h);
+
 /*
  * Match a certificate's DER against descriptors. Digests are computed lazily, at most once per algorithm.
  * Returns POSH_OK with *index = matching descriptor or -1; POSH_ERR_CERTIFICATE if hashing failed;
- * POSH_ERR_INVALID_ARGUMENT for a NULL index, der or d (with n > 0), or der_len 0.
+ * POSH_ERR_INVALID_ARGUMENT if index, der or d (with n > 0) is NULL, or der_len is 0.
  */
 posh_err posh_match_descriptors(const posh_descriptor *d, size_t n, bool allow_sha1, const unsigned char *der,
                                 size_t der_len, int *index);
