@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 static fx f;
@@ -543,4 +544,40 @@ Test(verify, default_client_from_environment)
     cr_expect(h.connected, "%s", h.msg);
     cr_expect_eq(h.status, POSH_STATUS_ACCEPTED);
     SSL_CTX_free(ctx);
+}
+
+/* ---- examples/client.c, the one-line program, run as a real process ---- */
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+static int run_example(const char *domain, const char *threads)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ts_tls_port(server));
+    char *argv[] = {(char *)POSH_EXAMPLE_PATH, f.ca_file, (char *)"127.0.0.1", port, (char *)domain,
+                    (char *)"xmpp-server", (char *)threads, NULL};
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int status = 0;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    cr_assert_eq(posix_spawn(&pid, POSH_EXAMPLE_PATH, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+Test(verify, example_program)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    fx_export_env(&f);
+    setenv("POSH_LOG", "off", 1);
+    cr_expect_eq(run_example(FOO, "8"), 0, "8 threads, one SSL_CTX: all accepted by POSH");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "single flight across the threads");
+    cr_expect_eq(run_example(HOSTING, "1"), 1, "a domain that does not vouch: rejected");
 }
