@@ -14,7 +14,14 @@ static CURLcode curl_init_rc = CURLE_FAILED_INIT;
 
 static void curl_init(void)
 {
+    const curl_version_info_data *v;
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* POSH is HTTPS or nothing: a libcurl without TLS cannot serve. */
+    v = curl_version_info(CURLVERSION_NOW);
+    if (curl_init_rc == CURLE_OK && (v == NULL || (v->features & CURL_VERSION_SSL) == 0)) {
+        posh_log(POSH_LOG_ERROR, "libcurl %s has no TLS support", v != NULL ? v->version : "?");
+        curl_init_rc = CURLE_NOT_BUILT_IN;
+    }
 }
 
 /*
