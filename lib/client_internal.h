@@ -160,4 +160,37 @@ void posh_client_handle_put(posh_client *client, CURL *curl);
 /* Parse a --connect-to list into a curl list. POSH_ERR_CONFIG with msg when malformed. */
 posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen);
 
+/* ---- verify.c: what the LD_PRELOAD shim (shim/) needs; unused by the library itself ---- */
+typedef struct posh_shim_hooks {
+    /*
+     * The service for a connection of a shim-installed context: writes the canonical "_svc._proto" form into
+     * out (outlen >= 2 * POSH_MAX_SERVICE_LEN + 4) and returns 1, or returns 0: POSH is not used for it.
+     */
+    int (*service)(SSL *ssl, char *out, size_t outlen);
+    /* POSH vouched for the leaf whose DER has this SHA-256, under reference (normalised), for ttl more seconds. */
+    void (*vouched)(const unsigned char sha256[32], const char *reference, long ttl);
+} posh_shim_hooks;
+
+/* Set once, before the first context is installed. */
+void posh_verify_set_shim_hooks(const posh_shim_hooks *hooks);
+/*
+ * Install POSH on ctx without touching its verify mode or verify callback. Its connections use the service the
+ * hook chooses; POSH applies only where the program asked for a name check, and never adds a host name.
+ * Idempotent. 1 ok, 0 out of memory.
+ */
+int posh_ctx_install_transparent(SSL_CTX *ctx);
+/*
+ * If POSH is installed on ctx, make cb(xctx, arg) the chain verification POSH calls instead of X509_verify_cert
+ * (NULL: X509_verify_cert again) and return 1; otherwise return 0 and change nothing.
+ */
+int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg);
+/* Is cb POSH's own certificate verification callback? */
+int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *));
+/* 1 while this thread runs a POSH lookup: its HTTPS fetches are POSH's own and never subject to POSH. */
+int posh_verify_in_lookup(void);
+
+/* ---- log.c: the shim is silent unless POSH_LOG is set ---- */
+/* When POSH_LOG is unset, log nowhere instead of to stderr. Call before the first message. */
+void posh_log_default_off(void);
+
 #endif /* POSH_CLIENT_INTERNAL_H */

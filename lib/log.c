@@ -14,6 +14,12 @@ enum log_sink { SINK_OFF, SINK_STDERR, SINK_SYSLOG };
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 static enum log_sink log_sink = SINK_STDERR;
 static posh_log_level log_level = POSH_LOG_WARNING;
+static int default_off;  /* set by the shim before any message: a program's stderr is not ours */
+
+void posh_log_default_off(void)
+{
+    default_off = 1;
+}
 
 static int parse_sink(const char *v, enum log_sink *out)
 {
@@ -65,6 +71,8 @@ static void log_init(void)
     /* Invalid values are reported by posh_config_load_env(); logging itself falls back to the defaults. */
     if (parse_sink(getenv("POSH_LOG"), &log_sink) != 0)
         log_sink = SINK_STDERR;
+    if (default_off && getenv("POSH_LOG") == NULL)
+        log_sink = SINK_OFF;
     if (parse_level(getenv("POSH_LOG_LEVEL"), &log_level) != 0)
         log_level = POSH_LOG_WARNING;
 }

@@ -7,16 +7,23 @@
  */
 #include "client_internal.h"
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SERVICE_BUF (2 * POSH_MAX_SERVICE_LEN + 4)
 
+typedef int (*cert_verify_fn)(X509_STORE_CTX *xctx, void *arg);
+
 typedef struct ctx_state {
     char service[SERVICE_BUF];     /* "" when only SSL_set_posh_verify() installed the callback */
     posh_client *client;           /* NULL: the default client */
     int installed;                 /* the certificate verification callback is set on this context */
+    int transparent;               /* installed by the shim: never adds a host name, service per connection */
+    cert_verify_fn next;           /* the application's own cert verify callback (shim), NULL: X509_verify_cert */
+    void *next_arg;
 } ctx_state;
 
 typedef struct ssl_state {
@@ -30,6 +37,10 @@ typedef struct ssl_state {
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 static int ctx_index = -1;
 static int ssl_index = -1;
+
+/* Set while this thread runs a POSH lookup: its own HTTPS fetches must never be subjected to POSH. */
+static _Thread_local int in_lookup;
+static posh_shim_hooks shim_hooks;
 
 static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
@@ -90,6 +101,14 @@ static ssl_state *ssl_state_get(const SSL *ssl, int create)
     return st;
 }
 
+/* The chain verification POSH wraps: the application's own cert verify callback (shim) or OpenSSL's. */
+static int next_verify(const ctx_state *cst, X509_STORE_CTX *xctx)
+{
+    if (cst != NULL && cst->next != NULL)
+        return cst->next(xctx, cst->next_arg);
+    return X509_verify_cert(xctx);
+}
+
 /* Validate a service and store its canonical SRV form. */
 static int service_store(const char *service, char out[SERVICE_BUF])
 {
@@ -123,6 +142,20 @@ static int eligible_reference(const char *host, char out[POSH_MAX_DOMAIN_LEN + 2
     return posh_domain_normalize(host, out, POSH_MAX_DOMAIN_LEN + 2) == POSH_OK;
 }
 
+/* Tell the shim which (certificate, name) POSH vouched for, and for how long. */
+static void notify_vouched(posh_client *client, const posh_result *res, const unsigned char *der, size_t len,
+                           const char *reference)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    long ttl = (long)(posh_result_expires_at(res) - posh_config_now(client->cfg));
+
+    if (shim_hooks.vouched == NULL || ttl <= 0)
+        return;
+    if (EVP_Digest(der, len, md, &mdlen, EVP_sha256(), NULL) && mdlen == 32)
+        shim_hooks.vouched(md, reference, ttl);
+}
+
 /* Run POSH for reference against leaf: 1 vouched, 0 not (st says why). */
 static int posh_vouches(ssl_state *st, posh_client *client, const char *reference, const char *service, X509 *leaf)
 {
@@ -132,7 +165,12 @@ static int posh_vouches(ssl_state *st, posh_client *client, const char *referenc
     const char *url = "";
     posh_err err;
 
+    /* The lookup's own TLS work must leave the handshake's error queue as it was, and must not meet POSH. */
+    ERR_set_mark();
+    in_lookup++;
     err = posh_lookup(client, reference, service, &res);
+    in_lookup--;
+    ERR_pop_to_mark();
     if (err != POSH_OK) {
         record(st, POSH_STATUS_REJECTED, err, "%s %s: %s: %s", reference, service, posh_strerror(err),
                posh_result_message(res));
@@ -163,6 +201,8 @@ static int posh_vouches(ssl_state *st, posh_client *client, const char *referenc
     else
         record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
                reference, service, index, url);
+    if (match)
+        notify_vouched(client, res, der, (size_t)len, reference);
 done:
     if (der != stackbuf)
         free(der);
@@ -170,29 +210,35 @@ done:
     return match;
 }
 
-static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_state *st, const char *service)
+/*
+ * The decision for one client connection. transparent (the shim): the application's own host names are the only
+ * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
+ */
+static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_state *st, const char *service,
+                            int transparent)
 {
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
     X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
-    posh_client *client = cst != NULL && cst->client != NULL ? cst->client : posh_default_client();
+    posh_client *client = NULL;
     char reference[POSH_MAX_DOMAIN_LEN + 2] = "";
     STACK_OF(X509) *anchors = NULL;
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
     const char *host;
     int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
+    int add_reference = !have_hosts && !transparent;
     int ret;
 
     st->status = POSH_STATUS_NONE;
     st->err = POSH_OK;
     st->message[0] = '\0';
     if (leaf == NULL)
-        return X509_verify_cert(xctx);
+        return next_verify(cst, xctx);
 
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
     for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
         if (X509_check_host(leaf, host, 0, flags, NULL) > 0) {
             record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host);
-            return X509_verify_cert(xctx);
+            return next_verify(cst, xctx);
         }
     }
     /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
@@ -209,16 +255,21 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         if (have_hosts)
             record(st, POSH_STATUS_REJECTED, POSH_ERR_NO_REFERENCE_ID,
                    "no host name usable as a POSH source domain");
-        return X509_verify_cert(xctx);
+        return next_verify(cst, xctx);
     }
     if (!have_hosts) {
-        /* The application set no host: POSH makes the reference identifier the name to check. */
+        /* The application set no host: the reference identifier is the name to check. */
         if (X509_check_host(leaf, reference, 0, flags, NULL) > 0) {
             record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
-            X509_VERIFY_PARAM_set1_host(param, reference, 0);
-            return X509_verify_cert(xctx);
+            if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
+                goto nomem;
+            return next_verify(cst, xctx);
         }
     }
+    /* Created on first need only: a process whose names all match never starts libcurl. */
+    ERR_set_mark();
+    client = cst != NULL && cst->client != NULL ? cst->client : posh_default_client();
+    ERR_pop_to_mark();
     if (client == NULL) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
     } else if (posh_vouches(st, client, reference, service, leaf)) {
@@ -231,40 +282,105 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
             X509_STORE_CTX_set0_trusted_stack(xctx, anchors);
             X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
         }
-        ret = X509_verify_cert(xctx);
+        ret = next_verify(cst, xctx);
         sk_X509_free(anchors);
         return ret;
     }
     posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
     /* Not vouched: let OpenSSL report the name mismatch through the application's callback. */
-    if (!have_hosts && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
+    if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
         goto nomem;
-    return X509_verify_cert(xctx);
+    return next_verify(cst, xctx);
 nomem:
     sk_X509_free(anchors);
     X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
     return 0;
 }
 
+/*
+ * Does POSH apply to a connection of a shim-installed context? Only where the program asked for a name check
+ * that can fail: it set host names (checked by OpenSSL even under SSL_VERIFY_NONE, e.g. Postfix), or it
+ * verifies the peer (SSL_VERIFY_PEER) and will check the SNI name itself (curl, stunnel). A program that
+ * turned verification off and named no host (curl -k) is left entirely alone.
+ */
+static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx)
+{
+    if (X509_VERIFY_PARAM_get0_host(X509_STORE_CTX_get0_param(xctx), 0) != NULL)
+        return 1;
+    return (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 &&
+           SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL;
+}
+
 static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    char chosen[SERVICE_BUF];
     ctx_state *cst;
     ssl_state *st;
     const char *service;
+    int transparent;
 
-    if (ssl == NULL || SSL_is_server(ssl) || !indexes_ready())
+    if (ssl == NULL || !indexes_ready())
         return X509_verify_cert(xctx);
     cst = ctx_state_get(SSL_get_SSL_CTX(ssl), 0);
+    if (SSL_is_server(ssl) || in_lookup)
+        return next_verify(cst, xctx);
     st = ssl_state_get(ssl, 0);
     service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+    transparent = service[0] == '\0' && cst != NULL && cst->transparent;
+    if (transparent) {
+        if (!transparent_applies(ssl, xctx) || shim_hooks.service == NULL ||
+            !shim_hooks.service(ssl, chosen, sizeof(chosen)))
+            return next_verify(cst, xctx);
+        service = chosen;
+    }
     if (service[0] == '\0')
-        return X509_verify_cert(xctx);
+        return next_verify(cst, xctx);
     if (st == NULL && (st = ssl_state_get(ssl, 1)) == NULL) {
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
         return 0;
     }
-    return verify_with_posh(xctx, ssl, cst, st, service);
+    return verify_with_posh(xctx, ssl, cst, st, service, transparent);
+}
+
+/* ---- for the LD_PRELOAD shim (client_internal.h) ---- */
+
+void posh_verify_set_shim_hooks(const posh_shim_hooks *hooks)
+{
+    shim_hooks = *hooks;
+}
+
+int posh_ctx_install_transparent(SSL_CTX *ctx)
+{
+    ctx_state *st;
+    if (ctx == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 1)) == NULL)
+        return 0;
+    if (!st->installed) {
+        SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
+        st->installed = 1;
+        st->transparent = 1;
+    }
+    return 1;
+}
+
+int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg)
+{
+    ctx_state *st;
+    if (ctx == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 0)) == NULL || !st->installed)
+        return 0;
+    st->next = cb;
+    st->next_arg = cb != NULL ? arg : NULL;
+    return 1;
+}
+
+int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *))
+{
+    return cb == posh_cert_verify;
+}
+
+int posh_verify_in_lookup(void)
+{
+    return in_lookup != 0;
 }
 
 /* ---- public API ---- */

@@ -1,0 +1,942 @@
+/*
+ * test_shim.c - libposh-preload.so in real, unmodified Debian programs (openssl s_client, curl, python3,
+ * stunnel4, Postfix's posttls-finger, Prosody), run as child processes against the fixture's nginx and TLS
+ * servers on 127.0.0.1. For each program: (a) without the shim rejected, (b) with the shim and a vouching
+ * document accepted, (c) with a document that does not vouch rejected, (d) a certificate carrying the name
+ * accepted with no POSH request. Then transparency (untrusted chains, curl -k, servers, programs without TLS,
+ * silence) and safety (no recursion, threads, fork, lazy initialisation, an application's own callback).
+ * A missing program is a failure, never a skip: CI installs them all (.ci/run).
+ */
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#define BAR "bar.example.org"       /* a second XMPP domain whose certificate carries its own name */
+#define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
+#define HTTP_BODY "posh-shim-ok"
+#define PYTHON "/usr/bin/python3"   /* Debian's, whatever PATH says */
+
+static fx f;
+static ts_cert *named;             /* foo.example.com: the name matches, POSH never needed */
+static ts_tls *svc_server;         /* presents xmpp.hosting.example.net */
+static ts_tls *named_server;       /* presents foo.example.com */
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Running programs                                                                                       */
+
+typedef struct run_opts {
+    int preload;                   /* LD_PRELOAD the shim */
+    const char *service;           /* POSH_SERVICE (NULL: unset) */
+    const char *const *env;        /* more NAME=VALUE entries, NULL-terminated (may be NULL) */
+    const char *input;             /* bytes on stdin (NULL: /dev/null) */
+} run_opts;
+
+typedef struct run_result {
+    int status;                    /* exit code; 128 + signal; -1 timed out */
+    char *out;                     /* stdout and stderr, interleaved */
+} run_result;
+
+#define RUN_TIMEOUT_MS 40000
+
+static void run_free(run_result *r)
+{
+    free(r->out);
+    r->out = NULL;
+}
+
+/* The environment of a child: minimal and explicit, so that the tests do not depend on the caller's. */
+static char **child_env(const run_opts *o)
+{
+    static char path[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", lang[] = "LANG=C";
+    char **env = calloc(64, sizeof(char *));
+    size_t n = 0;
+    cr_assert_not_null(env);
+    env[n++] = path;
+    env[n++] = lang;
+    /* The test's own entries first: getenv() finds the first of a name, so they override the defaults. */
+    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && n < 40; i++)
+        env[n++] = strdup(o->env[i]);
+    cr_assert_geq(asprintf(&env[n++], "HOME=%s", f.dir), 0);
+    cr_assert_geq(asprintf(&env[n++], "POSH_CA_FILE=%s", f.ca_file), 0);
+    cr_assert_geq(asprintf(&env[n++], "POSH_CONNECT_TO=%s", f.connect_to), 0);
+    if (o->service != NULL)
+        cr_assert_geq(asprintf(&env[n++], "POSH_SERVICE=%s", o->service), 0);
+    if (o->preload)
+        cr_assert_geq(asprintf(&env[n++], "LD_PRELOAD=%s", POSH_SHIM), 0);
+    env[n] = NULL;
+    return env;
+}
+
+static void env_free(char **env)
+{
+    for (size_t i = 2; env[i] != NULL; i++)
+        free(env[i]);
+    free(env);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Start argv; its output goes to a new file whose path is returned in out_path. */
+static pid_t spawn(const char *const argv[], const run_opts *o, char **out_path)
+{
+    static atomic_int counter;
+    char *in_path = NULL;
+    char **env = child_env(o);
+    int out_fd, in_fd;
+    pid_t pid;
+
+    cr_assert_geq(asprintf(out_path, "%s/out-%d.txt", f.dir, atomic_fetch_add(&counter, 1)), 0);
+    out_fd = open(*out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert_geq(out_fd, 0);
+    if (o->input != NULL) {
+        cr_assert_geq(asprintf(&in_path, "%s.in", *out_path), 0);
+        cr_assert_eq(ts_write_file(in_path, o->input, strlen(o->input)), 0);
+        in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
+    } else {
+        in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    cr_assert_geq(in_fd, 0);
+    cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        /* Only async-signal-safe calls from here to exec: the test has threads. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        dup2(in_fd, 0);
+        dup2(out_fd, 1);
+        dup2(out_fd, 2);
+        setpgid(0, 0);
+        execve(argv[0], (char *const *)argv, env);
+        _exit(127);
+    }
+    close(out_fd);
+    close(in_fd);
+    free(in_path);
+    env_free(env);
+    return pid;
+}
+
+/* Wait for a spawned program (killing its process group after timeout_ms) and collect its output. */
+static run_result reap(pid_t pid, char *out_path, int timeout_ms)
+{
+    run_result r = {.status = -1};
+    int64_t deadline = now_ms() + timeout_ms;
+    int status;
+    pid_t got;
+
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(10000);
+    if (got == 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    } else if (got == pid) {
+        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    r.out = ts_read_file(out_path, NULL);
+    if (r.out == NULL)
+        r.out = strdup("");
+    free(out_path);
+    return r;
+}
+
+static run_result run(const char *const argv[], const run_opts *o)
+{
+    char *out_path;
+    pid_t pid = spawn(argv, o, &out_path);
+    return reap(pid, out_path, RUN_TIMEOUT_MS);
+}
+
+static int count_occurrences(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Servers                                                                                                */
+
+/* After the handshake: read an HTTP request (or whatever comes until the client stops) and answer. */
+static void http_handler(ts_conn *c, void *arg)
+{
+    static const char resp[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+                               "Connection: close\r\n\r\n" HTTP_BODY "\n";
+    char buf[2048];
+    size_t have = 0;
+    int n;
+    while (have < sizeof(buf) - 1 && (n = SSL_read(ts_conn_ssl(c), buf + have, (int)(sizeof(buf) - 1 - have))) > 0) {
+        have += (size_t)n;
+        buf[have] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL) {
+            /* Answer, say goodbye, and read until the client is gone: closing with its close_notify unread
+             * would send a TCP reset that can destroy the answer before the client reads it. */
+            SSL_write(ts_conn_ssl(c), resp, (int)strlen(resp));
+            SSL_shutdown(ts_conn_ssl(c));
+            for (int i = 0; i < 64 && ts_conn_wait(c, 5000) == -1; i++)
+                if (SSL_read(ts_conn_ssl(c), buf, (int)sizeof(buf)) <= 0)
+                    break;
+            return;
+        }
+    }
+}
+
+static ts_tls *start_http(ts_cert *cert)
+{
+    ts_tls *s = ts_tls_start_with(ts_cert_x509(cert), ts_cert_chain(cert), ts_cert_key(cert), http_handler, NULL);
+    cr_assert_not_null(s, "TLS server: %s", ts_error());
+    return s;
+}
+
+static ts_cert *issue(ts_ca *ca, const char *name, int self_signed)
+{
+    ts_cert_opts o = {0};
+    o.dns[0] = name;
+    o.cn = name;
+    o.not_before_days = -1;
+    o.not_after_days = 30;
+    o.self_signed = self_signed;
+    ts_cert *c = ts_cert_issue(ca, &o);
+    cr_assert_not_null(c);
+    return c;
+}
+
+/*
+ * A sequential TLS server on a port of our choosing (0: any), optionally behind an SMTP STARTTLS dialogue:
+ * "220" greeting, EHLO -> 250 STARTTLS, STARTTLS -> 220, handshake, then EHLO/QUIT inside TLS.
+ */
+typedef struct mini {
+    SSL_CTX *ctx;
+    int lfd, port, smtp;
+    int stop_pipe[2];
+    pthread_t thread;
+} mini;
+
+static int plain_line(int fd, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n < len - 1) {
+        char ch;
+        if (recv(fd, &ch, 1, 0) != 1)
+            return -1;
+        buf[n++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+static int tls_line(SSL *ssl, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n < len - 1) {
+        char ch;
+        if (SSL_read(ssl, &ch, 1) != 1)
+            return -1;
+        buf[n++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+static void plain_send(int fd, const char *s)
+{
+    if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
+        return;
+}
+
+static void mini_serve(mini *m, int fd)
+{
+    struct timeval tv = {.tv_sec = 20};
+    char line[1024];
+    SSL *ssl = NULL;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (m->smtp) {
+        plain_send(fd, "220 " FOO " ESMTP posh-test\r\n");
+        for (;;) {
+            if (plain_line(fd, line, sizeof(line)) != 0)
+                return;
+            if (strncasecmp(line, "EHLO", 4) == 0) {
+                plain_send(fd, "250-" FOO "\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+            } else if (strncasecmp(line, "STARTTLS", 8) == 0) {
+                plain_send(fd, "220 2.0.0 Ready to start TLS\r\n");
+                break;
+            } else if (strncasecmp(line, "QUIT", 4) == 0) {
+                plain_send(fd, "221 2.0.0 Bye\r\n");
+                return;
+            } else {
+                plain_send(fd, "250 2.0.0 Ok\r\n");
+            }
+        }
+    }
+    if ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
+        goto done;
+    while (m->smtp && tls_line(ssl, line, sizeof(line)) == 0) {
+        const char *reply = strncasecmp(line, "EHLO", 4) == 0   ? "250-" FOO "\r\n250 PIPELINING\r\n"
+                            : strncasecmp(line, "QUIT", 4) == 0 ? "221 2.0.0 Bye\r\n"
+                                                                : "250 2.0.0 Ok\r\n";
+        SSL_write(ssl, reply, (int)strlen(reply));
+        if (strncasecmp(line, "QUIT", 4) == 0)
+            break;
+    }
+    SSL_shutdown(ssl);
+done:
+    SSL_free(ssl);
+    ERR_clear_error();
+}
+
+static void *mini_main(void *p)
+{
+    mini *m = p;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = m->lfd, .events = POLLIN}, {.fd = m->stop_pipe[0], .events = POLLIN}};
+        int fd;
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            return NULL;
+        if (pfd[1].revents != 0)
+            return NULL;
+        if ((fd = accept(m->lfd, NULL, NULL)) < 0)
+            continue;
+        mini_serve(m, fd);
+        close(fd);
+    }
+}
+
+static mini *mini_start(ts_cert *cert, int port, int smtp)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    socklen_t salen = sizeof(sa);
+    mini *m = calloc(1, sizeof(*m));
+    int one = 1;
+
+    cr_assert_not_null(m);
+    m->smtp = smtp;
+    m->ctx = SSL_CTX_new(TLS_server_method());
+    cr_assert_not_null(m->ctx);
+    cr_assert_eq(SSL_CTX_use_certificate(m->ctx, ts_cert_x509(cert)), 1);
+    cr_assert_eq(SSL_CTX_use_PrivateKey(m->ctx, ts_cert_key(cert)), 1);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    m->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(m->lfd, 0);
+    setsockopt(m->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    cr_assert_eq(bind(m->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind 127.0.0.1:%d: %s", port,
+                 strerror(errno));
+    cr_assert_eq(listen(m->lfd, 16), 0);
+    cr_assert_eq(getsockname(m->lfd, (struct sockaddr *)&sa, &salen), 0);
+    m->port = ntohs(sa.sin_port);
+    cr_assert_eq(pipe2(m->stop_pipe, O_CLOEXEC), 0);
+    cr_assert_eq(pthread_create(&m->thread, NULL, mini_main, m), 0);
+    return m;
+}
+
+static void mini_stop(mini *m)
+{
+    if (m == NULL)
+        return;
+    if (write(m->stop_pipe[1], "x", 1) != 1)
+        cr_log_warn("mini server: stop pipe");
+    pthread_join(m->thread, NULL);
+    close(m->lfd);
+    close(m->stop_pipe[0]);
+    close(m->stop_pipe[1]);
+    SSL_CTX_free(m->ctx);
+    free(m);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Suite                                                                                                  */
+
+static void setup(void)
+{
+    fx_init(&f);
+    named = issue(f.ca, FOO, 0);
+    fx_start(&f);
+    svc_server = start_http(f.svc);
+    named_server = start_http(named);
+}
+
+static void teardown(void)
+{
+    ts_tls_stop(svc_server);
+    ts_tls_stop(named_server);
+    svc_server = named_server = NULL;
+    ts_cert_free(named);
+    named = NULL;
+    fx_fini(&f);
+}
+
+TestSuite(shim, .init = setup, .fini = teardown, .timeout = 240);
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* The programs, each returning whether it accepted the peer                                             */
+
+typedef struct target {
+    int port;                      /* where the program connects (127.0.0.1) */
+    const char *name;              /* the name it expects */
+} target;
+
+typedef int (*program_fn)(target t, const run_opts *o, char **out);
+
+static int finish(run_result r, int accepted, char **out)
+{
+    *out = r.out;
+    return accepted;
+}
+
+static int prog_s_client(target t, const run_opts *o, char **out)
+{
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", t.port);
+    const char *argv[] = {"/usr/bin/openssl", "s_client", "-connect", connect, "-servername", t.name,
+                          "-verify_hostname", t.name, "-verify_return_error", "-CAfile", f.ca_file, "-brief",
+                          NULL};
+    run_result r = run(argv, o);
+    return finish(r, r.status == 0 && strstr(r.out, "Verification: OK") != NULL, out);
+}
+
+static int prog_curl(target t, const run_opts *o, char **out)
+{
+    char url[300], resolve[300];
+    snprintf(url, sizeof(url), "https://%s:%d/", t.name, t.port);
+    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", t.name, t.port);
+    const char *argv[] = {"/usr/bin/curl", "-sS", "--max-time", "30", "--cacert", f.ca_file, "--resolve", resolve,
+                          url, NULL};
+    run_result r = run(argv, o);
+    return finish(r, r.status == 0 && strstr(r.out, HTTP_BODY) != NULL, out);
+}
+
+static const char python_client[] =
+    "import socket, ssl, sys\n"
+    "port, cafile, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+    "ctx = ssl.create_default_context(cafile=cafile)\n"
+    "with socket.create_connection(('127.0.0.1', port)) as sock:\n"
+    "    try:\n"
+    "        with ctx.wrap_socket(sock, server_hostname=name) as tls:\n"
+    "            print('handshake ok', tls.version())\n"
+    "    except ssl.SSLError as e:\n"
+    "        print('handshake failed:', e)\n"
+    "        sys.exit(1)\n";
+
+static int prog_python(target t, const run_opts *o, char **out)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", t.port);
+    const char *argv[] = {PYTHON, "-c", python_client, port, f.ca_file, t.name, NULL};
+    run_result r = run(argv, o);
+    return finish(r, r.status == 0 && strstr(r.out, "handshake ok") != NULL, out);
+}
+
+/*
+ * stunnel4 in inetd mode (no accept: stdin/stdout is the plain side), client, verifyChain + checkHost.
+ * stunnel sends the connect host as SNI unless told otherwise ("SNI: sending servername: 127.0.0.1"), so the
+ * name POSH needs as reference identifier is given with sni, as for any XMPP/SMTP client of a source domain.
+ */
+static int prog_stunnel(target t, const run_opts *o, char **out)
+{
+    static atomic_int n;
+    char *conf = NULL, *body = NULL;
+    cr_assert_geq(asprintf(&conf, "%s/stunnel-%d.conf", f.dir, atomic_fetch_add(&n, 1)), 0);
+    cr_assert_geq(asprintf(&body,
+                           "foreground = yes\ndebug = notice\npid =\nclient = yes\nconnect = 127.0.0.1:%d\n"
+                           "CAfile = %s\nverifyChain = yes\ncheckHost = %s\nsni = %s\n",
+                           t.port, f.ca_file, t.name, t.name), 0);
+    cr_assert_eq(ts_write_file(conf, body, strlen(body)), 0);
+    const char *argv[] = {"/usr/bin/stunnel4", conf, NULL};
+    run_opts with_input = *o;
+    with_input.input = "GET / HTTP/1.0\r\n\r\n";
+    run_result r = run(argv, &with_input);
+    free(conf);
+    free(body);
+    return finish(r, strstr(r.out, HTTP_BODY) != NULL, out);
+}
+
+/*
+ * Postfix's TLS client against a STARTTLS SMTP server: -l secure, the expected name as match argument.
+ * Started as root, posttls-finger reads -F first, then runs as mail_owner (postfix): the shim's lazy client
+ * reads POSH_CA_FILE after that, so (as in a real deployment) the file must be readable by that user.
+ */
+static int prog_posttls_finger(target t, const run_opts *o, char **out)
+{
+    char dest[64], *conf_dir = NULL, *main_cf = NULL, *env_conf = NULL;
+    cr_assert_eq(chmod(f.dir, 0711), 0);
+    snprintf(dest, sizeof(dest), "[127.0.0.1]:%d", t.port);
+    cr_assert_geq(asprintf(&conf_dir, "%s/postfix", f.dir), 0);
+    cr_assert_geq(asprintf(&main_cf, "%s/main.cf", conf_dir), 0);
+    mkdir(conf_dir, 0700);
+    cr_assert_eq(ts_write_file(main_cf, "compatibility_level = 3.6\n", 26), 0);
+    cr_assert_geq(asprintf(&env_conf, "MAIL_CONFIG=%s", conf_dir), 0);
+    const char *extra[16] = {env_conf};
+    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && i < 14; i++)
+        extra[i + 1] = o->env[i];
+    run_opts with_conf = *o;
+    with_conf.env = extra;
+    const char *argv[] = {"/usr/sbin/posttls-finger", "-c", "-l", "secure", "-F", f.ca_file, dest, t.name, NULL};
+    run_result r = run(argv, &with_conf);
+    free(conf_dir);
+    free(main_cf);
+    free(env_conf);
+    return finish(r, strstr(r.out, "Verified TLS connection established") != NULL, out);
+}
+
+/* The four outcomes of issue 5 §1 for one program. */
+static void four_outcomes(program_fn prog, const char *service, const char *doc_path, target svc, target match)
+{
+    run_opts plain = {.service = service}, shim = {.preload = 1, .service = service};
+    char *out = NULL;
+    long before;
+
+    fx_put_free(&f, FOO, doc_path, fx_doc1(f.svc, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    cr_expect(!prog(svc, &plain, &out), "(a) without the shim the peer must be rejected:\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "(a) no POSH request without the shim");
+
+    cr_expect(prog(svc, &shim, &out), "(b) with the shim and a vouching document: accepted:\n%s", out);
+    cr_expect(strstr(out, "posh:") == NULL, "(b) silent without POSH_LOG:\n%s", out);
+    free(out);
+    cr_expect_gt(fx_requests(&f, FOO, doc_path), 0, "(b) the document was fetched");
+
+    fx_put_free(&f, FOO, doc_path, fx_doc1(f.other, 3600));
+    cr_expect(!prog(svc, &shim, &out), "(c) a document that does not vouch: rejected:\n%s", out);
+    cr_expect(strstr(out, "posh:") == NULL, "(c) silent without POSH_LOG:\n%s", out);
+    free(out);
+    fx_put_free(&f, FOO, doc_path, strdup("{\"not\":\"posh\"}"));
+    cr_expect(!prog(svc, &shim, &out), "(c) no valid document: rejected:\n%s", out);
+    free(out);
+
+    fx_put_free(&f, FOO, doc_path, fx_doc1(f.svc, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    cr_expect(prog(match, &shim, &out), "(d) the name matches: accepted with the shim:\n%s", out);
+    free(out);
+    cr_expect(prog(match, &plain, &out), "(d) the name matches: accepted without the shim:\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "(d) no POSH request when the name matches");
+}
+
+static target svc_target(void)
+{
+    return (target){ts_tls_port(svc_server), FOO};
+}
+
+static target named_target(void)
+{
+    return (target){ts_tls_port(named_server), FOO};
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* §1 real programs                                                                                       */
+
+Test(shim, openssl_s_client)
+{
+    four_outcomes(prog_s_client, "xmpp-server", RFC7711_PATH, svc_target(), named_target());
+}
+
+Test(shim, curl)
+{
+    four_outcomes(prog_curl, "xmpp-server", RFC7711_PATH, svc_target(), named_target());
+}
+
+Test(shim, python3_ssl)
+{
+    four_outcomes(prog_python, "xmpp-server", RFC7711_PATH, svc_target(), named_target());
+}
+
+Test(shim, stunnel4)
+{
+    four_outcomes(prog_stunnel, "xmpp-server", RFC7711_PATH, svc_target(), named_target());
+}
+
+Test(shim, postfix_posttls_finger)
+{
+    mini *svc_smtp = mini_start(f.svc, 0, 1), *named_smtp = mini_start(named, 0, 1);
+    four_outcomes(prog_posttls_finger, "smtp", "/.well-known/posh/smtp.json", (target){svc_smtp->port, FOO},
+                  (target){named_smtp->port, FOO});
+    mini_stop(svc_smtp);
+    mini_stop(named_smtp);
+}
+
+/* ---- XMPP: a real Prosody serving foo.example.com with the provider's certificate ---- */
+
+typedef struct prosody {
+    pid_t pid;
+    char *out_path;
+    int port;
+} prosody;
+
+static prosody prosody_start(ts_cert *bar)
+{
+    prosody p = {0};
+    char *conf = NULL, *body = NULL, *data = NULL;
+    run_opts o = {0};
+
+    cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
+    cr_assert_eq(ts_cert_write(bar, f.dir, "bar"), 0);
+    cr_assert_geq(asprintf(&data, "%s/prosody-data", f.dir), 0);
+    cr_assert_eq(mkdir(data, 0700), 0);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        p.port = ts_free_port();
+        cr_assert_gt(p.port, 0);
+        cr_assert_geq(asprintf(&conf, "%s/prosody.cfg.lua", f.dir), 0);
+        cr_assert_geq(asprintf(&body,
+                               "pidfile = \"%s/prosody.pid\"\n"
+                               "data_path = \"%s\"\n"
+                               "certificates = \"%s\"\n"
+                               "log = { info = \"*console\" }\n"
+                               "interfaces = { \"127.0.0.1\" }\n"
+                               "local_interfaces = { \"127.0.0.1\" }\n"
+                               "c2s_ports = { %d }\n"
+                               "c2s_direct_tls_ports = { }\n"
+                               "legacy_ssl_ports = { }\n"
+                               "s2s_ports = { }\n"
+                               "http_ports = { }\n"
+                               "https_ports = { }\n"
+                               "admin_socket = \"%s/prosody.sock\"\n"
+                               "modules_enabled = { \"tls\", \"saslauth\", \"disco\", \"ping\" }\n"
+                               "modules_disabled = { \"s2s\", \"http\", \"posix\", \"admin_shell\" }\n"
+                               "c2s_require_encryption = true\n"
+                               "VirtualHost \"" FOO "\"\n"
+                               "  ssl = { certificate = \"%s/svc.crt\", key = \"%s/svc.key\" }\n"
+                               "VirtualHost \"" BAR "\"\n"
+                               "  ssl = { certificate = \"%s/bar.crt\", key = \"%s/bar.key\" }\n",
+                               f.dir, data, f.dir, p.port, f.dir, f.dir, f.dir, f.dir, f.dir), 0);
+        cr_assert_eq(ts_write_file(conf, body, strlen(body)), 0);
+        const char *argv[] = {"/usr/bin/prosody", "-F", "--config", conf, NULL};
+        p.pid = spawn(argv, &o, &p.out_path);
+        free(conf);
+        free(body);
+        conf = body = NULL;
+        if (ts_wait_port(p.port, 15000) == 0)
+            break;
+        run_result r = reap(p.pid, p.out_path, 5000);
+        cr_log_warn("prosody did not listen on %d (attempt %d):\n%s", p.port, attempt, r.out);
+        run_free(&r);
+        p.pid = 0;
+    }
+    free(data);
+    cr_assert_gt(p.pid, 0, "prosody did not start");
+    return p;
+}
+
+static void prosody_stop(prosody *p)
+{
+    if (p->pid <= 0)
+        return;
+    kill(p->pid, SIGTERM);
+    run_result r = reap(p->pid, p->out_path, 10000);
+    run_free(&r);
+}
+
+static int prog_xmpp(target t, const run_opts *o, char **out)
+{
+    char connect[64];
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", t.port);
+    const char *argv[] = {"/usr/bin/openssl", "s_client", "-connect", connect, "-starttls", "xmpp", "-xmpphost",
+                          t.name, "-servername", t.name, "-verify_hostname", t.name, "-verify_return_error",
+                          "-CAfile", f.ca_file, "-brief", NULL};
+    run_result r = run(argv, o);
+    return finish(r, r.status == 0 && strstr(r.out, "Verification: OK") != NULL, out);
+}
+
+Test(shim, xmpp_prosody)
+{
+    ts_cert *bar = issue(f.ca, BAR, 0);
+    prosody p = prosody_start(bar);
+    four_outcomes(prog_xmpp, "xmpp-client", XMPP_CLIENT_PATH, (target){p.port, FOO}, (target){p.port, BAR});
+    prosody_stop(&p);
+    ts_cert_free(bar);
+}
+
+/* ---- service selection ---- */
+
+Test(shim, service_from_the_port_map)
+{
+    /* Without POSH_SERVICE, port 5269 means xmpp-server. The port is bound on 127.0.0.1 only. */
+    mini *s2s = mini_start(f.svc, 5269, 0);
+    run_opts shim = {.preload = 1};
+    char *out = NULL;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    cr_expect(prog_s_client((target){5269, FOO}, &shim, &out), "port 5269 -> xmpp-server:\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    mini_stop(s2s);
+}
+
+Test(shim, unknown_port_means_no_posh_logged_once)
+{
+    const char *env[] = {"POSH_LOG=stderr", NULL};
+    run_opts shim = {.preload = 1, .env = env};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    const char *argv[] = {POSH_SHIM_PROBE, "threads", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 1, "rejected: POSH not used on an unknown port:\n%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, "no POSH service is known for port"), 1, "logged once:\n%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+    run_free(&r);
+}
+
+Test(shim, invalid_service_means_no_posh)
+{
+    const char *env[] = {"POSH_LOG=stderr", NULL};
+    run_opts shim = {.preload = 1, .service = "not a service", .env = env};
+    char *out = NULL;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    cr_expect(!prog_python(svc_target(), &shim, &out), "%s", out);
+    cr_expect(strstr(out, "POSH_SERVICE") != NULL, "the variable is named:\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* §2 transparent when POSH does not apply                                                               */
+
+Test(shim, untrusted_chain_stays_rejected)
+{
+    /* A self-signed certificate the document vouches for: mode name never makes POSH a trust anchor. */
+    ts_cert *self = issue(NULL, "xmpp.hosting.example.net", 1);
+    ts_tls *s = start_http(self);
+    mini *smtp = mini_start(self, 0, 1);
+    run_opts shim = {.preload = 1, .service = "xmpp-server"}, shim_smtp = {.preload = 1, .service = "smtp"};
+    target t = {ts_tls_port(s), FOO};
+    char *out = NULL;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(self, 3600));
+    fx_put_free(&f, FOO, "/.well-known/posh/smtp.json", fx_doc1(self, 3600));
+    cr_expect(!prog_s_client(t, &shim, &out), "%s", out);
+    cr_expect(strstr(out, "self-signed") != NULL || strstr(out, "self signed") != NULL,
+              "the chain error is reported, not the name:\n%s", out);
+    free(out);
+    cr_expect(!prog_python(t, &shim, &out), "%s", out);
+    free(out);
+    cr_expect(!prog_curl(t, &shim, &out), "%s", out);
+    free(out);
+    /* Postfix: SSL_VERIFY_NONE, a callback that accepts all, the verdict from SSL_get_verify_result(). */
+    cr_expect(!prog_posttls_finger((target){smtp->port, FOO}, &shim_smtp, &out), "not laundered:\n%s", out);
+    cr_expect(strstr(out, "Untrusted TLS connection established") != NULL, "%s", out);
+    free(out);
+    mini_stop(smtp);
+    ts_tls_stop(s);
+    ts_cert_free(self);
+}
+
+Test(shim, curl_insecure_is_left_alone)
+{
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    char url[128], resolve[128];
+    snprintf(url, sizeof(url), "https://%s:%d/", FOO, ts_tls_port(svc_server));
+    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", FOO, ts_tls_port(svc_server));
+    const char *argv[] = {"/usr/bin/curl", "-sS", "-k", "--resolve", resolve, url, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect_str_eq(r.out, HTTP_BODY "\n", "nothing but the body, even with debug logging");
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "verification off: no POSH");
+    run_free(&r);
+}
+
+Test(shim, server_side_untouched)
+{
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    run_opts server_opts = {.preload = 1, .service = "xmpp-server", .env = env}, client_opts = {0};
+    char port[16], connect[64], *out_path, *crt = NULL, *key = NULL, *ccrt = NULL, *ckey = NULL;
+    int p = ts_free_port();
+
+    cr_assert_gt(p, 0);
+    snprintf(port, sizeof(port), "%d", p);
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", p);
+    cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
+    cr_assert_eq(ts_cert_write(f.other, f.dir, "client"), 0);
+    cr_assert_geq(asprintf(&crt, "%s/svc.crt", f.dir), 0);
+    cr_assert_geq(asprintf(&key, "%s/svc.key", f.dir), 0);
+    cr_assert_geq(asprintf(&ccrt, "%s/client.crt", f.dir), 0);
+    cr_assert_geq(asprintf(&ckey, "%s/client.key", f.dir), 0);
+    /* The server under the shim also asks for a client certificate and verifies it. */
+    const char *argv[] = {"/usr/bin/openssl", "s_server", "-accept", connect, "-cert", crt, "-key", key,
+                          "-CAfile", f.ca_file, "-Verify", "1", "-verify_return_error", "-www", NULL};
+    pid_t pid = spawn(argv, &server_opts, &out_path);
+    cr_assert_eq(ts_wait_port(p, 10000), 0, "s_server did not start");
+    const char *cargv[] = {"/usr/bin/openssl", "s_client", "-connect", connect, "-verify_hostname",
+                           "xmpp.hosting.example.net", "-verify_return_error", "-CAfile", f.ca_file, "-cert", ccrt,
+                           "-key", ckey, "-brief", NULL};
+    run_result c = run(cargv, &client_opts);
+    kill(pid, SIGTERM);
+    run_result s = reap(pid, out_path, 10000);
+    cr_expect_eq(c.status, 0, "client:\n%s\nserver:\n%s", c.out, s.out);
+    cr_expect(strstr(c.out, "Verification: OK") != NULL, "%s", c.out);
+    cr_expect(strstr(s.out, "posh:") == NULL, "the shim stays out of server connections:\n%s", s.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+    run_free(&c);
+    run_free(&s);
+    free(crt);
+    free(key);
+    free(ccrt);
+    free(ckey);
+}
+
+Test(shim, program_without_tls)
+{
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", "POSH_TIMEOUT_MS=bogus", NULL};
+    run_opts shim = {.preload = 1, .env = env};
+    const char *argv[] = {"/bin/true", NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0);
+    cr_expect_str_empty(r.out);
+    run_free(&r);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* §3 safe inside someone else's process                                                                  */
+
+Test(shim, lazy_initialisation)
+{
+    /* An invalid environment only matters once POSH is needed: creating contexts costs nothing. */
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", "POSH_TIMEOUT_MS=bogus", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    char port[16], *out = NULL;
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    const char *argv[] = {POSH_SHIM_PROBE, "ctx-only", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect_str_empty(r.out);
+    run_free(&r);
+    /* A matching name needs no client either. */
+    cr_expect(prog_python(named_target(), &shim, &out), "%s", out);
+    cr_expect(strstr(out, "POSH_TIMEOUT_MS") == NULL, "%s", out);
+    free(out);
+    /* When POSH is needed, the invalid variable is named and the connection fails closed. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    cr_expect(!prog_python(svc_target(), &shim, &out), "%s", out);
+    cr_expect(strstr(out, "POSH_TIMEOUT_MS") != NULL, "%s", out);
+    free(out);
+}
+
+Test(shim, no_recursion_into_the_posh_fetch)
+{
+    /*
+     * bar.example.org's POSH web server is nginx, whose default certificate is foo.example.com's: the
+     * fetch's own TLS name check fails. Were the shim to apply POSH to its own fetch, it would look up
+     * bar.example.org again from inside that lookup (and wait on itself). It must fail promptly instead.
+     */
+    char connect_to[1024], *env_ct = NULL;
+    snprintf(connect_to, sizeof(connect_to), "%s,%s:443:127.0.0.1:%d", f.connect_to, BAR,
+             ts_nginx_port(f.nginx));
+    cr_assert_geq(asprintf(&env_ct, "POSH_CONNECT_TO=%s", connect_to), 0);
+    const char *env[] = {env_ct, "POSH_LOG=stderr", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    char *out = NULL;
+    int64_t t0 = now_ms();
+    cr_expect(!prog_s_client((target){ts_tls_port(svc_server), BAR}, &shim, &out), "%s", out);
+    cr_expect_lt(now_ms() - t0, 20000, "no hang");
+    /* libcurl's own name check of the web server's certificate ran, unanswered by the shim. */
+    cr_expect(strstr(out, "no alternative certificate subject name matches target host name '" BAR "'") != NULL,
+              "the fetch failed on its own TLS check:\n%s", out);
+    free(out);
+    free(env_ct);
+}
+
+Test(shim, threads_share_one_lookup)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    const char *argv[] = {POSH_SHIM_PROBE, "threads", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "accepted 32/32") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one lookup for 32 handshakes in 8 threads");
+    run_free(&r);
+}
+
+Test(shim, fork_parent_and_child)
+{
+    /*
+     * The parent's lookup leaves a kept-alive connection to foo.example.com's web server in the client's
+     * pool. After fork, hosting.example.net's document is a reference to a document on foo.example.com: the
+     * child must fetch it over a connection of its own, and the parent can still use its own.
+     */
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    fx_put_free(&f, FOO, "/hosted/svc.json", fx_doc1(f.svc, 3600));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, fx_ref("https://" FOO "/hosted/svc.json", 3600));
+    const char *argv[] = {POSH_SHIM_PROBE, "fork", port, f.ca_file, FOO, HOSTING, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "child accepted") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "parent accepted") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, HOSTING, RFC7711_PATH), 2, "one lookup in each process");
+    cr_expect_eq(fx_requests(&f, FOO, "/hosted/svc.json"), 2);
+    cr_expect_eq(ts_nginx_connections(f.nginx, FOO), 2, "the child opened its own connection to foo");
+    run_free(&r);
+}
+
+Test(shim, application_cert_verify_callback_is_chained)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    const char *argv[] = {POSH_SHIM_PROBE, "app-cb", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "POSH still applies:\n%s", r.out);
+    cr_expect(strstr(r.out, "app callback calls 1") != NULL, "the application's callback ran:\n%s", r.out);
+    run_free(&r);
+
+    /* The application's verdict stands: it refuses, the connection fails even though POSH vouched. */
+    const char *deny[] = {POSH_SHIM_PROBE, "app-cb-deny", port, f.ca_file, FOO, NULL};
+    r = run(deny, &shim);
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect(strstr(r.out, "app callback calls 1") != NULL, "%s", r.out);
+    run_free(&r);
+}
+
+Test(shim, logging_only_when_asked)
+{
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=info", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    char *out = NULL;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    cr_expect(!prog_python(svc_target(), &shim, &out), "%s", out);
+    cr_expect(strstr(out, "posh: warning: rejected") != NULL, "POSH_LOG=stderr says why:\n%s", out);
+    free(out);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    cr_expect(prog_python(svc_target(), &shim, &out), "%s", out);
+    cr_expect(strstr(out, "vouched for by POSH") != NULL, "%s", out);
+    free(out);
+}
