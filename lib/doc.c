@@ -96,8 +96,13 @@ static bool json_prescan(const char *buf, size_t len, size_t *bad_at)
             in_string = true;
         } else if (c == '\0' || strchr(token_chars, c) == NULL) {
             break;
-        } else if (c == '.' && (i + 1 == len || !json_digit((unsigned char)buf[i + 1]))) {
-            break; /* "1." is not a JSON number */
+        } else if (c == '.' && (i == 0 || !json_digit((unsigned char)buf[i - 1]) || i + 1 == len ||
+                                !json_digit((unsigned char)buf[i + 1]))) {
+            break; /* "1." and "-.5" are not JSON numbers (json-c takes "-.5") */
+        } else if (c == '0' && i + 1 < len && json_digit((unsigned char)buf[i + 1]) &&
+                   (i == 0 || strchr("0123456789.eE+-", buf[i - 1]) == NULL ||
+                    (buf[i - 1] == '-' && (i < 2 || strchr("eE", buf[i - 2]) == NULL)))) {
+            break; /* a leading zero: json-c takes "00", "-01" (as -1) and "01.5"; JSON does not */
         }
     }
     *bad_at = i;

@@ -18,7 +18,7 @@
 #define POSH_MAX_JSON_DEPTH 8         /* a document needs 3: object > array > object */
 #define POSH_MAX_DESCRIPTORS 64
 #define POSH_MAX_HASH_STRING 128      /* longest base64 value looked at (SHA-512 needs 88) */
-#define POSH_MAX_REQUESTS 24          /* requests recorded per lookup: 2 layouts + reference, with redirects */
+#define POSH_MAX_REQUESTS 33          /* requests per lookup: 2 layouts + reference, each 1 + 10 redirects */
 #define POSH_MSG_LEN 512
 
 /* ---- hashes ---- */

@@ -1,0 +1,409 @@
+/*
+ * tsan_stress.c - the concurrent parts of libposh under ThreadSanitizer, as a plain program (Criterion does
+ * not start under TSan). Against a real nginx and two real TLS servers on 127.0.0.1:
+ *   - lookup threads: posh_lookup() of four services through one posh_client (a document, a reference, no
+ *     POSH, bad JSON), each result checked; the cache holds fewer entries than there are keys (LRU churn);
+ *   - a clock thread moving the injected clock (posh_config_set_clock) so that entries keep expiring, and a
+ *     flush thread calling posh_client_flush() all along;
+ *   - handshake threads sharing one SSL_CTX with SSL_CTX_set_posh_verify(), and others using one SSL_CTX with
+ *     SSL_set_posh_verify() per connection: a certificate the domain vouches for is accepted by POSH, another
+ *     is rejected with POSH_ERR_NO_MATCH.
+ * Exit status 0 only if every result was right; a TSan report fails it too (TSAN_OPTIONS=halt_on_error=1).
+ * Usage: tsan_stress [--cold] [ROUNDS] (default 1 round: 480 lookups and 132 handshakes). --cold: the per-connection
+ * SSL_CTX is not primed before the threads start (see prime_per_connection_ctx).
+ */
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOOKUP_THREADS 6
+#define LOOKUPS_PER_THREAD 400
+#define CTX_HANDSHAKE_THREADS 3
+#define SSL_HANDSHAKE_THREADS 3
+#define HANDSHAKES_PER_THREAD 60
+
+#define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
+#define SUBMISSION_PATH "/.well-known/posh/submission.json"
+#define HOSTING_TARGET "/posh/foo-client.json"
+
+/* The scenario, read-only once the threads run (except the atomics). */
+static struct {
+    ts_cert *svc, *other;
+    const unsigned char *svc_der, *other_der;
+    size_t svc_der_len, other_der_len;
+    posh_client *client;
+    SSL_CTX *ctx_posh;   /* SSL_CTX_set_posh_verify() */
+    SSL_CTX *ctx_plain;  /* SSL_set_posh_verify() on each connection */
+    int port_svc, port_other;
+    atomic_long now;     /* the injected clock */
+    atomic_int stop;     /* the lookups and handshakes are done: clock and flush threads end */
+    atomic_long failures, lookups, handshakes, fetch_flushes;
+} S;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    /* Only the first few are printed: one wrong answer under load tends to repeat. */
+    if (atomic_fetch_add(&S.failures, 1) < 20) {
+        va_start(ap, fmt);
+        fputs("tsan_stress: FAIL: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
+}
+
+static void die(const char *what) __attribute__((noreturn));
+
+static void die(const char *what)
+{
+    fprintf(stderr, "tsan_stress: setup failed: %s: %s\n", what, ts_error());
+    exit(2);
+}
+
+static time_t fake_clock(void *arg)
+{
+    return (time_t)atomic_load((atomic_long *)arg);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- lookups ---- */
+
+static const struct expect {
+    const char *service;
+    posh_err err;
+    long ttl;          /* for POSH_OK: min(reference expires, fingerprints expires) */
+    int reference;
+} expects[] = {
+    {"xmpp-server", POSH_OK, 3, 0},
+    {"xmpp-client", POSH_OK, 2, 1},
+    {"imap", POSH_ERR_NO_POSH, 0, 0},
+    {"_submission._tcp", POSH_ERR_JSON, 0, 0},
+};
+#define N_EXPECTS (sizeof(expects) / sizeof(expects[0]))
+
+static void check_lookup(const struct expect *e)
+{
+    posh_result *r = NULL;
+    posh_err err = posh_lookup(S.client, FOO, e->service, &r);
+    long now = atomic_load(&S.now);
+    int match = -1, index = -2;
+
+    atomic_fetch_add(&S.lookups, 1);
+    if (r == NULL) {
+        fail("%s: no result (error %d)", e->service, (int)err);
+        return;
+    }
+    if (err != e->err || posh_result_error(r) != err)
+        fail("%s: error %d (%s), expected %d", e->service, (int)err, posh_result_message(r), (int)e->err);
+    if (strcmp(posh_result_domain(r), FOO) != 0)
+        fail("%s: result for domain %s", e->service, posh_result_domain(r));
+    if (err == POSH_OK) {
+        if (posh_result_ttl(r) != e->ttl || posh_result_followed_reference(r) != e->reference)
+            fail("%s: ttl %ld reference %d", e->service, posh_result_ttl(r), posh_result_followed_reference(r));
+        /* Fetched at some clock value no later than now. */
+        if (posh_result_expires_at(r) - posh_result_ttl(r) > now)
+            fail("%s: expires at %ld, fetched in the future (now %ld)", e->service,
+                 (long)posh_result_expires_at(r), now);
+        if (posh_match_der(S.client, r, S.svc_der, S.svc_der_len, &match, &index) != POSH_OK || match != 1 ||
+            index != 0)
+            fail("%s: the vouched certificate does not match (%d, %d)", e->service, match, index);
+        if (posh_match_der(S.client, r, S.other_der, S.other_der_len, &match, &index) != POSH_OK || match != 0 ||
+            index != -1)
+            fail("%s: another certificate matches (%d, %d)", e->service, match, index);
+    } else if (posh_match_der(S.client, r, S.svc_der, S.svc_der_len, &match, &index) != err || match != 0) {
+        fail("%s: a failed result matched", e->service);
+    }
+    posh_result_free(r);
+}
+
+static void *lookup_main(void *arg)
+{
+    size_t id = (size_t)arg;
+    for (size_t i = 0; i < LOOKUPS_PER_THREAD; i++)
+        check_lookup(&expects[(id + i) % N_EXPECTS]);
+    return NULL;
+}
+
+/* ---- handshakes ---- */
+
+static int tcp_connect(int port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* One handshake to the server presenting svc (vouched for: accepted) or other (not: rejected). */
+static void check_handshake(SSL_CTX *ctx, int per_connection, int vouched)
+{
+    int fd = tcp_connect(vouched ? S.port_svc : S.port_other);
+    SSL *ssl = SSL_new(ctx);
+    int connected;
+    long vr;
+    posh_status status;
+    posh_err err;
+
+    atomic_fetch_add(&S.handshakes, 1);
+    if (fd < 0 || ssl == NULL) {
+        fail("handshake: no connection or SSL");
+        goto done;
+    }
+    SSL_set_tlsext_host_name(ssl, FOO);
+    SSL_set1_host(ssl, FOO);
+    if (per_connection && SSL_set_posh_verify(ssl, "xmpp-server") != 1) {
+        fail("SSL_set_posh_verify failed");
+        goto done;
+    }
+    SSL_set_fd(ssl, fd);
+    connected = SSL_connect(ssl) == 1;
+    vr = SSL_get_verify_result(ssl);
+    status = SSL_get_posh_status(ssl);
+    err = SSL_get_posh_error(ssl);
+    if (vouched && (!connected || vr != X509_V_OK || status != POSH_STATUS_ACCEPTED || err != POSH_OK))
+        fail("vouched certificate: connected %d, verify %ld, status %d, error %d: %s", connected, vr, (int)status,
+             (int)err, SSL_get_posh_message(ssl));
+    if (!vouched && (connected || vr != X509_V_ERR_HOSTNAME_MISMATCH || status != POSH_STATUS_REJECTED ||
+                     err != POSH_ERR_NO_MATCH))
+        fail("other certificate: connected %d, verify %ld, status %d, error %d: %s", connected, vr, (int)status,
+             (int)err, SSL_get_posh_message(ssl));
+done:
+    SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void *ctx_handshake_main(void *arg)
+{
+    size_t id = (size_t)arg;
+    for (size_t i = 0; i < HANDSHAKES_PER_THREAD; i++)
+        check_handshake(S.ctx_posh, 0, (id + i) % 3 != 0);
+    return NULL;
+}
+
+static void *ssl_handshake_main(void *arg)
+{
+    size_t id = (size_t)arg;
+    for (size_t i = 0; i < HANDSHAKES_PER_THREAD; i++)
+        check_handshake(S.ctx_plain, 1, (id + i) % 3 != 1);
+    return NULL;
+}
+
+/* ---- churn ---- */
+
+static void *clock_main(void *arg)
+{
+    while (!atomic_load(&S.stop)) {
+        atomic_fetch_add(&S.now, 1);
+        sleep_ms(5);
+    }
+    return NULL;
+}
+
+static void *flush_main(void *arg)
+{
+    while (!atomic_load(&S.stop)) {
+        posh_client_flush(S.client);
+        atomic_fetch_add(&S.fetch_flushes, 1);
+        sleep_ms(10);
+    }
+    return NULL;
+}
+
+/* ---- setup ---- */
+
+static ts_cert *issue(ts_ca *ca, const char *name)
+{
+    ts_cert_opts o = {0};
+    ts_cert *c;
+    o.dns[0] = name;
+    o.cn = name;
+    o.not_before_days = -1;
+    o.not_after_days = 30;
+    if ((c = ts_cert_issue(ca, &o)) == NULL)
+        die(name);
+    return c;
+}
+
+static char *doc_for(ts_cert *c, long expires)
+{
+    char *b64 = ts_cert_fingerprint_b64(c, "sha-256"), *s = NULL;
+    if (b64 == NULL || asprintf(&s, "{\"fingerprints\":[{\"sha-256\":\"%s\"}],\"expires\":%ld}", b64, expires) < 0)
+        die("document");
+    free(b64);
+    return s;
+}
+
+static SSL_CTX *client_ctx(const char *ca_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)
+        die("SSL_CTX");
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_posh_client(ctx, S.client) != 1)
+        die("SSL_CTX_set_posh_client");
+    return ctx;
+}
+
+/*
+ * SSL_set_posh_verify() installs POSH's callback on the connection's SSL_CTX the first time it is used there,
+ * without a lock, so threads making their first connections on a fresh context at once race on it (--cold
+ * runs exactly that and TSan reports it in verify.c). By default one call here installs it before the context
+ * is shared.
+ */
+static void prime_per_connection_ctx(SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_posh_verify(ssl, "xmpp-server") != 1)
+        die("SSL_set_posh_verify");
+    SSL_free(ssl);
+}
+
+static void start_threads(pthread_t *t, size_t n, void *(*fn)(void *), size_t *count)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (pthread_create(&t[*count], NULL, fn, (void *)i) != 0)
+            die("pthread_create");
+        (*count)++;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int cold = argc > 1 && strcmp(argv[1], "--cold") == 0;
+    int rounds = argc > 1 + cold ? atoi(argv[1 + cold]) : 1;
+    char *dir, ca_file[512], crt[600], key[600], connect_to[512], *body;
+    ts_ca *ca;
+    ts_cert *web_foo, *web_hosting;
+    ts_nginx *nginx;
+    ts_tls *srv_svc, *srv_other;
+    posh_config *cfg;
+    pthread_t workers[LOOKUP_THREADS + CTX_HANDSHAKE_THREADS + SSL_HANDSHAKE_THREADS], churn[2];
+    size_t nworkers = 0;
+    int port;
+
+    if (rounds < 1)
+        rounds = 1;
+    if ((dir = ts_tmpdir()) == NULL || (ca = ts_ca_new("posh tsan CA")) == NULL)
+        die("PKI");
+    web_foo = issue(ca, FOO);
+    web_hosting = issue(ca, HOSTING);
+    S.svc = issue(ca, "xmpp.hosting.example.net");
+    S.other = issue(ca, "other.hosting.example.net");
+    S.svc_der = ts_cert_der(S.svc, &S.svc_der_len);
+    S.other_der = ts_cert_der(S.other, &S.other_der_len);
+    snprintf(ca_file, sizeof(ca_file), "%s/ca.pem", dir);
+    if (ts_ca_write(ca, ca_file) != 0 || ts_cert_write(web_foo, dir, "foo") != 0 ||
+        ts_cert_write(web_hosting, dir, "hosting") != 0)
+        die("write PKI");
+
+    /* nginx first: it is forked while this process has no other thread yet. */
+    if ((nginx = ts_nginx_new(dir)) == NULL)
+        die("nginx");
+    snprintf(crt, sizeof(crt), "%s/foo.crt", dir);
+    snprintf(key, sizeof(key), "%s/foo.key", dir);
+    if (ts_nginx_add_site(nginx, FOO, crt, key) != 0)
+        die("nginx site");
+    snprintf(crt, sizeof(crt), "%s/hosting.crt", dir);
+    snprintf(key, sizeof(key), "%s/hosting.key", dir);
+    if (ts_nginx_add_site(nginx, HOSTING, crt, key) != 0)
+        die("nginx site");
+    body = doc_for(S.svc, 3);
+    if (ts_nginx_put(nginx, FOO, RFC7711_PATH, body) != 0)
+        die("publish");
+    free(body);
+    if (ts_nginx_put(nginx, FOO, XMPP_CLIENT_PATH,
+                     "{\"url\":\"https://" HOSTING HOSTING_TARGET "\",\"expires\":5}") != 0)
+        die("publish");
+    body = doc_for(S.svc, 2);
+    if (ts_nginx_put(nginx, HOSTING, HOSTING_TARGET, body) != 0)
+        die("publish");
+    free(body);
+    if (ts_nginx_put(nginx, FOO, SUBMISSION_PATH, "{\"fingerprints\":[") != 0)
+        die("publish");
+    if (ts_nginx_start(nginx) != 0)
+        die("nginx start");
+    port = ts_nginx_port(nginx);
+    snprintf(connect_to, sizeof(connect_to), "%s:443:127.0.0.1:%d,%s:443:127.0.0.1:%d", FOO, port, HOSTING, port);
+
+    if ((srv_svc = ts_tls_start(ts_cert_x509(S.svc), NULL, ts_cert_key(S.svc))) == NULL ||
+        (srv_other = ts_tls_start(ts_cert_x509(S.other), NULL, ts_cert_key(S.other))) == NULL)
+        die("TLS servers");
+    S.port_svc = ts_tls_port(srv_svc);
+    S.port_other = ts_tls_port(srv_other);
+
+    atomic_store(&S.now, 1000);
+    if ((cfg = posh_config_new()) == NULL || posh_config_set_ca_file(cfg, ca_file) != POSH_OK ||
+        posh_config_set_connect_to(cfg, connect_to) != POSH_OK ||
+        posh_config_set_clock(cfg, fake_clock, &S.now) != POSH_OK ||
+        posh_config_set_negative_ttl(cfg, 1) != POSH_OK ||
+        posh_config_set_cache_size(cfg, 2) != POSH_OK || /* fewer entries than keys: evictions all along */
+        posh_config_set_timeout_ms(cfg, 60000) != POSH_OK) /* slow under TSan on a loaded machine, never wrong */
+        die("config");
+    if ((S.client = posh_client_new(cfg)) == NULL)
+        die("client");
+    posh_config_free(cfg);
+    S.ctx_posh = client_ctx(ca_file);
+    if (SSL_CTX_set_posh_verify(S.ctx_posh, "xmpp-server") != 1)
+        die("SSL_CTX_set_posh_verify");
+    S.ctx_plain = client_ctx(ca_file);
+    if (!cold)
+        prime_per_connection_ctx(S.ctx_plain);
+
+    for (int round = 0; round < rounds; round++) {
+        atomic_store(&S.stop, 0);
+        nworkers = 0;
+        if (pthread_create(&churn[0], NULL, clock_main, NULL) != 0 ||
+            pthread_create(&churn[1], NULL, flush_main, NULL) != 0)
+            die("pthread_create");
+        start_threads(workers, LOOKUP_THREADS, lookup_main, &nworkers);
+        start_threads(workers, CTX_HANDSHAKE_THREADS, ctx_handshake_main, &nworkers);
+        start_threads(workers, SSL_HANDSHAKE_THREADS, ssl_handshake_main, &nworkers);
+        for (size_t i = 0; i < nworkers; i++)
+            pthread_join(workers[i], NULL);
+        atomic_store(&S.stop, 1);
+        pthread_join(churn[0], NULL);
+        pthread_join(churn[1], NULL);
+    }
+
+    printf("tsan_stress: %ld lookups, %ld handshakes, %ld flushes, clock moved %ld s, %ld nginx requests, "
+           "%ld failures\n",
+           atomic_load(&S.lookups), atomic_load(&S.handshakes), atomic_load(&S.fetch_flushes),
+           atomic_load(&S.now) - 1000, ts_nginx_requests(nginx, NULL, NULL), atomic_load(&S.failures));
+    SSL_CTX_free(S.ctx_posh);
+    SSL_CTX_free(S.ctx_plain);
+    posh_client_free(S.client);
+    ts_tls_stop(srv_svc);
+    ts_tls_stop(srv_other);
+    ts_nginx_free(nginx);
+    ts_cert_free(web_foo);
+    ts_cert_free(web_hosting);
+    ts_cert_free(S.svc);
+    ts_cert_free(S.other);
+    ts_ca_free(ca);
+    ts_rmtree(dir);
+    free(dir);
+    return atomic_load(&S.failures) == 0 ? 0 : 1;
+}
