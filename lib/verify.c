@@ -73,6 +73,12 @@ static int indexes_ready(void)
     return ctx_index >= 0 && ssl_index >= 0;
 }
 
+/*
+ * Creating a context's state and installing the callback happen once per context, possibly from several
+ * threads making their first connections at once (SSL_set_posh_verify): one lock serialises them.
+ */
+static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static ctx_state *ctx_state_get(SSL_CTX *ctx, int create)
 {
     ctx_state *st = SSL_CTX_get_ex_data(ctx, ctx_index);
@@ -353,24 +359,32 @@ void posh_verify_set_shim_hooks(const posh_shim_hooks *hooks)
 int posh_ctx_install_transparent(SSL_CTX *ctx)
 {
     ctx_state *st;
-    if (ctx == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 1)) == NULL)
+    if (ctx == NULL || !indexes_ready())
         return 0;
-    if (!st->installed) {
+    pthread_mutex_lock(&setup_lock);
+    if ((st = ctx_state_get(ctx, 1)) != NULL && !st->installed) {
         SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
         st->installed = 1;
         st->transparent = 1;
     }
-    return 1;
+    pthread_mutex_unlock(&setup_lock);
+    return st != NULL;
 }
 
 int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg)
 {
     ctx_state *st;
-    if (ctx == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 0)) == NULL || !st->installed)
+    int ok;
+    if (ctx == NULL || !indexes_ready())
         return 0;
-    st->next = cb;
-    st->next_arg = cb != NULL ? arg : NULL;
-    return 1;
+    pthread_mutex_lock(&setup_lock);
+    ok = (st = ctx_state_get(ctx, 0)) != NULL && st->installed;
+    if (ok) {
+        st->next = cb;
+        st->next_arg = cb != NULL ? arg : NULL;
+    }
+    pthread_mutex_unlock(&setup_lock);
+    return ok;
 }
 
 int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *))
@@ -392,26 +406,34 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
 
     if (ctx == NULL || !indexes_ready() || !service_store(service, canon))
         return 0;
+    pthread_mutex_lock(&setup_lock);
     if ((st = ctx_state_get(ctx, 1)) == NULL)
-        return 0;
+        goto fail;
     if (st->client == NULL && posh_default_client() == NULL) {
         posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
-        return 0;
+        goto fail;
     }
     memcpy(st->service, canon, sizeof(st->service));
     SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx) | SSL_VERIFY_PEER, SSL_CTX_get_verify_callback(ctx));
     SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
     st->installed = 1;
+    pthread_mutex_unlock(&setup_lock);
     return 1;
+fail:
+    pthread_mutex_unlock(&setup_lock);
+    return 0;
 }
 
 int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
 {
     ctx_state *st;
-    if (ctx == NULL || client == NULL || !indexes_ready() || (st = ctx_state_get(ctx, 1)) == NULL)
+    if (ctx == NULL || client == NULL || !indexes_ready())
         return 0;
-    st->client = client;
-    return 1;
+    pthread_mutex_lock(&setup_lock);
+    if ((st = ctx_state_get(ctx, 1)) != NULL)
+        st->client = client;
+    pthread_mutex_unlock(&setup_lock);
+    return st != NULL;
 }
 
 int SSL_set_posh_verify(SSL *ssl, const char *service)
@@ -424,13 +446,15 @@ int SSL_set_posh_verify(SSL *ssl, const char *service)
     if (ssl == NULL || !indexes_ready() || !service_store(service, canon))
         return 0;
     ctx = SSL_get_SSL_CTX(ssl);
-    if ((cst = ctx_state_get(ctx, 1)) == NULL)
-        return 0;
-    if (!cst->installed) {
+    pthread_mutex_lock(&setup_lock);
+    if ((cst = ctx_state_get(ctx, 1)) != NULL && !cst->installed) {
         /* First use on this context: install the pass-through callback (connections without POSH unaffected). */
         SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
         cst->installed = 1;
     }
+    pthread_mutex_unlock(&setup_lock);
+    if (cst == NULL)
+        return 0;
     if (cst->client == NULL && posh_default_client() == NULL) {
         posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
         return 0;
