@@ -1,0 +1,1372 @@
+/*
+ * test_cli.c - the `posh` command as a real process (POSH_CLI_PATH): every subcommand and exit code, against
+ * the fixture's nginx and TLS servers on 127.0.0.1 and a small plaintext-then-TLS server for STARTTLS (XMPP,
+ * SMTP, IMAP, and servers that refuse, inject or stay silent). JSON output is parsed back and checked.
+ */
+#include "fixture.h"
+
+#include "posh_internal.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define RUN_DEADLINE_MS 60000
+#define OUTPUT_CAP (1 << 20)
+
+/* ---- running the command ---- */
+
+typedef struct run {
+    int code;      /* exit status */
+    char *out;     /* stdout, NUL-terminated */
+    char *err;     /* stderr */
+    long ms;       /* wall time */
+} run;
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+typedef struct sink {
+    int fd;
+    char *buf;
+    size_t len;
+} sink;
+
+static void drain(sink *s)
+{
+    char tmp[4096];
+    ssize_t n = read(s->fd, tmp, sizeof(tmp));
+    if (n > 0) {
+        cr_assert_lt(s->len + (size_t)n, (size_t)OUTPUT_CAP, "posh wrote more than %d bytes", OUTPUT_CAP);
+        memcpy(s->buf + s->len, tmp, (size_t)n);
+        s->len += (size_t)n;
+        s->buf[s->len] = '\0';
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(s->fd);
+        s->fd = -1;
+    }
+}
+
+/* When set, the next posh_run writes its stdout to this file instead (e.g. /dev/full). */
+static const char *stdout_file;
+
+/* Run posh with args (NULL-terminated, argv[0] excluded); stdout and stderr captured, bounded in time. */
+static run posh_run(const char *const *args)
+{
+    const char *argv[80] = {POSH_CLI_PATH};
+    posix_spawn_file_actions_t fa;
+    int po[2], pe[2], status = 0;
+    sink s[2];
+    run r = {0};
+    long start = now_ms(), deadline = start + RUN_DEADLINE_MS;
+    pid_t pid;
+    size_t n = 1;
+
+    for (; args[n - 1] != NULL; n++) {
+        cr_assert_lt(n, sizeof(argv) / sizeof(argv[0]) - 1);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    cr_assert_eq(pipe2(po, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (stdout_file != NULL)
+        posix_spawn_file_actions_addopen(&fa, 1, stdout_file, O_WRONLY, 0);
+    else
+        posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    cr_assert_eq(posix_spawn(&pid, POSH_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0, "spawn %s",
+                 POSH_CLI_PATH);
+    posix_spawn_file_actions_destroy(&fa);
+    close(po[1]);
+    close(pe[1]);
+    s[0] = (sink){po[0], calloc(1, OUTPUT_CAP), 0};
+    s[1] = (sink){pe[0], calloc(1, OUTPUT_CAP), 0};
+    cr_assert(s[0].buf != NULL && s[1].buf != NULL);
+    while (s[0].fd >= 0 || s[1].fd >= 0) {
+        struct pollfd p[2] = {{.fd = s[0].fd, .events = POLLIN}, {.fd = s[1].fd, .events = POLLIN}};
+        long left = deadline - now_ms();
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            cr_assert_fail("posh %s did not finish within %d ms; stderr so far: %s", args[0], RUN_DEADLINE_MS,
+                           s[1].buf);
+        }
+        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
+            cr_assert_fail("poll: %s", strerror(errno));
+        for (int i = 0; i < 2; i++)
+            if (s[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                drain(&s[i]);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "posh %s died with signal %d; stderr: %s", args[0],
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0, s[1].buf);
+    r.code = WEXITSTATUS(status);
+    r.out = s[0].buf;
+    r.err = s[1].buf;
+    r.ms = now_ms() - start;
+    return r;
+}
+
+#define POSH(...) posh_run((const char *const[]){__VA_ARGS__, NULL})
+
+static void run_free(run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* Assert the exit code, showing the output when it differs. */
+#define expect_code(r, want)                                                                                   \
+    cr_expect_eq((r).code, (want), "exit %d, want %d\nstdout: %s\nstderr: %s", (r).code, (want), (r).out, (r).err)
+
+static json_object *parse_json(const char *s)
+{
+    json_object *j = json_tokener_parse(s);
+    cr_assert_not_null(j, "not JSON: %s", s);
+    cr_assert(json_object_is_type(j, json_type_object), "not a JSON object: %s", s);
+    return j;
+}
+
+static json_object *member(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    cr_assert(json_object_object_get_ex(o, key, &v), "member %s missing in %s", key, json_object_to_json_string(o));
+    return v;
+}
+
+static const char *member_str(json_object *o, const char *key)
+{
+    json_object *v = member(o, key);
+    cr_assert(json_object_is_type(v, json_type_string), "%s is not a string", key);
+    return json_object_get_string(v);
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* ---- the fixture ---- */
+
+static fx f;
+static ts_tls *server;
+
+static void setup(void)
+{
+    fx_init(&f);
+    fx_start(&f);
+    fx_export_env(&f);
+    unsetenv("POSH_LOG");
+}
+
+static void teardown(void)
+{
+    ts_tls_stop(server);
+    server = NULL;
+    fx_fini(&f);
+}
+
+static void serve(ts_cert *cert)
+{
+    server = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert));
+    cr_assert_not_null(server, "TLS server: %s", ts_error());
+}
+
+static const char *server_addr(void)
+{
+    static char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ts_tls_port(server));
+    return addr;
+}
+
+static ts_cert *issue(const char *name)
+{
+    ts_cert_opts o = {0};
+    o.dns[0] = name;
+    o.cn = name;
+    ts_cert *c = ts_cert_issue(f.ca, &o);
+    cr_assert_not_null(c);
+    return c;
+}
+
+/* dir/name.crt (and .key) for cert; returns the .crt path in a static buffer per slot. */
+static const char *cert_file(ts_cert *c, const char *name)
+{
+    static char paths[4][600];
+    static int slot;
+    char *p = paths[slot++ % 4];
+    cr_assert_eq(ts_cert_write(c, f.dir, name), 0);
+    snprintf(p, sizeof(paths[0]), "%s/%s.crt", f.dir, name);
+    return p;
+}
+
+static char *fingerprint(ts_cert *c, const char *hash)
+{
+    char *b64 = ts_cert_fingerprint_b64(c, hash);
+    cr_assert_not_null(b64);
+    return b64;
+}
+
+/* ======================================================================================================== */
+/* usage, --help, --version: no servers needed                                                              */
+
+TestSuite(cli_usage, .timeout = 120);
+
+Test(cli_usage, no_command_and_unknown_command)
+{
+    run r = POSH("bogus");
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "unknown command 'bogus'") != NULL, "%s", r.err);
+    cr_expect_eq(r.out[0], '\0');
+    run_free(&r);
+
+    r = posh_run((const char *const[]){NULL});
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "a command is required") != NULL, "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_usage, help_and_version)
+{
+    static const char *const cmds[] = {"lookup", "verify", "generate"};
+    run r = POSH("--help");
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "usage: posh COMMAND"), "%s", r.out);
+    run_free(&r);
+
+    r = POSH("--version");
+    expect_code(r, 0);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "posh %s ", posh_version());
+        cr_expect(starts_with(r.out, want), "%s", r.out);
+    }
+    run_free(&r);
+
+    for (size_t i = 0; i < 3; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "usage: posh %s", cmds[i]);
+        r = POSH(cmds[i], "--help");
+        expect_code(r, 0);
+        cr_expect(starts_with(r.out, want), "%s --help: %s", cmds[i], r.out);
+        cr_expect(strstr(r.out, "Exit status") != NULL, "%s --help documents the exit status", cmds[i]);
+        run_free(&r);
+        r = POSH("help", cmds[i]);
+        expect_code(r, 0);
+        cr_expect(starts_with(r.out, want), "help %s: %s", cmds[i], r.out);
+        run_free(&r);
+    }
+}
+
+Test(cli_usage, lookup_usage_errors)
+{
+    static const struct {
+        const char *args[6];
+        const char *err;
+    } cases[] = {
+        {{"lookup"}, "DOMAIN is required"},
+        {{"lookup", "a.example", "b.example"}, "too many arguments"},
+        {{"lookup", "-x", "a.example"}, "unknown option '-x'"},
+        {{"lookup", "--nope", "a.example"}, "unknown option '--nope'"},
+        {{"lookup", "a.example", "-s"}, "needs a value"},
+        {{"lookup", "127.0.0.1"}, "127.0.0.1"},
+        {{"lookup", "a..example"}, "invalid source domain"},
+        {{"lookup", "-s", "bad service", "a.example"}, "invalid service name"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const *a = cases[i].args;
+        run r = posh_run(a);
+        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
+        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
+                  r.err);
+        cr_expect(strstr(r.err, "posh lookup --help") != NULL, "case %zu: points at --help", i);
+        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
+        run_free(&r);
+    }
+}
+
+Test(cli_usage, invalid_environment_is_a_usage_error)
+{
+    setenv("POSH_TIMEOUT_MS", "soon", 1);
+    run r = POSH("lookup", "a.example");
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "POSH_TIMEOUT_MS") != NULL, "names the variable: %s", r.err);
+    run_free(&r);
+    r = POSH("verify", "a.example", "127.0.0.1:1");
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "POSH_TIMEOUT_MS") != NULL, "names the variable: %s", r.err);
+    run_free(&r);
+    unsetenv("POSH_TIMEOUT_MS");
+}
+
+Test(cli_usage, verify_usage_errors)
+{
+    static const struct {
+        const char *args[8];
+        const char *err;
+    } cases[] = {
+        {{"verify", "a.example"}, "DOMAIN and HOST:PORT are required"},
+        {{"verify", "a.example", "127.0.0.1:1", "x"}, "too many arguments"},
+        {{"verify", "a.example", "127.0.0.1"}, "expected HOST:PORT"},
+        {{"verify", "a.example", "127.0.0.1:0"}, "port must be a number"},
+        {{"verify", "a.example", "127.0.0.1:65536"}, "port must be a number"},
+        {{"verify", "a.example", "127.0.0.1:x1"}, "port must be a number"},
+        {{"verify", "a.example", ":5222"}, "host is empty"},
+        {{"verify", "a.example", "::1:5222"}, "in brackets"},
+        {{"verify", "a.example", "[::1"}, "[IPV6]:PORT"},
+        {{"verify", "--starttls", "pop3", "a.example", "127.0.0.1:1"}, "expected xmpp, smtp or imap"},
+        {{"verify", "--timeout", "0", "a.example", "127.0.0.1:1"}, "--timeout"},
+        {{"verify", "--json"}, "required"},
+        {{"verify", "127.0.0.1", "127.0.0.1:1"}, "not a valid DNS name"},
+        {{"verify", "bad_domain.example", "127.0.0.1:1"}, "not a valid DNS name"},
+        {{"verify", "a.example..", "127.0.0.1:1"}, "not a valid DNS name"},
+        {{"verify", "-s", "bad!", "a.example", "127.0.0.1:1"}, "not a valid POSH service"},
+        {{"verify", "--cafile", "/nonexistent/ca.pem", "a.example", "127.0.0.1:1"}, "/nonexistent/ca.pem"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        run r = posh_run(cases[i].args);
+        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
+        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
+                  r.err);
+        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
+        run_free(&r);
+    }
+}
+
+Test(cli_usage, generate_usage_errors)
+{
+    static const struct {
+        const char *args[6];
+        const char *err;
+    } cases[] = {
+        {{"generate"}, "at least one certificate"},
+        {{"generate", "--expires", "0", "x.pem"}, "--expires '0'"},
+        {{"generate", "--expires", "-5", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "abc", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "1.5", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "", "x.pem"}, "--expires"},
+        {{"generate", "--expires", " 5", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "+5", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "2147483648", "x.pem"}, "--expires"},
+        {{"generate", "--expires", "99999999999999999999", "x.pem"}, "--expires"},
+        {{"generate", "--expires"}, "needs a value"},
+        {{"generate", "--url", "http://hosting.example.net/x.json"}, "not an acceptable https:// URL"},
+        {{"generate", "--url", "https://user@hosting.example.net/"}, "not an acceptable https:// URL"},
+        {{"generate", "--url", "https://hosting.example.net/x.json", "x.pem"}, "give no certificates"},
+        {{"generate", "--sha1", "--url", "https://hosting.example.net/x.json"}, "--sha1"},
+        {{"generate", "--url"}, "needs a value"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        run r = posh_run(cases[i].args);
+        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
+        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
+                  r.err);
+        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
+        run_free(&r);
+    }
+}
+
+Test(cli_usage, generate_more_than_64_certificates)
+{
+    const char *args[70] = {"generate"};
+    for (int i = 1; i <= 65; i++)
+        args[i] = "x.pem";
+    run r = posh_run(args);
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "at most 64") != NULL, "%s", r.err);
+    run_free(&r);
+}
+
+/* The command restates the library's rule for a reference URL: both must agree on every case. */
+Test(cli_usage, generate_url_rule_is_the_library_rule)
+{
+    static const char *const urls[] = {
+        "https://hosting.example.net/.well-known/posh/xmpp-server.json",
+        "HTTPS://hosting.example.net/x",
+        "https://hosting.example.net",
+        "https://hosting.example.net:8443/x?y=1#z",
+        "https://[2001:db8::1]:443/x",
+        "https://[2001:db8::1/x",
+        "https://[]/x",
+        "https://127.0.0.1/x",
+        "https://h/x%20y",
+        "https://h/x%2",
+        "https://h/x%zz",
+        "https://h/x y",
+        "https://h/x\ty",
+        "https://h/x\"y",
+        "https://h/x<y>",
+        "https://h/x{y}",
+        "https://h/x|y",
+        "https://h/x\\y",
+        "https://h/x^y",
+        "https://h/x`y",
+        "https://h/\xc3\xa9",
+        "https://user@h/x",
+        "https://h@/x",
+        "https://:443/x",
+        "https://h:0/x",
+        "https://h:65535/x",
+        "https://h:65536/x",
+        "https://h:/x",
+        "https://h:44a/x",
+        "https://h_h/x",
+        "https:///x",
+        "https://",
+        "https:/h/x",
+        "http://h/x",
+        "ftp://h/x",
+        "//h/x",
+        "h/x",
+        "https://h/x?q=a&b=c;d=e!$'()*+,=~",
+    };
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        int lib = posh_url_is_https(urls[i], strlen(urls[i]));
+        run r = POSH("generate", "--url", urls[i]);
+        cr_expect_eq(r.code, lib ? 0 : 2, "'%s': library says %s, posh generate exits %d (%s)", urls[i],
+                     lib ? "ok" : "invalid", r.code, r.err);
+        run_free(&r);
+    }
+    /* The length limit, at and over 2048. */
+    {
+        char url[2100];
+        size_t prefix = strlen("https://h/");
+        memcpy(url, "https://h/", prefix);
+        memset(url + prefix, 'a', 2048 - prefix);
+        url[2048] = '\0';
+        run r = POSH("generate", "--url", url);
+        cr_expect_eq(r.code, posh_url_is_https(url, 2048) ? 0 : 2);
+        cr_expect_eq(r.code, 0, "2048 characters are allowed");
+        run_free(&r);
+        url[2048] = 'a';
+        url[2049] = '\0';
+        r = POSH("generate", "--url", url);
+        cr_expect_eq(r.code, 2, "2049 characters are not");
+        cr_expect_eq(posh_url_is_https(url, 2049), 0);
+        run_free(&r);
+    }
+}
+
+/* ======================================================================================================== */
+/* posh lookup against nginx                                                                                */
+
+TestSuite(cli_lookup, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(cli_lookup, found_rfc7711)
+{
+    char *want = fingerprint(f.svc, "sha-256");
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    run r = POSH("lookup", FOO);
+    expect_code(r, 0);
+    cr_expect_eq(r.err[0], '\0', "nothing on stderr: %s", r.err);
+    json_object *j = parse_json(r.out), *reqs, *fps, *req0;
+    cr_expect_str_eq(member_str(j, "domain"), FOO);
+    cr_expect_str_eq(member_str(j, "service"), "xmpp-server");
+    reqs = member(j, "requests");
+    cr_assert_eq(json_object_array_length(reqs), 1);
+    req0 = json_object_array_get_idx(reqs, 0);
+    cr_expect_str_eq(member_str(req0, "url"), "https://" FOO RFC7711_PATH);
+    cr_expect_eq(json_object_get_int(member(req0, "status")), 200);
+    cr_expect(!json_object_get_boolean(member(j, "followed_reference")));
+    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 3600);
+    fps = member(j, "fingerprints");
+    cr_assert_eq(json_object_array_length(fps), 1);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), want);
+    cr_expect_eq(json_object_object_length(json_object_array_get_idx(fps, 0)), 1, "only the hash published");
+    cr_expect_null(member(j, "error"));
+    json_object_put(j);
+    free(want);
+    run_free(&r);
+}
+
+Test(cli_lookup, reference_followed_with_every_hash)
+{
+    char *sha1 = fingerprint(f.svc, "sha-1"), *sha256 = fingerprint(f.svc, "sha-256");
+    char *other = fingerprint(f.other, "sha-512"), *doc = NULL;
+    cr_assert_geq(asprintf(&doc,
+                           "{\"fingerprints\":[{\"sha-1\":\"%s\",\"sha-256\":\"%s\"},{\"sha-512\":\"%s\"}],"
+                           "\"expires\":600}",
+                           sha1, sha256, other),
+                  0);
+    fx_put_free(&f, HOSTING, "/posh/xmpp.json", doc);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_ref("https://" HOSTING "/posh/xmpp.json", 7200));
+    run r = POSH("lookup", "-s", "xmpp-server", FOO);
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out), *fps, *d0, *d1;
+    cr_expect(json_object_get_boolean(member(j, "followed_reference")));
+    cr_expect_eq(json_object_array_length(member(j, "requests")), 2);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "requests"), 1), "url"),
+                     "https://" HOSTING "/posh/xmpp.json");
+    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 600, "min(reference, fingerprints)");
+    fps = member(j, "fingerprints");
+    cr_assert_eq(json_object_array_length(fps), 2);
+    d0 = json_object_array_get_idx(fps, 0);
+    d1 = json_object_array_get_idx(fps, 1);
+    cr_expect_str_eq(member_str(d0, "sha-1"), sha1);
+    cr_expect_str_eq(member_str(d0, "sha-256"), sha256);
+    cr_expect_str_eq(member_str(d1, "sha-512"), other);
+    json_object_put(j);
+    free(sha1);
+    free(sha256);
+    free(other);
+    run_free(&r);
+}
+
+Test(cli_lookup, draft02_layout_and_other_service)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh._imap._tcp.json", fx_doc1(f.svc, 60));
+    run r = POSH("lookup", "--service", "imap", FOO);
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out), *reqs = member(j, "requests");
+    cr_expect_str_eq(member_str(j, "service"), "imap");
+    cr_assert_eq(json_object_array_length(reqs), 2);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(reqs, 0), "url"),
+                     "https://" FOO "/.well-known/posh/imap.json");
+    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(reqs, 0), "status")), 404);
+    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(reqs, 1), "status")), 200);
+    json_object_put(j);
+    run_free(&r);
+}
+
+Test(cli_lookup, none_is_exit_1)
+{
+    run r = POSH("lookup", FOO);
+    expect_code(r, 1);
+    json_object *j = parse_json(r.out), *e = member(j, "error");
+    cr_assert_not_null(e);
+    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_NO_POSH");
+    cr_expect_eq(json_object_get_int(member(e, "code")), POSH_ERR_NO_POSH);
+    cr_expect_eq(json_object_array_length(member(j, "requests")), 2, "both layouts tried");
+    cr_expect_eq(json_object_array_length(member(j, "fingerprints")), 0);
+    cr_expect_null(member(j, "ttl"));
+    cr_expect(strstr(r.err, "POSH_ERR_NO_POSH") != NULL, "the reason on stderr too: %s", r.err);
+    json_object_put(j);
+    run_free(&r);
+}
+
+Test(cli_lookup, invalid_document_is_exit_1_with_the_reason)
+{
+    fx_put(&f, FOO, RFC7711_PATH, "{\"fingerprints\":[{\"sha-256\":\"not base64!\"}],\"expires\":60}");
+    run r = POSH("lookup", FOO);
+    expect_code(r, 1);
+    json_object *j = parse_json(r.out), *e = member(j, "error");
+    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_FINGERPRINT");
+    cr_expect(strstr(member_str(e, "message"), "sha-256") != NULL, "%s", member_str(e, "message"));
+    cr_expect(strstr(r.err, "sha-256") != NULL, "stderr: %s", r.err);
+    json_object_put(j);
+    run_free(&r);
+
+    fx_put(&f, FOO, RFC7711_PATH, "{\"fingerprints\":[{\"sha-256\":\"AAAA\"}]}");
+    r = POSH("lookup", FOO);
+    expect_code(r, 1);
+    j = parse_json(r.out);
+    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_EXPIRES");
+    json_object_put(j);
+    run_free(&r);
+}
+
+Test(cli_lookup, untrusted_web_server_is_exit_1)
+{
+    unsetenv("POSH_CA_FILE"); /* the system store does not know the test CA */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    run r = POSH("lookup", FOO);
+    expect_code(r, 1);
+    json_object *j = parse_json(r.out);
+    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_TLS");
+    cr_expect(strstr(r.err, "https://" FOO) != NULL, "the URL in the reason: %s", r.err);
+    json_object_put(j);
+    run_free(&r);
+}
+
+/* ======================================================================================================== */
+/* posh verify against the in-process TLS server                                                            */
+
+TestSuite(cli_verify, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(cli_verify, accepted_by_posh)
+{
+    char *fp = fingerprint(f.svc, "sha-256");
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    serve(f.svc);
+    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(strstr(r.out, "descriptor 0") != NULL, "which descriptor: %s", r.out);
+    cr_expect(strstr(r.out, "https://" FOO RFC7711_PATH) != NULL, "which URL: %s", r.out);
+    cr_expect(strstr(r.out, fp) != NULL, "the peer's fingerprint: %s", r.out);
+    cr_expect(strstr(r.out, "CN=xmpp.hosting.example.net") != NULL, "the peer's subject: %s", r.out);
+    free(fp);
+    run_free(&r);
+}
+
+/* A result that cannot be written is a failure (exit 1), not a silent success. */
+Test(cli_verify, unwritable_stdout_is_exit_1)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    serve(f.svc);
+    for (int json = 0; json < 2; json++) {
+        stdout_file = "/dev/full";
+        run r = json ? POSH("verify", "--json", "--cafile", f.ca_file, FOO, server_addr())
+                     : POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+        stdout_file = NULL;
+        expect_code(r, 1);
+        cr_expect(strstr(r.err, "cannot write the result") != NULL, "json %d: %s", json, r.err);
+        run_free(&r);
+    }
+}
+
+/* What a server sends reaches the operator's terminal only with its control bytes neutralised. */
+Test(cli_lookup, server_text_cannot_drive_the_terminal)
+{
+    ts_evil *e = ts_evil_new(ts_cert_x509(f.web_foo), ts_cert_key(f.web_foo));
+    ts_evil_route_opts o = {.status = 302, .location = "http://evil.example/\x1b]0;owned\x07\x1b[2J"};
+    char connect_to[128];
+
+    cr_assert_not_null(e);
+    cr_assert_eq(ts_evil_route(e, RFC7711_PATH, &o), 0);
+    cr_assert_eq(ts_evil_start(e), 0);
+    snprintf(connect_to, sizeof(connect_to), "::127.0.0.1:%d", ts_evil_port(e));
+    setenv("POSH_CONNECT_TO", connect_to, 1);
+    run r = POSH("lookup", FOO);
+    fx_export_env(&f);
+    expect_code(r, 1);
+    cr_expect(strstr(r.err, "which is not an https URL") != NULL, "the redirect is the reason: %s", r.err);
+    cr_expect(strstr(r.err, "http://evil.example/?]0;owned??[2J") != NULL, "control bytes as '?': %s", r.err);
+    for (const char *p = r.err; *p != '\0'; p++)
+        cr_expect((unsigned char)*p >= 0x20 || *p == '\n', "a control byte 0x%02x on stderr", (unsigned char)*p);
+    run_free(&r);
+    ts_evil_stop(e);
+}
+
+Test(cli_verify, pkix_when_the_name_matches)
+{
+    ts_cert *named = issue(FOO);
+    serve(named);
+    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "pkix: " FOO), "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no POSH request when the name matches");
+    ts_cert_free(named);
+    run_free(&r);
+}
+
+Test(cli_verify, rejected_when_not_vouched)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    serve(f.svc);
+    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 1);
+    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    cr_expect(strstr(r.out, "matches none of the 1 fingerprint descriptors") != NULL, "POSH's reason: %s", r.out);
+    run_free(&r);
+}
+
+Test(cli_verify, rejected_without_document)
+{
+    serve(f.svc);
+    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 1);
+    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    cr_expect(strstr(r.out, "no POSH document") != NULL || strstr(r.out, "404") != NULL, "%s", r.out);
+    run_free(&r);
+}
+
+Test(cli_verify, untrusted_chain_rejected_even_when_vouched)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    serve(f.svc);
+    run r = POSH("verify", FOO, server_addr()); /* system store: the test CA is unknown */
+    expect_code(r, 1);
+    cr_expect(starts_with(r.out, "rejected: unable to"), "%s", r.out);
+    cr_expect(strstr(r.out, "POSH vouched for the name") != NULL, "%s", r.out);
+    run_free(&r);
+}
+
+Test(cli_verify, json_output)
+{
+    char *fp = fingerprint(f.svc, "sha-256");
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    serve(f.svc);
+    run r = POSH("verify", "--json", "--cafile", f.ca_file, "-s", "xmpp-server", FOO, server_addr());
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out), *posh, *peer;
+    cr_expect_str_eq(member_str(j, "result"), "posh");
+    cr_expect_str_eq(member_str(j, "domain"), FOO);
+    cr_expect_str_eq(member_str(j, "service"), "xmpp-server");
+    cr_expect_str_eq(member_str(j, "connect"), server_addr());
+    cr_expect_null(member(j, "starttls"));
+    cr_expect_eq(json_object_get_int(member(member(j, "verify_result"), "code")), 0);
+    posh = member(j, "posh");
+    cr_expect_str_eq(member_str(posh, "status"), "accepted");
+    cr_expect_null(member(posh, "error"));
+    cr_expect(strstr(member_str(posh, "message"), "descriptor 0") != NULL);
+    peer = member(j, "peer");
+    cr_expect_str_eq(member_str(peer, "sha-256"), fp);
+    cr_expect_str_eq(member_str(peer, "subject"), "CN=xmpp.hosting.example.net");
+    cr_expect_null(member(j, "error"));
+    json_object_put(j);
+    run_free(&r);
+
+    /* Rejected, in JSON. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    r = POSH("verify", "--json", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 1);
+    j = parse_json(r.out);
+    cr_expect_str_eq(member_str(j, "result"), "rejected");
+    cr_expect_eq(json_object_get_int(member(member(j, "verify_result"), "code")), X509_V_ERR_HOSTNAME_MISMATCH);
+    cr_expect_str_eq(member_str(member(j, "posh"), "status"), "rejected");
+    cr_expect_str_eq(member_str(member(member(j, "posh"), "error"), "name"), "POSH_ERR_NO_MATCH");
+    cr_expect_str_eq(member_str(member(j, "peer"), "sha-256"), fp);
+    json_object_put(j);
+    free(fp);
+    run_free(&r);
+}
+
+Test(cli_verify, connection_refused_is_exit_2)
+{
+    int port = ts_free_port();
+    char addr[32];
+    cr_assert_gt(port, 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    run r = POSH("verify", FOO, addr);
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "Connection refused") != NULL, "%s", r.err);
+    cr_expect_eq(r.out[0], '\0', "%s", r.out);
+    run_free(&r);
+
+    /* The bracketed IPv6 form parses; nothing listens on ::1 (or there is no IPv6 at all). */
+    snprintf(addr, sizeof(addr), "[::1]:%d", port);
+    r = POSH("verify", FOO, addr);
+    expect_code(r, 2);
+    cr_expect(starts_with(r.err, "posh verify: " FOO " [::1]:"), "%s", r.err);
+    cr_expect(strstr(r.err, "cannot connect to ::1 port") != NULL, "%s", r.err);
+    run_free(&r);
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    r = POSH("verify", "--json", FOO, addr);
+    expect_code(r, 2);
+    json_object *j = parse_json(r.out);
+    cr_expect_str_eq(member_str(j, "result"), "error");
+    cr_expect(strstr(member_str(j, "error"), "Connection refused") != NULL);
+    cr_expect_null(member(j, "verify_result"));
+    cr_expect_null(member(j, "peer"));
+    json_object_put(j);
+    run_free(&r);
+}
+
+Test(cli_verify, host_name_resolved)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    serve(f.svc);
+    char addr[48];
+    snprintf(addr, sizeof(addr), "localhost:%d", ts_tls_port(server));
+    run r = POSH("verify", "--cafile", f.ca_file, FOO, addr);
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: "), "%s", r.out);
+    run_free(&r);
+}
+
+/* A listening socket nobody accepts on: the kernel completes the TCP handshake, then nothing is ever said. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    cr_assert_eq(listen(fd, 8), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+Test(cli_verify, silent_peer_times_out)
+{
+    int port, fd = silent_listener(&port);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    run r = POSH("verify", "--timeout", "1", FOO, addr);
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "TLS handshake: timed out") != NULL, "%s", r.err);
+    cr_expect_lt(r.ms, 10000, "bounded by --timeout (%ld ms)", r.ms);
+    run_free(&r);
+
+    r = POSH("verify", "--timeout", "1", "--starttls", "smtp", FOO, addr);
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "timed out waiting for the SMTP greeting") != NULL, "%s", r.err);
+    cr_expect_lt(r.ms, 10000, "bounded by --timeout (%ld ms)", r.ms);
+    run_free(&r);
+    close(fd);
+}
+
+Test(cli_verify, handshake_failure_that_is_not_verification_is_exit_2)
+{
+    /* A peer that answers the ClientHello with plaintext: no verification ever happened. */
+    int port, lfd = silent_listener(&port), cfd;
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char buf[512];
+        if ((cfd = accept(lfd, NULL, NULL)) >= 0) {
+            if (read(cfd, buf, sizeof(buf)) > 0 && write(cfd, "HTTP/1.0 400 Bad Request\r\n\r\n", 28) < 0)
+                _exit(1);
+            close(cfd);
+        }
+        _exit(0);
+    }
+    run r = POSH("verify", "--timeout", "10", FOO, addr);
+    expect_code(r, 2);
+    cr_expect(strstr(r.err, "TLS handshake:") != NULL, "%s", r.err);
+    run_free(&r);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(lfd);
+}
+
+/* ======================================================================================================== */
+/* STARTTLS: a plaintext-then-TLS server in a thread                                                         */
+
+typedef enum st_mode {
+    ST_XMPP,
+    ST_SMTP,
+    ST_IMAP,
+    ST_XMPP_INJECT,        /* bytes after <proceed/> */
+    ST_XMPP_NO_TLS,        /* features without <starttls/> */
+    ST_SMTP_NO_STARTTLS,   /* EHLO reply without STARTTLS */
+    ST_SMTP_INJECT,        /* "220 go ahead\r\n" followed by more */
+    ST_IMAP_REFUSE,        /* a1 NO */
+    ST_XMPP_AFTER_FEATURES, /* a <proceed/> sent with the features, ahead of our <starttls/> */
+    ST_XMPP_PROCEED_JUNK,  /* <proceed ...></proceed> with bytes and an element after it */
+    ST_SMTP_PIPELINED,     /* "220 go ahead" appended to the EHLO reply, ahead of our STARTTLS */
+    ST_IMAP_PIPELINED      /* "a1 OK" appended to the greeting, ahead of our a1 STARTTLS */
+} st_mode;
+
+typedef struct st_server {
+    st_mode mode;
+    int lfd, port, stop[2];
+    SSL_CTX *ctx;
+    pthread_t thread;
+    char seen[8192]; /* what the client sent before TLS */
+    size_t seen_len;
+    int tls_done;
+    int joined;
+} st_server;
+
+static int st_send(int fd, const char *s)
+{
+    return send(fd, s, strlen(s), MSG_NOSIGNAL) == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+/* Read until a appears (from offset mark) and then b after it. 0 ok, -1 on EOF/timeout/overflow. */
+static int st_read_until(st_server *s, int fd, size_t mark, const char *a, const char *b)
+{
+    for (;;) {
+        const char *pa = strstr(s->seen + mark, a);
+        if (pa != NULL && (b == NULL || strstr(pa + strlen(a), b) != NULL))
+            return 0;
+        if (s->seen_len + 1 >= sizeof(s->seen))
+            return -1;
+        ssize_t n = recv(fd, s->seen + s->seen_len, sizeof(s->seen) - 1 - s->seen_len, 0);
+        if (n <= 0)
+            return -1;
+        s->seen_len += (size_t)n;
+        s->seen[s->seen_len] = '\0';
+    }
+}
+
+static int st_dialogue(st_server *s, int fd)
+{
+    size_t mark;
+    switch (s->mode) {
+    case ST_XMPP:
+    case ST_XMPP_INJECT:
+    case ST_XMPP_NO_TLS:
+    case ST_XMPP_AFTER_FEATURES:
+    case ST_XMPP_PROCEED_JUNK:
+        if (st_read_until(s, fd, 0, "<stream:stream", ">") != 0)
+            return -1;
+        if (st_send(fd, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                        "xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='" FOO "' version='1.0'>") != 0)
+            return -1;
+        if (s->mode == ST_XMPP_NO_TLS) {
+            st_send(fd, "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>");
+            return -1;
+        }
+        if (st_send(fd, "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+                        "</stream:features>") != 0)
+            return -1;
+        if (s->mode == ST_XMPP_AFTER_FEATURES) {
+            st_send(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            return -1;
+        }
+        mark = s->seen_len;
+        if (st_read_until(s, fd, mark, "<starttls", "/>") != 0)
+            return -1;
+        if (s->mode == ST_XMPP_PROCEED_JUNK) {
+            st_send(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'></proceed>JUNK<x/>");
+            return -1;
+        }
+        return st_send(fd, s->mode == ST_XMPP_INJECT
+                               ? "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message>injected</message>"
+                               : "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    case ST_SMTP:
+    case ST_SMTP_NO_STARTTLS:
+    case ST_SMTP_INJECT:
+    case ST_SMTP_PIPELINED:
+        if (st_send(fd, "220-mx.hosting.example.net ESMTP\r\n220 ready\r\n") != 0 ||
+            st_read_until(s, fd, 0, "EHLO ", "\r\n") != 0)
+            return -1;
+        if (s->mode == ST_SMTP_PIPELINED) {
+            st_send(fd, "250-mx.hosting.example.net\r\n250 STARTTLS\r\n220 2.0.0 go ahead\r\n");
+            return -1;
+        }
+        if (st_send(fd, s->mode == ST_SMTP_NO_STARTTLS
+                            ? "250-mx.hosting.example.net\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                            : "250-mx.hosting.example.net\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n") != 0)
+            return -1;
+        mark = s->seen_len;
+        if (s->mode == ST_SMTP_NO_STARTTLS)
+            return -1; /* the client leaves */
+        if (st_read_until(s, fd, mark, "STARTTLS\r\n", NULL) != 0)
+            return -1;
+        return st_send(fd, s->mode == ST_SMTP_INJECT ? "220 2.0.0 go ahead\r\n250 injected\r\n"
+                                                     : "220 2.0.0 go ahead\r\n");
+    case ST_IMAP_PIPELINED:
+        st_send(fd, "* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\na1 OK begin TLS now\r\n");
+        return -1;
+    case ST_IMAP:
+    case ST_IMAP_REFUSE:
+        if (st_send(fd, "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n") != 0 ||
+            st_read_until(s, fd, 0, "a1 STARTTLS\r\n", NULL) != 0)
+            return -1;
+        return st_send(fd, s->mode == ST_IMAP_REFUSE ? "a1 NO [ALERT] not today\r\n"
+                                                     : "* OK still here\r\na1 OK begin TLS now\r\n");
+    }
+    return -1;
+}
+
+static void *st_main(void *arg)
+{
+    st_server *s = arg;
+    struct pollfd p[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->stop[0], .events = POLLIN}};
+    struct timeval tv = {.tv_sec = 10};
+    sigset_t set;
+    int fd;
+
+    /* The client may be gone when we write (close_notify): EPIPE in this thread, not SIGPIPE for the test. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (poll(p, 2, 60000) <= 0 || !(p[0].revents & POLLIN))
+        return NULL;
+    if ((fd = accept(s->lfd, NULL, NULL)) < 0)
+        return NULL;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (st_dialogue(s, fd) == 0) {
+        SSL *ssl = SSL_new(s->ctx);
+        if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 && SSL_accept(ssl) == 1) {
+            s->tls_done = 1;
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+    } else {
+        /* Wait for the client to give up and close, so that it sees our words and not a reset. */
+        char buf[256];
+        while (recv(fd, buf, sizeof(buf), 0) > 0)
+            ;
+    }
+    close(fd);
+    return NULL;
+}
+
+static st_server *st_start(st_mode mode, ts_cert *cert)
+{
+    st_server *s = calloc(1, sizeof(*s));
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+
+    cr_assert_not_null(s);
+    s->mode = mode;
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(s->lfd, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    cr_assert_eq(listen(s->lfd, 8), 0);
+    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sin, &len), 0);
+    s->port = ntohs(sin.sin_port);
+    cr_assert_eq(pipe2(s->stop, O_CLOEXEC), 0);
+    s->ctx = SSL_CTX_new(TLS_server_method());
+    cr_assert_not_null(s->ctx);
+    cr_assert_eq(SSL_CTX_use_certificate(s->ctx, ts_cert_x509(cert)), 1);
+    cr_assert_eq(SSL_CTX_use_PrivateKey(s->ctx, ts_cert_key(cert)), 1);
+    cr_assert_eq(pthread_create(&s->thread, NULL, st_main, s), 0);
+    return s;
+}
+
+/* Wait for the server thread: it ends by itself once its one connection is over, or at once if the client
+ * never came. Then s->seen and s->tls_done may be read. */
+static void st_finish(st_server *s)
+{
+    if (s->joined)
+        return;
+    if (write(s->stop[1], "x", 1) != 1)
+        cr_log_warn("stop pipe: %s", strerror(errno));
+    pthread_join(s->thread, NULL);
+    s->joined = 1;
+}
+
+static void st_stop(st_server *s)
+{
+    st_finish(s);
+    close(s->lfd);
+    close(s->stop[0]);
+    close(s->stop[1]);
+    SSL_CTX_free(s->ctx);
+    free(s);
+}
+
+static run st_verify(st_server *s, const char *proto, const char *service)
+{
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
+    return POSH("verify", "--timeout", "20", "--cafile", f.ca_file, "--starttls", proto, "-s", service, FOO, addr);
+}
+
+TestSuite(cli_starttls, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(cli_starttls, xmpp_server)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    st_server *s = st_start(ST_XMPP, f.svc);
+    run r = st_verify(s, "xmpp", "xmpp-server");
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    st_finish(s);
+    cr_expect(strstr(s->seen, "xmlns='jabber:server'") != NULL, "server namespace for xmpp-server: %s", s->seen);
+    st_stop(s);
+    run_free(&r);
+}
+
+Test(cli_starttls, xmpp_stream_header)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh/xmpp-client.json", fx_doc1(f.svc, 3600));
+    st_server *s = st_start(ST_XMPP, f.svc);
+    run r = st_verify(s, "xmpp", "xmpp-client");
+    expect_code(r, 0);
+    st_finish(s);
+    cr_expect(strstr(s->seen, "to='" FOO "'") != NULL, "the stream is addressed to DOMAIN: %s", s->seen);
+    cr_expect(strstr(s->seen, "xmlns='jabber:client'") != NULL, "client namespace for xmpp-client: %s", s->seen);
+    cr_expect(strstr(s->seen, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>") != NULL, "%s", s->seen);
+    cr_expect(s->tls_done, "the TLS handshake followed");
+    st_stop(s);
+    run_free(&r);
+}
+
+Test(cli_starttls, smtp)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh/smtp.json", fx_doc1(f.svc, 3600));
+    st_server *s = st_start(ST_SMTP, f.svc);
+    run r = st_verify(s, "smtp", "smtp");
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    st_stop(s);
+    run_free(&r);
+}
+
+Test(cli_starttls, smtp_ehlo_and_rejection)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh/submission.json", fx_doc1(f.other, 3600));
+    st_server *s = st_start(ST_SMTP, f.svc);
+    run r = st_verify(s, "smtp", "submission");
+    expect_code(r, 1);
+    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    st_finish(s);
+    cr_expect(strstr(s->seen, "EHLO [127.0.0.1]\r\nSTARTTLS\r\n") != NULL, "EHLO with our address: %s", s->seen);
+    st_stop(s);
+    run_free(&r);
+}
+
+Test(cli_starttls, imap)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh/imap.json", fx_doc1(f.svc, 3600));
+    st_server *s = st_start(ST_IMAP, f.svc);
+    run r = st_verify(s, "imap", "imap");
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    st_stop(s);
+    run_free(&r);
+}
+
+Test(cli_starttls, json_names_the_protocol)
+{
+    fx_put_free(&f, FOO, "/.well-known/posh/imap.json", fx_doc1(f.svc, 3600));
+    st_server *s = st_start(ST_IMAP, f.svc);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
+    run r = POSH("verify", "--json", "--cafile", f.ca_file, "--starttls", "imap", "-s", "imap", FOO, addr);
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out);
+    cr_expect_str_eq(member_str(j, "starttls"), "imap");
+    cr_expect_str_eq(member_str(j, "result"), "posh");
+    json_object_put(j);
+    st_stop(s);
+    run_free(&r);
+}
+
+/* Each misbehaving server: exit 2, and the reason on stderr. */
+Test(cli_starttls, failures_are_connection_errors)
+{
+    static const struct {
+        st_mode mode;
+        const char *proto, *err;
+    } cases[] = {
+        {ST_XMPP_INJECT, "xmpp", "unexpected bytes after its STARTTLS go-ahead"},
+        {ST_XMPP_NO_TLS, "xmpp", "does not offer STARTTLS"},
+        {ST_SMTP_NO_STARTTLS, "smtp", "does not offer STARTTLS"},
+        {ST_SMTP_INJECT, "smtp", "unexpected bytes after its STARTTLS go-ahead"},
+        {ST_IMAP_REFUSE, "imap", "STARTTLS refused: 'a1 NO [ALERT] not today'"},
+        {ST_SMTP, "imap", "IMAP greeting is not '* OK'"},
+        {ST_IMAP, "smtp", "not an SMTP reply line"},
+        {ST_XMPP_AFTER_FEATURES, "xmpp", "bytes after its stream features"},
+        {ST_XMPP_PROCEED_JUNK, "xmpp", "unexpected bytes after its STARTTLS go-ahead"},
+        {ST_SMTP_PIPELINED, "smtp", "bytes ahead of our STARTTLS"},
+        {ST_IMAP_PIPELINED, "imap", "bytes ahead of our STARTTLS"},
+    };
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        st_server *s = st_start(cases[i].mode, f.svc);
+        run r = st_verify(s, cases[i].proto, "xmpp-server");
+        cr_expect_eq(r.code, 2, "case %zu: exit %d\nstdout %s\nstderr %s", i, r.code, r.out, r.err);
+        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
+                  r.err);
+        cr_expect(strstr(r.err, "STARTTLS (") != NULL, "case %zu: %s", i, r.err);
+        st_stop(s);
+        run_free(&r);
+    }
+}
+
+/* ======================================================================================================== */
+/* posh generate                                                                                            */
+
+TestSuite(cli_generate, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(cli_generate, fingerprints_document)
+{
+    char *fp = fingerprint(f.svc, "sha-256");
+    run r = POSH("generate", cert_file(f.svc, "svc"));
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints"), *d;
+    cr_assert_eq(json_object_array_length(fps), 1);
+    d = json_object_array_get_idx(fps, 0);
+    cr_expect_str_eq(member_str(d, "sha-256"), fp);
+    cr_expect_eq(json_object_object_length(d), 1, "sha-256 only without --sha1");
+    cr_expect_eq(json_object_get_int64(member(j, "expires")), 86400, "the documented default");
+    cr_expect_eq(json_object_object_length(j), 2);
+    json_object_put(j);
+    free(fp);
+    run_free(&r);
+}
+
+Test(cli_generate, several_certificates_with_sha1)
+{
+    char *a256 = fingerprint(f.svc, "sha-256"), *a1 = fingerprint(f.svc, "sha-1");
+    char *b256 = fingerprint(f.other, "sha-256"), *b1 = fingerprint(f.other, "sha-1");
+    run r = POSH("generate", "--sha1", "--expires", "600", cert_file(f.svc, "svc"), cert_file(f.other, "other"));
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
+    cr_assert_eq(json_object_array_length(fps), 2);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), a256);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-1"), a1);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-256"), b256);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-1"), b1);
+    cr_expect_eq(json_object_get_int64(member(j, "expires")), 600);
+    json_object_put(j);
+    free(a256);
+    free(a1);
+    free(b256);
+    free(b1);
+    run_free(&r);
+
+    r = POSH("generate", "--expires", "2147483647", cert_file(f.svc, "svc"));
+    expect_code(r, 0);
+    j = parse_json(r.out);
+    cr_expect_eq(json_object_get_int64(member(j, "expires")), 2147483647L);
+    json_object_put(j);
+    run_free(&r);
+}
+
+Test(cli_generate, pem_variants_and_der)
+{
+    char *fp = fingerprint(f.svc, "sha-256"), path[3][600], *both = NULL;
+    size_t der_len;
+    const unsigned char *der = ts_cert_der(f.svc, &der_len);
+
+    /* Key first, then the certificate; a chain file (leaf, then the CA); DER. */
+    snprintf(path[0], sizeof(path[0]), "%s/key-then-cert.pem", f.dir);
+    cr_assert_geq(asprintf(&both, "%s%s", ts_cert_key_pem(f.svc), ts_cert_pem(f.svc)), 0);
+    cr_assert_eq(ts_write_file(path[0], both, strlen(both)), 0);
+    free(both);
+    snprintf(path[1], sizeof(path[1]), "%s/chain.pem", f.dir);
+    cr_assert_geq(asprintf(&both, "%s%s", ts_cert_pem(f.svc), ts_ca_pem(f.ca)), 0);
+    cr_assert_eq(ts_write_file(path[1], both, strlen(both)), 0);
+    free(both);
+    snprintf(path[2], sizeof(path[2]), "%s/svc.der", f.dir);
+    cr_assert_eq(ts_write_file(path[2], der, der_len), 0);
+
+    for (int i = 0; i < 3; i++) {
+        run r = POSH("generate", path[i]);
+        expect_code(r, 0);
+        json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
+        cr_expect_eq(json_object_array_length(fps), 1, "%s: one descriptor per file", path[i]);
+        cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), fp, "%s", path[i]);
+        json_object_put(j);
+        run_free(&r);
+    }
+    free(fp);
+}
+
+Test(cli_generate, not_a_certificate_is_exit_1)
+{
+    char key[600], garbage[600];
+    snprintf(key, sizeof(key), "%s/only.key", f.dir);
+    cr_assert_eq(ts_write_file(key, ts_cert_key_pem(f.svc), strlen(ts_cert_key_pem(f.svc))), 0);
+    snprintf(garbage, sizeof(garbage), "%s/garbage.pem", f.dir);
+    cr_assert_eq(ts_write_file(garbage, "hello\n", 6), 0);
+
+    const char *files[] = {key, garbage, f.dir, "/dev/zero"};
+    const char *why[] = {"no certificate found", "no certificate found", "not a regular file", "not a regular file"};
+    for (int i = 0; i < 4; i++) {
+        run r = POSH("generate", files[i]);
+        expect_code(r, 1);
+        cr_expect(strstr(r.err, why[i]) != NULL, "%s: %s", files[i], r.err);
+        cr_expect_eq(r.out[0], '\0', "nothing printed: %s", r.out);
+        run_free(&r);
+    }
+    run r = POSH("generate", cert_file(f.svc, "svc"), "/nonexistent/x.pem");
+    expect_code(r, 1);
+    cr_expect(strstr(r.err, "/nonexistent/x.pem: cannot open: No such file or directory") != NULL, "%s", r.err);
+    cr_expect_eq(r.out[0], '\0', "nothing printed when any file fails: %s", r.out);
+    run_free(&r);
+}
+
+/* A FIFO is refused at once: opening it must not wait for a writer. */
+Test(cli_generate, fifo_is_refused_without_waiting)
+{
+    char fifo[600];
+    snprintf(fifo, sizeof(fifo), "%s/cert.fifo", f.dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+    run r = POSH("generate", fifo);
+    expect_code(r, 1);
+    cr_expect(strstr(r.err, "not a regular file") != NULL, "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_generate, expired_certificate_is_printed_with_a_warning)
+{
+    ts_cert_opts o = {0};
+    o.dns[0] = "old.hosting.example.net";
+    o.not_before_days = -30;
+    o.not_after_days = -1;
+    ts_cert *old = ts_cert_issue(f.ca, &o);
+    cr_assert_not_null(old);
+    char *fp = fingerprint(old, "sha-256");
+    run r = POSH("generate", cert_file(old, "old"));
+    expect_code(r, 0);
+    cr_expect(strstr(r.err, "warning:") != NULL && strstr(r.err, "expired") != NULL, "%s", r.err);
+    cr_expect(strstr(r.out, fp) != NULL, "%s", r.out);
+    run_free(&r);
+    free(fp);
+    ts_cert_free(old);
+}
+
+Test(cli_generate, reference_document)
+{
+    run r = POSH("generate", "--url", "https://" HOSTING "/posh/xmpp.json", "--expires", "300");
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out);
+    cr_expect_str_eq(member_str(j, "url"), "https://" HOSTING "/posh/xmpp.json");
+    cr_expect_eq(json_object_get_int64(member(j, "expires")), 300);
+    cr_expect_eq(json_object_object_length(j), 2);
+    cr_expect(strstr(r.out, "\\/") == NULL, "slashes are not escaped: %s", r.out);
+    json_object_put(j);
+    run_free(&r);
+}
+
+/* What generate prints, published with nginx, is what lookup and a real handshake accept. */
+Test(cli_generate, round_trip_through_nginx_lookup_and_handshake)
+{
+    char *fp = fingerprint(f.svc, "sha-256");
+    run g = POSH("generate", "--sha1", "--expires", "3600", cert_file(f.svc, "svc"));
+    expect_code(g, 0);
+    fx_put(&f, HOSTING, "/posh/xmpp.json", g.out);
+    run_free(&g);
+    g = POSH("generate", "--url", "https://" HOSTING "/posh/xmpp.json", "--expires", "1800");
+    expect_code(g, 0);
+    fx_put(&f, FOO, RFC7711_PATH, g.out);
+    run_free(&g);
+
+    run r = POSH("lookup", FOO);
+    expect_code(r, 0);
+    json_object *j = parse_json(r.out);
+    cr_expect(json_object_get_boolean(member(j, "followed_reference")));
+    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 1800);
+    cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "fingerprints"), 0), "sha-256"), fp);
+    json_object_put(j);
+    run_free(&r);
+
+    /* The library directly, too. */
+    posh_client *client = fx_client(&f);
+    posh_result *res = NULL;
+    size_t der_len;
+    const unsigned char *der = ts_cert_der(f.svc, &der_len);
+    int match = 0, index = -1;
+    cr_expect_eq(posh_lookup(client, FOO, "xmpp-server", &res), POSH_OK, "%s", posh_result_message(res));
+    cr_expect_eq(posh_match_der(client, res, der, der_len, &match, &index), POSH_OK);
+    cr_expect(match);
+    cr_expect_eq(index, 0);
+    posh_result_free(res);
+    posh_client_free(client);
+
+    serve(f.svc);
+    r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 0);
+    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(strstr(r.out, "https://" HOSTING "/posh/xmpp.json") != NULL, "%s", r.out);
+    run_free(&r);
+    ts_tls_stop(server);
+
+    /* Another certificate, same CA: not what was generated. */
+    serve(f.other);
+    r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    expect_code(r, 1);
+    cr_expect(starts_with(r.out, "rejected: "), "%s", r.out);
+    run_free(&r);
+    free(fp);
+}

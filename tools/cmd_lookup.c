@@ -1,0 +1,147 @@
+/*
+ * cmd_lookup.c - `posh lookup [-s SERVICE] DOMAIN`: the library's full lookup (both layouts, redirects, the
+ * reference hop), printed as one JSON object.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+
+#define CMD "lookup"
+
+static const char lookup_help[] =
+    "usage: posh lookup [-s SERVICE] DOMAIN\n"
+    "\n"
+    "Fetch DOMAIN's POSH document for SERVICE over verified HTTPS, as a TLS client would (both URL layouts,\n"
+    "redirects, the reference hop), and print the result as one JSON object:\n"
+    "  domain, service, requests [{url, status}] (status null when no HTTP response came), followed_reference,\n"
+    "  ttl (the effective lifetime in seconds, null on failure), fingerprints [{\"sha-256\": base64, ...}]\n"
+    "  (every hash of every descriptor), error (null, or {code, name, description, message}).\n"
+    "\n"
+    "  -s, --service SERVICE   the service, as RFC 7711 names it (default xmpp-server); the SRV form\n"
+    "                          _SERVICE._PROTO is accepted too\n"
+    "  -h, --help              this text\n"
+    "\n"
+    "The HTTPS fetches follow the POSH_* environment: POSH_CA_FILE, POSH_CA_PATH (trust anchors; default the\n"
+    "system store), POSH_CONNECT_TO (HOST:PORT:ADDR:PORT routes, as curl's --connect-to), POSH_TIMEOUT_MS,\n"
+    "POSH_MAX_REDIRECTS, POSH_MAX_BYTES, POSH_MAX_TTL, POSH_LAYOUT, POSH_NO_SHA1, POSH_LOG.\n"
+    "\n"
+    "Exit status: 0 a valid fingerprints document was found; 1 none, or invalid, or the fetch failed (the\n"
+    "reason is in \"error\" and on stderr); 2 usage error (bad option, domain or service) or invalid\n"
+    "POSH_* environment.\n";
+
+static const char *const hash_names[] = {"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"};
+
+static json_object *requests_json(const posh_result *r)
+{
+    json_object *arr = json_object_new_array();
+    size_t n = r != NULL ? posh_result_request_count(r) : 0;
+
+    for (size_t i = 0; arr != NULL && i < n; i++) {
+        const char *url = NULL;
+        long status = 0;
+        json_object *req = json_object_new_object();
+        if (req == NULL || !posh_result_request(r, i, &url, &status)) {
+            json_object_put(req);
+            continue;
+        }
+        json_object_object_add(req, "url", json_object_new_string(url != NULL ? url : ""));
+        json_object_object_add(req, "status", status > 0 ? json_object_new_int64(status) : NULL);
+        json_object_array_add(arr, req);
+    }
+    return arr;
+}
+
+static json_object *fingerprints_json(const posh_result *r)
+{
+    json_object *arr = json_object_new_array();
+    size_t n = r != NULL ? posh_result_descriptor_count(r) : 0;
+
+    for (size_t i = 0; arr != NULL && i < n; i++) {
+        json_object *desc = json_object_new_object();
+        char b64[96];
+        if (desc == NULL)
+            continue;
+        for (size_t h = 0; h < sizeof(hash_names) / sizeof(hash_names[0]); h++)
+            if (posh_result_descriptor_hash(r, i, hash_names[h], b64, sizeof(b64)))
+                json_object_object_add(desc, hash_names[h], json_object_new_string(b64));
+        json_object_array_add(arr, desc);
+    }
+    return arr;
+}
+
+static json_object *result_json(const char *domain, const char *service, const posh_result *r, posh_err err)
+{
+    json_object *o = json_object_new_object();
+    const char *msg = r != NULL ? posh_result_message(r) : "";
+
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "domain", json_object_new_string(r != NULL ? posh_result_domain(r) : domain));
+    json_object_object_add(o, "service", json_object_new_string(service));
+    json_object_object_add(o, "requests", requests_json(r));
+    json_object_object_add(o, "followed_reference",
+                           json_object_new_boolean(r != NULL && posh_result_followed_reference(r)));
+    json_object_object_add(o, "ttl", err == POSH_OK ? json_object_new_int64(posh_result_ttl(r)) : NULL);
+    json_object_object_add(o, "fingerprints", fingerprints_json(err == POSH_OK ? r : NULL));
+    json_object_object_add(o, "error",
+                           err == POSH_OK ? NULL : cli_json_error(err, msg[0] != '\0' ? msg : posh_strerror(err)));
+    return o;
+}
+
+int cmd_lookup(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"service", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *service = "xmpp-server", *domain, *msg;
+    posh_client *client;
+    posh_result *res = NULL;
+    posh_err err;
+    int c, rc;
+
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            service = optarg;
+            break;
+        case 'h':
+            fputs(lookup_help, stdout);
+            return CLI_OK;
+        default:
+            return cli_option_error(CMD, c, argv);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error(CMD, argc - optind < 1 ? "DOMAIN is required" : "too many arguments");
+    domain = argv[optind];
+
+    if ((client = cli_client_from_env(CMD)) == NULL)
+        return CLI_USAGE;
+    err = posh_lookup(client, domain, service, &res);
+    msg = res != NULL ? posh_result_message(res) : "";
+    if (msg[0] == '\0')
+        msg = posh_strerror(err);
+
+    if (err == POSH_ERR_BAD_DOMAIN || err == POSH_ERR_BAD_SERVICE) {
+        rc = cli_usage_error(CMD, "%s: %s", posh_strerror(err), msg);
+        goto done;
+    }
+    rc = CLI_OK;
+    if (err != POSH_OK) {
+        cli_error(CMD, "%s %s: %s (%s): %s", domain, service, posh_strerror(err), cli_err_name(err), msg);
+        rc = CLI_FAIL;
+    }
+    if (cli_print_json(result_json(domain, service, res, err)) != 0) {
+        cli_error(CMD, "cannot write the result to stdout");
+        rc = CLI_FAIL;
+    }
+done:
+    posh_result_free(res);
+    posh_client_free(client);
+    return rc;
+}

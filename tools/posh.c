@@ -1,0 +1,70 @@
+/*
+ * posh.c - the `posh` command: dispatch to lookup, verify and generate; --help and --version.
+ */
+#include "cli.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: posh COMMAND [OPTIONS] ARGS...\n"
+    "\n"
+    "POSH (RFC 7711): check and publish which certificate a domain's hosting provider may present.\n"
+    "\n"
+    "commands:\n"
+    "  lookup [-s SERVICE] DOMAIN                    fetch DOMAIN's POSH document, print it as JSON\n"
+    "  verify [-s SERVICE] [--cafile F] [--capath D] [--starttls xmpp|smtp|imap] [--json] [--timeout S]\n"
+    "         DOMAIN HOST:PORT\n"
+    "                                                TLS handshake with HOST:PORT as DOMAIN: pkix, posh or rejected\n"
+    "  generate [--expires N] [--sha1] CERT.pem...   print a fingerprints document for these certificates\n"
+    "  generate --url URL [--expires N]              print a reference document pointing at URL\n"
+    "\n"
+    "  posh COMMAND --help    the options of a command\n"
+    "  posh --version         the version of posh\n"
+    "\n"
+    "Exit status: 0 found / accepted / printed; 1 no valid document / rejected / unreadable certificate;\n"
+    "2 usage error, invalid POSH_* environment, or (verify) the connection failed.\n"
+    "The POSH_* environment variables (POSH_CA_FILE, POSH_CONNECT_TO, POSH_TIMEOUT_MS, ...) configure the\n"
+    "HTTPS fetches of lookup and verify; POSH_LOG is off unless set.\n";
+
+int main(int argc, char **argv)
+{
+    const char *cmd;
+
+    /* A peer that closes while we write must give an error, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    /* The command reports every failure itself; the library's own log is there for those who ask for it. */
+    setenv("POSH_LOG", "off", 0);
+
+    if (argc < 2)
+        return cli_usage_error(NULL, "a command is required");
+    cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        if (strcmp(cmd, "help") == 0 && argc > 2) {
+            char help[] = "--help";
+            char *args[] = {argv[2], help, NULL};
+            if (strcmp(argv[2], "lookup") == 0)
+                return cmd_lookup(2, args);
+            if (strcmp(argv[2], "verify") == 0)
+                return cmd_verify(2, args);
+            if (strcmp(argv[2], "generate") == 0)
+                return cmd_generate(2, args);
+            return cli_usage_error(NULL, "unknown command '%s'", argv[2]);
+        }
+        fputs(usage_text, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        printf("posh %s (%s)\n", posh_version(), OpenSSL_version(OPENSSL_VERSION));
+        return CLI_OK;
+    }
+    if (strcmp(cmd, "lookup") == 0)
+        return cmd_lookup(argc - 1, argv + 1);
+    if (strcmp(cmd, "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(argc - 1, argv + 1);
+    return cli_usage_error(NULL, "unknown command '%s'", cmd);
+}
