@@ -1,0 +1,93 @@
+/*
+ * bench.h - what the benchmark sections share: the scenario (a throwaway PKI, a real nginx, the provider's
+ * certificate), clocks and statistics, and the figures every section reports with its target and verdict.
+ * Benchmarks are programs, not tests: a failure to set up or a wrong answer ends the run (bench_fail); a
+ * missed target is a figure marked MISS.
+ */
+#ifndef POSH_BENCH_H
+#define POSH_BENCH_H
+
+#include "support.h"
+
+#include <posh.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SOURCE "foo.example.com"          /* possession document: the provider's fingerprints */
+#define PROVIDER "hosting.example.net"     /* web server of the hosting provider (reference target) */
+#define SERVICE_HOST "xmpp.hosting.example.net" /* what the provider's TLS service presents */
+#define SINGLE "sf.example.com"           /* the single-flight domain, on the slow server */
+#define RFC7711_PATH "/.well-known/posh/xmpp-server.json"
+#define PROVIDER_PATH "/posh/xmpp-server.json"
+
+/* ---- the scenario ---- */
+typedef struct bench_env {
+    bool smoke;               /* seconds-long run, no timing verdicts */
+    char *dir;
+    ts_ca *ca;
+    ts_cert *web;             /* nginx: *.example.com and hosting.example.net */
+    ts_cert *svc;             /* the provider's TLS service certificate, vouched for by POSH */
+    ts_cert *next;            /* its successor, the second descriptor of every document (roll-over) */
+    ts_nginx *nginx;
+    char ca_file[512];
+    char connect_to[64];      /* "::127.0.0.1:PORT": every host to nginx, as curl --connect-to */
+} bench_env;
+
+/* Generate the PKI, publish the documents, start nginx. Fails the run on error. */
+void bench_env_init(bench_env *env, bool smoke);
+void bench_env_fini(bench_env *env);
+/* A fresh client (cold cache, no connections) trusting the test CA; connect_to NULL: env->connect_to. */
+posh_client *bench_client(const bench_env *env, const char *connect_to);
+/* The same in another mode (POSH_MODE_PIN: a match also stands in for chain trust). */
+posh_client *bench_client_mode(const bench_env *env, const char *connect_to, posh_mode mode);
+/* A fingerprints document for svc and next (two descriptors, SHA-256). Caller frees. */
+char *bench_doc(const bench_env *env, long expires);
+
+/* ---- sections ---- */
+void bench_memory(bool smoke);      /* first, before anything else grows the heap */
+void bench_handshake(bench_env *env);
+void bench_decision(bench_env *env);
+void bench_cold_lookup(bench_env *env);
+void bench_many_domains(bench_env *env);
+void bench_single_flight(bench_env *env);
+
+/* ---- figures ---- */
+typedef enum bench_kind {
+    BENCH_INFO,      /* context for the targets, no verdict */
+    BENCH_MEASURED,  /* a timing or memory target: judged in a full run, never in smoke mode */
+    BENCH_EXACT      /* a count target (connections, lookups): judged in every mode */
+} bench_kind;
+
+typedef enum bench_op { BENCH_NONE, BENCH_GE, BENCH_LE, BENCH_EQ } bench_op;
+
+/* Smoke mode: timing targets are not judged. Set before the first figure. */
+void bench_set_smoke(bool smoke);
+/* Record a figure. op/target: the target (BENCH_NONE for an informational figure). */
+void bench_figure(const char *section, const char *name, double value, const char *unit, bench_kind kind,
+                  bench_op op, double target);
+/* The table (stdout), then the JSON (stdout, and path if not NULL). Returns the number of MISSes. */
+int bench_report(const bench_env *env, const char *json_path);
+
+/* ---- clocks, statistics, failure ---- */
+int64_t bench_now_ns(void);
+int64_t bench_thread_cpu_ns(void);
+/* Sorts v in place; p in [0, 100]: nearest-rank percentile. */
+double bench_percentile(double *v, size_t n, double p);
+double bench_median(double *v, size_t n);
+void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Fails the run with ts_error() when cond is false. */
+#define BENCH_CHECK(cond, what)                                                                                \
+    do {                                                                                                       \
+        if (!(cond))                                                                                           \
+            bench_fail("%s: %s", (what), ts_error());                                                         \
+    } while (0)
+void *bench_xmalloc(size_t n);
+void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A TCP connection to 127.0.0.1:port (fails the run on error). */
+int bench_connect(int port);
+/* SHA-256 of a certificate's DER. */
+void bench_cert_sha256(ts_cert *c, unsigned char out[32]);
+
+#endif

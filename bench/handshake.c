@@ -1,0 +1,255 @@
+/*
+ * handshake.c - full TLS 1.3 handshakes per second against one server presenting one certificate, client
+ * configurations in interleaved rounds: (a) plain PKIX with a matching name, (b) POSH with a warm cache (the name
+ * does not match, POSH vouches), (c) OpenSSL's DANE-EE pin of the same leaf, and for context (d) POSH in mode
+ * pin, which like DANE-EE lets the match stand in for chain trust. No resumption on any of them.
+ *
+ * Fairness on a small machine: the server runs in this process (a thread per connection, as in the tests) on one
+ * CPU and the client on another, the configurations alternate in rotating order within every round, and each
+ * verdict is on the median over rounds of that round's ratio, so that a slow phase of the machine hits every
+ * configuration alike. Two rates are judged:
+ * the wall-clock rate of the client-server pair, and the client's own capacity (handshakes per CPU-second of the
+ * client thread), which leaves out the server's share of the machine.
+ */
+#include "bench.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+enum { CFG_PKIX, CFG_POSH, CFG_DANE, CFG_PIN, CFG_COUNT };
+
+static const char *const cfg_label[CFG_COUNT] = {
+    "a: plain PKIX, name matches",
+    "b: POSH, warm cache, name does not match",
+    "c: DANE-EE 3 0 1 pin of the leaf",
+    "d: POSH mode pin, warm cache",
+};
+
+typedef struct hs_bench {
+    SSL_CTX *ctx[CFG_COUNT];
+    unsigned char leaf_sha256[32];
+    int port;
+} hs_bench;
+
+static void ssl_fail(const char *what)
+{
+    unsigned long e = ERR_get_error();
+    bench_fail("%s%s%s", what, e ? ": " : "", e ? ERR_error_string(e, NULL) : "");
+}
+
+static SSL_CTX *client_ctx(const bench_env *env, int which, posh_client *client)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+        SSL_CTX_load_verify_locations(ctx, env->ca_file, NULL) != 1)
+        ssl_fail("client context");
+    /* Every handshake is a full one: no tickets, no client session cache. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if ((which == CFG_POSH || which == CFG_PIN) &&
+        (SSL_CTX_set_posh_client(ctx, client) != 1 || SSL_CTX_set_posh_verify(ctx, "xmpp-server") != 1))
+        bench_fail("SSL_CTX_set_posh_verify failed");
+    if (which == CFG_DANE) {
+        if (SSL_CTX_dane_enable(ctx) <= 0)
+            ssl_fail("SSL_CTX_dane_enable");
+        /* RFC 7671 section 5.1: a DANE-EE(3) match ignores the names, as Postfix and Exim configure it. */
+        SSL_CTX_dane_set_flags(ctx, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+    }
+    return ctx;
+}
+
+/* One full handshake with configuration which; the outcome is checked, then the connection dropped. */
+static void handshake(const hs_bench *b, int which)
+{
+    int fd = bench_connect(b->port);
+    SSL *ssl = SSL_new(b->ctx[which]);
+    const char *name = which == CFG_PKIX ? SERVICE_HOST : SOURCE;
+
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1)
+        ssl_fail("SSL_new");
+    if (which == CFG_DANE) {
+        /* Also sets the SNI name. DANE-EE(3) Cert(0) SHA2-256(1): the digest of the whole leaf, as POSH's. */
+        if (SSL_dane_enable(ssl, SOURCE) <= 0 || SSL_dane_tlsa_add(ssl, 3, 0, 1, b->leaf_sha256, 32) <= 0)
+            ssl_fail("DANE");
+    } else if (SSL_set_tlsext_host_name(ssl, name) != 1 || SSL_set1_host(ssl, name) != 1) {
+        ssl_fail("host name");
+    }
+    if (SSL_connect(ssl) != 1) {
+        if (SSL_get_verify_result(ssl) != X509_V_OK)
+            bench_fail("%s: %s", cfg_label[which], X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+        ssl_fail(cfg_label[which]);
+    }
+    if (SSL_get_verify_result(ssl) != X509_V_OK)
+        bench_fail("%s: verify result %ld", cfg_label[which], SSL_get_verify_result(ssl));
+    if ((which == CFG_POSH || which == CFG_PIN) && SSL_get_posh_status(ssl) != POSH_STATUS_ACCEPTED)
+        bench_fail("%s: not accepted by POSH: %s", cfg_label[which], SSL_get_posh_message(ssl));
+    if (which == CFG_DANE && SSL_get0_dane_authority(ssl, NULL, NULL) != 0)
+        bench_fail("%s: the pin did not decide", cfg_label[which]);
+    SSL_free(ssl);
+    close(fd);
+}
+
+/*
+ * Give the server's threads (created from the acceptor, which inherits the calling thread's CPU set) one CPU and
+ * the client the other, so that neither migrates nor steals the other's core. Returns the CPU set to restore.
+ */
+static ts_tls *start_server_apart(const bench_env *env, cpu_set_t *saved)
+{
+    cpu_set_t server_cpu, client_cpu;
+    int first = -1, second = -1;
+    ts_tls *server;
+
+    if (pthread_getaffinity_np(pthread_self(), sizeof(*saved), saved) != 0)
+        CPU_ZERO(saved);
+    for (int i = 0; i < CPU_SETSIZE && second < 0; i++)
+        if (CPU_ISSET(i, saved)) {
+            if (first < 0)
+                first = i;
+            else
+                second = i;
+        }
+    if (second >= 0) {
+        CPU_ZERO(&server_cpu);
+        CPU_SET(second, &server_cpu);
+        pthread_setaffinity_np(pthread_self(), sizeof(server_cpu), &server_cpu);
+    }
+    server = ts_tls_start(ts_cert_x509(env->svc), NULL, ts_cert_key(env->svc));
+    BENCH_CHECK(server != NULL, "TLS server");
+    if (second >= 0) {
+        CPU_ZERO(&client_cpu);
+        CPU_SET(first, &client_cpu);
+        pthread_setaffinity_np(pthread_self(), sizeof(client_cpu), &client_cpu);
+    }
+    return server;
+}
+
+/* Median over rounds of num[r] / den[r]. */
+static double median_ratio(const double *num, const double *den, int rounds)
+{
+    double *v = bench_xmalloc(sizeof(double) * (size_t)rounds), m;
+    for (int r = 0; r < rounds; r++)
+        v[r] = num[r] / den[r];
+    m = bench_median(v, (size_t)rounds);
+    free(v);
+    return m;
+}
+
+/*
+ * What DANE-EE(3) leaves out and PKIX cannot: the CA's signature on the leaf. The median time of one such check
+ * (X509_verify with the CA's P-256 key), measured here so that the b/c gap can be read against it.
+ */
+static double leaf_signature_us(const bench_env *env, int n)
+{
+    double *v = bench_xmalloc(sizeof(double) * (size_t)n), m;
+    X509 *leaf = ts_cert_x509(env->svc);
+    EVP_PKEY *ca_key = X509_get0_pubkey(ts_ca_x509(env->ca));
+
+    for (int i = 0; i < n; i++) {
+        int64_t t0 = bench_now_ns();
+        if (X509_verify(leaf, ca_key) != 1)
+            ssl_fail("X509_verify of the leaf");
+        v[i] = (double)(bench_now_ns() - t0) / 1000.0;
+    }
+    m = bench_median(v, (size_t)n);
+    free(v);
+    return m;
+}
+
+void bench_handshake(bench_env *env)
+{
+    int rounds = env->smoke ? 3 : 41, per_round = env->smoke ? 10 : 120;
+    double *wall[CFG_COUNT], *cpu[CFG_COUNT], *diff;
+    posh_client *client = bench_client(env, NULL), *pin = bench_client_mode(env, NULL, POSH_MODE_PIN);
+    ts_tls *server;
+    cpu_set_t saved;
+    hs_bench b;
+    char name[96];
+
+    server = start_server_apart(env, &saved);
+    b.port = ts_tls_port(server);
+    bench_cert_sha256(env->svc, b.leaf_sha256);
+    for (int c = 0; c < CFG_COUNT; c++) {
+        b.ctx[c] = client_ctx(env, c, c == CFG_PIN ? pin : client);
+        wall[c] = bench_xmalloc(sizeof(double) * (size_t)rounds);
+        cpu[c] = bench_xmalloc(sizeof(double) * (size_t)rounds);
+    }
+    diff = bench_xmalloc(sizeof(double) * (size_t)rounds);
+
+    /* Warm-up: code paths, the server's thread machinery, and the one POSH lookup per client that fills the cache. */
+    for (int i = 0; i < 20; i++)
+        for (int c = 0; c < CFG_COUNT; c++)
+            handshake(&b, c);
+
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < CFG_COUNT; k++) {
+            int c = (r + k) % CFG_COUNT; /* rotate which configuration goes first */
+            int64_t t0 = bench_now_ns(), c0 = bench_thread_cpu_ns();
+            for (int i = 0; i < per_round; i++)
+                handshake(&b, c);
+            wall[c][r] = (double)(bench_now_ns() - t0) / per_round;
+            cpu[c][r] = (double)(bench_thread_cpu_ns() - c0) / per_round;
+        }
+    }
+    bench_note("handshake: %d rounds x %d handshakes x %d configurations, %ld handshakes served", rounds, per_round,
+               CFG_COUNT, ts_tls_handshakes(server));
+
+    for (int c = 0; c < CFG_COUNT; c++) {
+        double *v = bench_xmalloc(sizeof(double) * (size_t)rounds);
+        memcpy(v, wall[c], sizeof(double) * (size_t)rounds);
+        snprintf(name, sizeof(name), "%s: rate", cfg_label[c]);
+        bench_figure("handshake", name, 1e9 / bench_median(v, (size_t)rounds), "hs/s", BENCH_INFO, BENCH_NONE, 0);
+        memcpy(v, cpu[c], sizeof(double) * (size_t)rounds);
+        snprintf(name, sizeof(name), "%s: client CPU", cfg_label[c]);
+        bench_figure("handshake", name, bench_median(v, (size_t)rounds) / 1000.0, "us/hs", BENCH_INFO, BENCH_NONE, 0);
+        free(v);
+    }
+    /* A rate ratio is the inverse ratio of times per handshake. */
+    bench_figure("handshake", "wall rate b/a (median of round ratios)",
+                 median_ratio(wall[CFG_PKIX], wall[CFG_POSH], rounds), "", BENCH_MEASURED, BENCH_GE, 0.97);
+    bench_figure("handshake", "wall rate b/c (median of round ratios)",
+                 median_ratio(wall[CFG_DANE], wall[CFG_POSH], rounds), "", BENCH_MEASURED, BENCH_GE, 1.0);
+    bench_figure("handshake", "client capacity b/a (hs per client CPU-s, median)",
+                 median_ratio(cpu[CFG_PKIX], cpu[CFG_POSH], rounds), "", BENCH_MEASURED, BENCH_GE, 0.97);
+    bench_figure("handshake", "client capacity b/c (hs per client CPU-s, median)",
+                 median_ratio(cpu[CFG_DANE], cpu[CFG_POSH], rounds), "", BENCH_MEASURED, BENCH_GE, 1.0);
+    /* Context for b/c: DANE-EE(3) skips the chain, the dates and the names; plain PKIX itself stands here. */
+    bench_figure("handshake", "client capacity a/c (plain PKIX vs DANE-EE, median)",
+                 median_ratio(cpu[CFG_DANE], cpu[CFG_PKIX], rounds), "", BENCH_INFO, BENCH_NONE, 0);
+    bench_figure("handshake", "client capacity d/c (POSH pin vs DANE-EE, median)",
+                 median_ratio(cpu[CFG_DANE], cpu[CFG_PIN], rounds), "", BENCH_INFO, BENCH_NONE, 0);
+    for (int r = 0; r < rounds; r++)
+        diff[r] = cpu[CFG_POSH][r] - cpu[CFG_PKIX][r];
+    bench_figure("handshake", "client CPU b - a (median of rounds)", bench_median(diff, (size_t)rounds) / 1000.0,
+                 "us/hs", BENCH_INFO, BENCH_NONE, 0);
+    for (int r = 0; r < rounds; r++)
+        diff[r] = cpu[CFG_POSH][r] - cpu[CFG_DANE][r];
+    bench_figure("handshake", "client CPU b - c (median of rounds)", bench_median(diff, (size_t)rounds) / 1000.0,
+                 "us/hs", BENCH_INFO, BENCH_NONE, 0);
+    for (int r = 0; r < rounds; r++)
+        diff[r] = cpu[CFG_PKIX][r] - cpu[CFG_DANE][r];
+    bench_figure("handshake", "client CPU a - c (PKIX over DANE-EE)", bench_median(diff, (size_t)rounds) / 1000.0,
+                 "us/hs", BENCH_INFO, BENCH_NONE, 0);
+    bench_figure("handshake", "of which: CA signature on the leaf (P-256)",
+                 leaf_signature_us(env, env->smoke ? 50 : 2000), "us", BENCH_INFO, BENCH_NONE, 0);
+
+    for (int c = 0; c < CFG_COUNT; c++) {
+        SSL_CTX_free(b.ctx[c]);
+        free(wall[c]);
+        free(cpu[c]);
+    }
+    free(diff);
+    ts_tls_stop(server);
+    if (CPU_COUNT(&saved) > 0)
+        pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+    posh_client_free(client);
+    posh_client_free(pin);
+}
