@@ -5,6 +5,7 @@
 #include "posh_internal.h"
 
 #include <stdio.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -223,6 +224,19 @@ static bool uri_chars_ok(const char *s, size_t len)
     return true;
 }
 
+/* The inside of "[...]": an IPv6 address (RFC 3986 IPv6address), not merely its characters ("[:]"). */
+static bool ipv6_literal_ok(const char *s, size_t len)
+{
+    char buf[INET6_ADDRSTRLEN];
+    struct in6_addr addr;
+
+    if (len == 0 || len >= sizeof(buf) || !chars_in(s, len, IPV6_LITERAL_CHARS))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, &addr) == 1;
+}
+
 /* Empty, or ":" and a port 1..65535 (so ":" alone, with port 0, is refused). */
 static bool port_ok(const char *s, size_t len)
 {
@@ -257,7 +271,7 @@ static bool authority_ok(const char *a, size_t len)
         if ((end = memchr(a, ']', len)) == NULL)
             return false;
         host_len = (size_t)(end - a) - 1;
-        return host_len > 0 && chars_in(a + 1, host_len, IPV6_LITERAL_CHARS) && port_ok(end + 1, len - host_len - 2);
+        return ipv6_literal_ok(a + 1, host_len) && port_ok(end + 1, len - host_len - 2);
     }
     end = memchr(a, ':', len);
     host_len = end != NULL ? (size_t)(end - a) : len;

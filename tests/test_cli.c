@@ -411,6 +411,8 @@ Test(cli_usage, generate_url_rule_is_the_library_rule)
         "https://[2001:db8::1]:443/x",
         "https://[2001:db8::1/x",
         "https://[]/x",
+        "https://[:]/x",
+        "https://[::ffff:192.0.2.1]/x",
         "https://127.0.0.1/x",
         "https://h/x%20y",
         "https://h/x%2",

@@ -333,6 +333,7 @@ static const https_case https_cases[] = {
     {"https://example.com#f", 0, 1},
     {"https://[::1]:8443/x", 0, 1},
     {"https://[2001:db8::1]/", 0, 1},
+    {"https://[::ffff:192.0.2.1]/", 0, 1},
     {"https://127.0.0.1/x", 0, 1},
     {"https://example.com/%41%2f", 0, 1},
     {"https://example.com/a@b", 0, 1}, /* '@' in the path is not userinfo */
@@ -357,6 +358,10 @@ static const https_case https_cases[] = {
     {"https://exa_mple.com/", 0, 0},
     {"https://exa%6dple.com/", 0, 0},
     {"https://[]/", 0, 0},
+    {"https://[:]/", 0, 0},
+    {"https://[1:2]/", 0, 0},
+    {"https://[::1.2.3]/", 0, 0},
+    {"https://[1:2:3:4:5:6:7:8:9]/", 0, 0},
     {"https://[::1/", 0, 0},
     {"https://[g::1]/", 0, 0},
     {"https://[::1]x/", 0, 0},
