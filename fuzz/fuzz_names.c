@@ -293,6 +293,69 @@ static int in_set(char c, const char *set)
 
 #define ALNUM "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
+/* Reference for an IPv4 dotted quad (RFC 3986 dec-octet: no leading zero, at most 255), the whole of s. */
+static int ref_ipv4(const char *s, size_t n)
+{
+    size_t i = 0;
+    for (int octet = 0; octet < 4; octet++) {
+        size_t start;
+        int v = 0;
+        if (octet > 0 && (i >= n || s[i++] != '.'))
+            return 0;
+        start = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9' && i - start < 4)
+            v = v * 10 + (s[i++] - '0');
+        if (i == start || i - start > 3 || v > 255 || (s[start] == '0' && i - start > 1))
+            return 0;
+    }
+    return i == n;
+}
+
+/* Reference for RFC 3986 IPv6address: 8 groups of 1-4 hex digits, or fewer with one "::" standing for at least
+ * one, the last two optionally as a dotted quad. */
+static int ref_ipv6(const char *s, size_t n)
+{
+    size_t groups = 0, i = 0;
+    int dbl = 0;
+
+    if (n >= 2 && s[0] == ':' && s[1] == ':') {
+        dbl = 1;
+        i = 2;
+        if (i == n)
+            return 1;
+    } else if (n > 0 && s[0] == ':') {
+        return 0;
+    }
+    for (;;) {
+        size_t start = i, hex = 0;
+        while (i < n && isxdigit((unsigned char)s[i]) && hex < 5) {
+            i++;
+            hex++;
+        }
+        if (i < n && s[i] == '.') {
+            if (!ref_ipv4(s + start, n - start))
+                return 0;
+            groups += 2;
+            break;
+        }
+        if (hex == 0 || hex > 4)
+            return 0;
+        groups++;
+        if (i == n)
+            break;
+        if (s[i++] != ':' || i == n)
+            return 0;
+        if (s[i] == ':') {
+            if (dbl)
+                return 0;
+            dbl = 1;
+            if (++i == n)
+                break;
+        }
+    }
+    return dbl ? groups <= 7 : groups == 8;
+}
+
 /* The rules as documented in posh_internal.h and the README, checked the plain way. */
 static int ref_url(const char *u, size_t len, size_t *host_at, size_t *host_len, long *port)
 {
@@ -319,7 +382,7 @@ static int ref_url(const char *u, size_t len, size_t *host_at, size_t *host_len,
             if (!in_set(u[h_end], "0123456789ABCDEFabcdef:."))
                 return 0;
         }
-        if (h_end == a_end || h_end == 9)
+        if (h_end == a_end || h_end == 9 || !ref_ipv6(u + 9, h_end - 9))
             return 0;
         h_end++; /* the ']' */
     } else {
