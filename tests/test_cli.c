@@ -400,7 +400,7 @@ Test(cli_usage, generate_more_than_64_certificates)
     run_free(&r);
 }
 
-/* The command restates the library's rule for a reference URL: both must agree on every case. */
+/* The command applies the library's rule for a reference URL (lib/names.c, compiled in): both agree on every case. */
 Test(cli_usage, generate_url_rule_is_the_library_rule)
 {
     static const char *const urls[] = {

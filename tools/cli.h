@@ -48,11 +48,6 @@ posh_client *cli_client_from_env(const char *cmd);
 /* Standard base64 with padding of the hash (OpenSSL digest name, e.g. "SHA256") of cert's DER into out. */
 int cli_cert_fingerprint(X509 *cert, const char *md_name, char *out, size_t outlen);
 
-/* ---- url.c ---- */
-
-/* The library's rule for a reference document's url (README "Limits"): 1 acceptable, 0 not. */
-int cli_url_is_https(const char *url);
-
 /* ---- net.c: the connection of `posh verify`, everything under one deadline ---- */
 
 typedef enum cli_proto { STARTTLS_NONE = 0, STARTTLS_XMPP, STARTTLS_SMTP, STARTTLS_IMAP } cli_proto;

@@ -3,6 +3,7 @@
  * certificates a service presents, or a reference document pointing at one.
  */
 #include "cli.h"
+#include "posh_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -215,7 +216,7 @@ int cmd_generate(int argc, char **argv)
             return cli_usage_error(CMD, "--url prints a reference document: give no certificates with it");
         if (sha1)
             return cli_usage_error(CMD, "--sha1 is for fingerprints documents, not with --url");
-        if (!cli_url_is_https(url))
+        if (!posh_url_is_https(url, strlen(url)))
             return cli_usage_error(CMD,
                                    "--url '%s': not an acceptable https:// URL (scheme https, a host, no "
                                    "user name, RFC 3986 characters only, at most 2048 characters)",
