@@ -167,8 +167,12 @@ typedef struct posh_shim_hooks {
      * out (outlen >= 2 * POSH_MAX_SERVICE_LEN + 4) and returns 1, or returns 0: POSH is not used for it.
      */
     int (*service)(SSL *ssl, char *out, size_t outlen);
-    /* POSH vouched for the leaf whose DER has this SHA-256, under reference (normalised), for ttl more seconds. */
-    void (*vouched)(const unsigned char sha256[32], const char *reference, long ttl);
+    /*
+     * POSH vouched for leaf, the connection's own peer certificate object (the one SSL_get0_peer_certificate()
+     * returns after the handshake), under reference (normalised), for ttl more seconds. Called during the
+     * verification, before the chain is verified and the application's callbacks run.
+     */
+    void (*vouched)(X509 *leaf, const char *reference, long ttl);
 } posh_shim_hooks;
 
 /* Set once, before the first context is installed. */

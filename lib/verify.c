@@ -148,18 +148,13 @@ static int eligible_reference(const char *host, char out[POSH_MAX_DOMAIN_LEN + 2
     return posh_domain_normalize(host, out, POSH_MAX_DOMAIN_LEN + 2) == POSH_OK;
 }
 
-/* Tell the shim which (certificate, name) POSH vouched for, and for how long. */
-static void notify_vouched(posh_client *client, const posh_result *res, const unsigned char *der, size_t len,
-                           const char *reference)
+/* Tell the shim that POSH vouched for this connection's certificate object under reference, and for how long. */
+static void notify_vouched(posh_client *client, const posh_result *res, X509 *leaf, const char *reference)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
     long ttl = (long)(posh_result_expires_at(res) - posh_config_now(client->cfg));
 
-    if (shim_hooks.vouched == NULL || ttl <= 0)
-        return;
-    if (EVP_Digest(der, len, md, &mdlen, EVP_sha256(), NULL) && mdlen == 32)
-        shim_hooks.vouched(md, reference, ttl);
+    if (shim_hooks.vouched != NULL && ttl > 0)
+        shim_hooks.vouched(leaf, reference, ttl);
 }
 
 /* Run POSH for reference against leaf: 1 vouched, 0 not (st says why). */
@@ -208,7 +203,7 @@ static int posh_vouches(ssl_state *st, posh_client *client, const char *referenc
         record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
                reference, service, index, url);
     if (match)
-        notify_vouched(client, res, der, (size_t)len, reference);
+        notify_vouched(client, res, leaf, reference);
 done:
     if (der != stackbuf)
         free(der);

@@ -3,8 +3,8 @@
  * program libposh's POSH fallback. It interposes SSL_CTX_new/SSL_CTX_new_ex (install POSH's certificate
  * verification on every context, verify mode untouched), SSL_CTX_set_cert_verify_callback (an application's
  * own callback is chained behind POSH instead of replacing it), and X509_check_host/X509_get_ext_d2i (programs
- * that check names themselves, curl and stunnel, get POSH's answer for exactly the certificate and name POSH
- * vouched for). See the README section "The LD_PRELOAD shim" and notes/openssl-verification-and-preload.md.
+ * that check names themselves, curl and stunnel, get POSH's answer for exactly the certificate object of the
+ * connection POSH vouched for, and the name it vouched for it under). See the README section "The LD_PRELOAD shim" and notes/openssl-verification-and-preload.md.
  */
 #include "client_internal.h"
 
@@ -17,14 +17,11 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 #define OPENSSL_VERSION_NODE "OPENSSL_3.0.0"
 #define SERVICE_BUF (2 * POSH_MAX_SERVICE_LEN + 4)
-#define VOUCH_MAX 256         /* (certificate, name) pairs remembered for the programs' own name checks */
-#define VOUCH_NAMES_MAX 8     /* names added to one certificate's subjectAltName at most */
 
 /* ---- the real functions ---- */
 
@@ -61,7 +58,7 @@ static void *module_base(const void *addr)
 }
 
 static int choose_service(SSL *ssl, char *out, size_t outlen);
-static void remember_vouched(const unsigned char sha256[32], const char *reference, long ttl);
+static void remember_vouched(X509 *leaf, const char *reference, long ttl);
 
 /* Only symbols and plain memory here: touching OpenSSL or libcurl before the program does changes its setup. */
 static void shim_init(void)
@@ -187,86 +184,75 @@ static int choose_service(SSL *ssl, char *out, size_t outlen)
     return 0;
 }
 
-/* ---- what POSH vouched for: (SHA-256 of the leaf's DER, reference name) until a deadline ---- */
+/*
+ * ---- what POSH vouched for: attached to the verified connection's own leaf certificate object ----
+ *
+ * The leaf that POSH's verification judged is the very X509 object the program later gets from
+ * SSL_get0_peer_certificate() (the session's peer, also for a resumed session), so the approval lives in that
+ * object's ex_data and dies with it. Another connection presenting the same certificate, a server-side peer, a
+ * copy (X509_dup) or a certificate the program parsed itself is another object: it gets OpenSSL's own answer.
+ * Never a process-wide table keyed by the certificate's hash: that would let one service's approval speak
+ * for every port, service and direction of the process.
+ */
 
 typedef struct vouch {
-    unsigned char sha256[32];
-    char name[POSH_MAX_DOMAIN_LEN + 2];
-    int64_t until_ms;
+    int64_t until_ms;                    /* the POSH result's expiry */
+    char name[POSH_MAX_DOMAIN_LEN + 2];  /* the one name POSH vouched for on this connection (normalised) */
 } vouch;
 
-static pthread_mutex_t vouch_lock = PTHREAD_MUTEX_INITIALIZER;
-static vouch vouches[VOUCH_MAX];
-static size_t n_vouches;
+static pthread_once_t vouch_index_once = PTHREAD_ONCE_INIT;
+static int vouch_index = -1;
 static atomic_int any_vouched;  /* fast path: until POSH vouches once, the name hooks only pass through */
-static pthread_once_t vouch_atfork_once = PTHREAD_ONCE_INIT;
 
-/* The lock is only ever held for a table scan, but a fork in that instant must not leave it held in the child. */
-static void vouch_lock_acquire(void)
+static void vouch_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    pthread_mutex_lock(&vouch_lock);
+    free(ptr);
 }
 
-static void vouch_lock_release(void)
+/* A copy of a certificate object is not the connection's certificate: it carries no approval. */
+static int vouch_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl, void *argp)
 {
-    pthread_mutex_unlock(&vouch_lock);
+    *from_d = NULL;
+    return 1;
 }
 
-static void vouch_atfork_init(void)
+static void vouch_index_init(void)
 {
-    pthread_atfork(vouch_lock_acquire, vouch_lock_release, vouch_lock_release);
+    vouch_index = X509_get_ex_new_index(0, NULL, NULL, vouch_dup, vouch_free);
 }
 
-static void remember_vouched(const unsigned char sha256[32], const char *reference, long ttl)
+/* Called by the verification (on the handshake's thread, before the program sees the object). */
+static void remember_vouched(X509 *leaf, const char *reference, long ttl)
 {
-    int64_t now = posh_now_ms(), until = now + (ttl > 31536000 ? 31536000 : ttl) * 1000;
-    size_t slot = VOUCH_MAX;
+    vouch *v;
 
-    pthread_once(&vouch_atfork_once, vouch_atfork_init);
-    pthread_mutex_lock(&vouch_lock);
-    for (size_t i = 0; i < n_vouches && slot == VOUCH_MAX; i++)
-        if (memcmp(vouches[i].sha256, sha256, 32) == 0 && strcmp(vouches[i].name, reference) == 0)
-            slot = i;
-    for (size_t i = 0; i < n_vouches && slot == VOUCH_MAX; i++)
-        if (vouches[i].until_ms <= now)
-            slot = i;
-    if (slot == VOUCH_MAX && n_vouches < VOUCH_MAX)
-        slot = n_vouches++;
-    if (slot == VOUCH_MAX) {
-        slot = 0; /* full of live entries: the one that expires first goes */
-        for (size_t i = 1; i < n_vouches; i++)
-            if (vouches[i].until_ms < vouches[slot].until_ms)
-                slot = i;
+    pthread_once(&vouch_index_once, vouch_index_init);
+    if (vouch_index < 0 || leaf == NULL)
+        goto fail;
+    if ((v = X509_get_ex_data(leaf, vouch_index)) == NULL) {
+        if ((v = malloc(sizeof(*v))) == NULL)
+            goto fail;
+        if (!X509_set_ex_data(leaf, vouch_index, v)) {
+            free(v);
+            goto fail;
+        }
     }
-    memcpy(vouches[slot].sha256, sha256, 32);
-    snprintf(vouches[slot].name, sizeof(vouches[slot].name), "%s", reference);
-    vouches[slot].until_ms = until;
-    pthread_mutex_unlock(&vouch_lock);
+    v->until_ms = posh_now_ms() + (ttl > 31536000 ? 31536000 : ttl) * 1000;
+    snprintf(v->name, sizeof(v->name), "%s", reference);
     atomic_store(&any_vouched, 1);
     posh_log(POSH_LOG_INFO, "%s: certificate vouched for by POSH for %ld s", reference, ttl);
+    return;
+fail:
+    /* Fails closed: the program's own name check then gets OpenSSL's answer. */
+    posh_log(POSH_LOG_ERROR, "%s: out of memory: the program's own name check will not see POSH's approval",
+             reference);
 }
 
-/* The live names vouched for this certificate, up to max; returns how many. */
-static size_t vouched_names(const unsigned char sha256[32], char names[][POSH_MAX_DOMAIN_LEN + 2], size_t max)
+/* The name POSH vouched for on exactly this certificate object, while it is live; NULL otherwise. */
+static const char *vouched_name(const X509 *x)
 {
-    int64_t now = posh_now_ms();
-    size_t n = 0;
-    pthread_mutex_lock(&vouch_lock);
-    for (size_t i = 0; i < n_vouches && n < max; i++)
-        if (vouches[i].until_ms > now && memcmp(vouches[i].sha256, sha256, 32) == 0)
-            memcpy(names[n++], vouches[i].name, sizeof(names[0]));
-    pthread_mutex_unlock(&vouch_lock);
-    return n;
-}
-
-static int leaf_sha256(const X509 *x, unsigned char md[32])
-{
-    unsigned char buf[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!X509_digest(x, EVP_sha256(), buf, &len) || len != 32)
-        return 0;
-    memcpy(md, buf, 32);
-    return 1;
+    const vouch *v = X509_get_ex_data(x, vouch_index);
+    return v != NULL && v->until_ms > posh_now_ms() ? v->name : NULL;
 }
 
 /* Should a name hook answer this call? Only after POSH vouched once, outside POSH's own fetches, for the
@@ -339,34 +325,28 @@ SHIM_EXPORT void SSL_CTX_set_cert_verify_callback(SSL_CTX *ctx, int (*cb)(X509_S
 SHIM_EXPORT int X509_check_host(X509 *x, const char *chk, size_t chklen, unsigned int flags, char **peername)
 {
     const void *caller = __builtin_return_address(0);
-    char name[POSH_MAX_DOMAIN_LEN + 2], norm[POSH_MAX_DOMAIN_LEN + 2], names[VOUCH_NAMES_MAX][POSH_MAX_DOMAIN_LEN + 2];
-    unsigned char md[32];
-    size_t len, n;
+    char name[POSH_MAX_DOMAIN_LEN + 2], norm[POSH_MAX_DOMAIN_LEN + 2];
+    const char *vouched;
+    size_t len;
     int r;
 
     shim_ready();
     if (real.check_host == NULL)
         return -1;
     r = real.check_host(x, chk, chklen, flags, peername);
-    if (r != 0 || x == NULL || chk == NULL || !hook_applies(caller))
+    if (r != 0 || x == NULL || chk == NULL || !hook_applies(caller) || (vouched = vouched_name(x)) == NULL)
         return r;
     len = chklen != 0 ? chklen : strlen(chk);
     if (len >= sizeof(name) || memchr(chk, '\0', len) != NULL)
         return r;
     memcpy(name, chk, len);
     name[len] = '\0';
-    if (posh_domain_normalize(name, norm, sizeof(norm)) != POSH_OK || !leaf_sha256(x, md))
+    if (posh_domain_normalize(name, norm, sizeof(norm)) != POSH_OK || strcmp(vouched, norm) != 0)
         return r;
-    n = vouched_names(md, names, VOUCH_NAMES_MAX);
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(names[i], norm) != 0)
-            continue;
-        if (peername != NULL && (*peername = OPENSSL_strdup(name)) == NULL)
-            return -1;
-        posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", norm);
-        return 1;
-    }
-    return r;
+    if (peername != NULL && (*peername = OPENSSL_strdup(name)) == NULL)
+        return -1;
+    posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", norm);
+    return 1;
 }
 
 static int has_dns_name(const GENERAL_NAMES *gens, const char *name)
@@ -405,30 +385,26 @@ fail:
 SHIM_EXPORT void *X509_get_ext_d2i(const X509 *x, int nid, int *crit, int *idx)
 {
     const void *caller = __builtin_return_address(0);
-    char names[VOUCH_NAMES_MAX][POSH_MAX_DOMAIN_LEN + 2];
-    unsigned char md[32];
+    const char *vouched;
     GENERAL_NAMES *gens;
-    size_t n;
     void *r;
 
     shim_ready();
     if (real.get_ext_d2i == NULL)
         return NULL;
     r = real.get_ext_d2i(x, nid, crit, idx);
-    if (nid != NID_subject_alt_name || idx != NULL || x == NULL || !hook_applies(caller) || !leaf_sha256(x, md) ||
-        (n = vouched_names(md, names, VOUCH_NAMES_MAX)) == 0)
+    if (nid != NID_subject_alt_name || idx != NULL || x == NULL || !hook_applies(caller) ||
+        (vouched = vouched_name(x)) == NULL)
         return r;
     gens = r;
     if (gens == NULL && (gens = sk_GENERAL_NAME_new_null()) == NULL)
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (!has_dns_name(gens, names[i]) && !add_dns_name(gens, names[i])) {
-            GENERAL_NAMES_free(gens);
-            return NULL;
-        }
+    if (!has_dns_name(gens, vouched) && !add_dns_name(gens, vouched)) {
+        GENERAL_NAMES_free(gens);
+        return NULL;
     }
     if (r == NULL && crit != NULL)
         *crit = 0;
-    posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", names[0]);
+    posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", vouched);
     return gens;
 }

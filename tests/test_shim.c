@@ -31,6 +31,7 @@
 
 #define BAR "bar.example.org"       /* a second XMPP domain whose certificate carries its own name */
 #define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
+#define SUBMISSION_PATH "/.well-known/posh/submission.json"
 #define HTTP_BODY "posh-shim-ok"
 #define PYTHON "/usr/bin/python3"   /* Debian's, whatever PATH says */
 
@@ -183,10 +184,11 @@ static int count_occurrences(const char *hay, const char *needle)
 /* Servers                                                                                                */
 
 /* After the handshake: read an HTTP request (or whatever comes until the client stops) and answer. */
+static const char http_response[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+                                    "Connection: close\r\n\r\n" HTTP_BODY "\n";
+
 static void http_handler(ts_conn *c, void *arg)
 {
-    static const char resp[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-                               "Connection: close\r\n\r\n" HTTP_BODY "\n";
     char buf[2048];
     size_t have = 0;
     int n;
@@ -196,7 +198,7 @@ static void http_handler(ts_conn *c, void *arg)
         if (strstr(buf, "\r\n\r\n") != NULL) {
             /* Answer, say goodbye, and read until the client is gone: closing with its close_notify unread
              * would send a TCP reset that can destroy the answer before the client reads it. */
-            SSL_write(ts_conn_ssl(c), resp, (int)strlen(resp));
+            SSL_write(ts_conn_ssl(c), http_response, (int)strlen(http_response));
             SSL_shutdown(ts_conn_ssl(c));
             for (int i = 0; i < 64 && ts_conn_wait(c, 5000) == -1; i++)
                 if (SSL_read(ts_conn_ssl(c), buf, (int)sizeof(buf)) <= 0)
@@ -227,12 +229,15 @@ static ts_cert *issue(ts_ca *ca, const char *name, int self_signed)
 }
 
 /*
- * A sequential TLS server on a port of our choosing (0: any), optionally behind an SMTP STARTTLS dialogue:
- * "220" greeting, EHLO -> 250 STARTTLS, STARTTLS -> 220, handshake, then EHLO/QUIT inside TLS.
+ * A sequential TLS server on a port of our choosing (0: any): a bare handshake (MINI_TLS), an SMTP STARTTLS
+ * dialogue (MINI_SMTP: "220" greeting, EHLO -> 250 STARTTLS, STARTTLS -> 220, handshake, then EHLO/QUIT inside
+ * TLS), or HTTP inside TLS as http_handler answers it (MINI_HTTP).
  */
+enum { MINI_TLS, MINI_SMTP, MINI_HTTP };
+
 typedef struct mini {
     SSL_CTX *ctx;
-    int lfd, port, smtp;
+    int lfd, port, mode;
     int stop_pipe[2];
     pthread_t thread;
 } mini;
@@ -280,7 +285,7 @@ static void mini_serve(mini *m, int fd)
     SSL *ssl = NULL;
 
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (m->smtp) {
+    if (m->mode == MINI_SMTP) {
         plain_send(fd, "220 " FOO " ESMTP posh-test\r\n");
         for (;;) {
             if (plain_line(fd, line, sizeof(line)) != 0)
@@ -300,7 +305,16 @@ static void mini_serve(mini *m, int fd)
     }
     if ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
         goto done;
-    while (m->smtp && tls_line(ssl, line, sizeof(line)) == 0) {
+    while (m->mode == MINI_HTTP && tls_line(ssl, line, sizeof(line)) == 0) {
+        if (strcmp(line, "\r\n") != 0)
+            continue;
+        SSL_write(ssl, http_response, (int)strlen(http_response));
+        SSL_shutdown(ssl);
+        while (SSL_read(ssl, line, (int)sizeof(line)) > 0)
+            ; /* until the client is gone: see http_handler */
+        goto done;
+    }
+    while (m->mode == MINI_SMTP && tls_line(ssl, line, sizeof(line)) == 0) {
         const char *reply = strncasecmp(line, "EHLO", 4) == 0   ? "250-" FOO "\r\n250 PIPELINING\r\n"
                             : strncasecmp(line, "QUIT", 4) == 0 ? "221 2.0.0 Bye\r\n"
                                                                 : "250 2.0.0 Ok\r\n";
@@ -335,7 +349,7 @@ static void *mini_main(void *p)
     }
 }
 
-static mini *mini_start(ts_cert *cert, int port, int smtp)
+static mini *mini_start(ts_cert *cert, int port, int mode)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
     socklen_t salen = sizeof(sa);
@@ -343,7 +357,7 @@ static mini *mini_start(ts_cert *cert, int port, int smtp)
     int one = 1;
 
     cr_assert_not_null(m);
-    m->smtp = smtp;
+    m->mode = mode;
     m->ctx = SSL_CTX_new(TLS_server_method());
     cr_assert_not_null(m->ctx);
     cr_assert_eq(SSL_CTX_use_certificate(m->ctx, ts_cert_x509(cert)), 1);
@@ -581,7 +595,7 @@ Test(shim, stunnel4)
 
 Test(shim, postfix_posttls_finger)
 {
-    mini *svc_smtp = mini_start(f.svc, 0, 1), *named_smtp = mini_start(named, 0, 1);
+    mini *svc_smtp = mini_start(f.svc, 0, MINI_SMTP), *named_smtp = mini_start(named, 0, MINI_SMTP);
     four_outcomes(prog_posttls_finger, "smtp", "/.well-known/posh/smtp.json", (target){svc_smtp->port, FOO},
                   (target){named_smtp->port, FOO});
     mini_stop(svc_smtp);
@@ -684,7 +698,7 @@ Test(shim, xmpp_prosody)
 Test(shim, service_from_the_port_map)
 {
     /* Without POSH_SERVICE, port 5269 means xmpp-server. The port is bound on 127.0.0.1 only. */
-    mini *s2s = mini_start(f.svc, 5269, 0);
+    mini *s2s = mini_start(f.svc, 5269, MINI_TLS);
     run_opts shim = {.preload = 1};
     char *out = NULL;
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
@@ -729,7 +743,7 @@ Test(shim, untrusted_chain_stays_rejected)
     /* A self-signed certificate the document vouches for: mode name never makes POSH a trust anchor. */
     ts_cert *self = issue(NULL, "xmpp.hosting.example.net", 1);
     ts_tls *s = start_http(self);
-    mini *smtp = mini_start(self, 0, 1);
+    mini *smtp = mini_start(self, 0, MINI_SMTP);
     run_opts shim = {.preload = 1, .service = "xmpp-server"}, shim_smtp = {.preload = 1, .service = "smtp"};
     target t = {ts_tls_port(s), FOO};
     char *out = NULL;
@@ -939,4 +953,269 @@ Test(shim, logging_only_when_asked)
     cr_expect(prog_python(svc_target(), &shim, &out), "%s", out);
     cr_expect(strstr(out, "vouched for by POSH") != NULL, "%s", out);
     free(out);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* §4 an approval belongs to the connection whose verification made it (issue 10)                          */
+
+/* stunnel4 as a real daemon: several client sections in one process, each with verifyChain + checkHost. */
+typedef struct tunnel {
+    const char *name;              /* checkHost and sni */
+    int target;                    /* the TLS server's port on 127.0.0.1 */
+    int accept;                    /* stunnel's plain port, chosen by stunnel_start */
+} tunnel;
+
+typedef struct stunnel_daemon {
+    pid_t pid;
+    char *out_path;
+} stunnel_daemon;
+
+static stunnel_daemon stunnel_start(tunnel *t, size_t n, const run_opts *o)
+{
+    static atomic_int count;
+    stunnel_daemon d = {0};
+    char *conf = NULL, *body = NULL, *section = NULL;
+
+    cr_assert_geq(asprintf(&conf, "%s/stunnel-daemon-%d.conf", f.dir, atomic_fetch_add(&count, 1)), 0);
+    cr_assert_not_null(body = strdup("foreground = yes\ndebug = info\npid =\n"));
+    for (size_t i = 0; i < n; i++) {
+        char *grown = NULL;
+        cr_assert_gt(t[i].accept = ts_free_port(), 0);
+        cr_assert_geq(asprintf(&section,
+                               "[t%zu]\nclient = yes\naccept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\nCAfile = %s\n"
+                               "verifyChain = yes\ncheckHost = %s\nsni = %s\n",
+                               i, t[i].accept, t[i].target, f.ca_file, t[i].name, t[i].name), 0);
+        cr_assert_geq(asprintf(&grown, "%s%s", body, section), 0);
+        free(body);
+        free(section);
+        body = grown;
+    }
+    cr_assert_eq(ts_write_file(conf, body, strlen(body)), 0);
+    const char *argv[] = {"/usr/bin/stunnel4", conf, NULL};
+    d.pid = spawn(argv, o, &d.out_path);
+    for (size_t i = 0; i < n; i++) {
+        if (ts_wait_port(t[i].accept, 15000) != 0) {
+            run_result r = reap(d.pid, d.out_path, 5000);
+            cr_assert_fail("stunnel does not listen on %d:\n%s", t[i].accept, r.out);
+        }
+    }
+    free(conf);
+    free(body);
+    return d;
+}
+
+/* The daemon's log so far, and then stop it. */
+static char *stunnel_stop(stunnel_daemon *d)
+{
+    kill(d->pid, SIGTERM);
+    run_result r = reap(d->pid, d->out_path, 10000);
+    return r.out;
+}
+
+/* One request through a tunnel: 1 when the web page came back (stunnel accepted the peer), 0 when not. */
+static int tunnel_get(const tunnel *t)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)t->accept)};
+    struct timeval tv = {.tv_sec = 30};
+    static const char req[] = "GET / HTTP/1.0\r\n\r\n";
+    char buf[4096];
+    size_t have = 0;
+    ssize_t got;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "connect to stunnel: %s", strerror(errno));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));
+    while (have < sizeof(buf) - 1 && (got = recv(fd, buf + have, sizeof(buf) - 1 - have, 0)) > 0)
+        have += (size_t)got;
+    buf[have] = '\0';
+    close(fd);
+    return strstr(buf, HTTP_BODY) != NULL;
+}
+
+Test(shim, stunnel_approval_stays_on_its_connection)
+{
+    /*
+     * One stunnel process, three client sections checking foo.example.com against the provider's
+     * certificate: port 5222 (xmpp-client, whose document vouches), port 143 (imap, no document) and a port
+     * with no POSH service. Once 5222 was approved, the other two must still be refused: the approval is not
+     * a property of the certificate.
+     */
+    mini *xmpp = mini_start(f.svc, 5222, MINI_HTTP), *imap = mini_start(f.svc, 143, MINI_HTTP);
+    tunnel t[3] = {{FOO, xmpp->port, 0}, {FOO, imap->port, 0}, {FOO, ts_tls_port(svc_server), 0}};
+    const char *env[] = {"POSH_LOG=stderr", NULL};
+    run_opts shim = {.preload = 1, .env = env};
+    stunnel_daemon d;
+    char *log;
+
+    fx_put_free(&f, FOO, XMPP_CLIENT_PATH, fx_doc1(f.svc, 3600));
+    d = stunnel_start(t, 3, &shim);
+    cr_expect(!tunnel_get(&t[2]), "no POSH service on this port: refused");
+    cr_expect(!tunnel_get(&t[1]), "imap: no POSH document: refused");
+    cr_expect(tunnel_get(&t[0]), "xmpp-client: vouched for by POSH: accepted");
+    cr_expect(!tunnel_get(&t[2]), "after the approval on 5222: still refused where POSH is not used");
+    cr_expect(!tunnel_get(&t[1]), "after the approval on 5222: still refused for imap");
+    cr_expect(tunnel_get(&t[0]), "xmpp-client again (the session is resumed): accepted");
+    log = stunnel_stop(&d);
+    cr_expect_eq(fx_requests(&f, FOO, XMPP_CLIENT_PATH), 1, "one lookup for xmpp-client:\n%s", log);
+    /* At least: the start-up probes of the ports are connections too. */
+    cr_expect_geq(count_occurrences(log, "Rejected by CERT at depth=0"), 4, "stunnel's own check refused:\n%s",
+                  log);
+    free(log);
+    mini_stop(xmpp);
+    mini_stop(imap);
+}
+
+Test(shim, stunnel_ten_domains_vouch_for_one_certificate)
+{
+    /*
+     * A provider's certificate vouched for by ten hosted domains, each with its own document, checked by one
+     * stunnel process (a section per domain): every domain's connection is accepted by stunnel's own check.
+     */
+    enum { DOMAINS = 10 };
+    char names[DOMAINS][64], crt[700], key[700], *ct = NULL;
+    tunnel t[DOMAINS];
+    ts_cert *web[DOMAINS];
+    ts_nginx *ng = ts_nginx_new(f.dir);
+    stunnel_daemon d;
+    char *log;
+
+    cr_assert_not_null(ng);
+    for (int i = 0; i < DOMAINS; i++) {
+        snprintf(names[i], sizeof(names[i]), "hosted%d.example.com", i);
+        web[i] = issue(f.ca, names[i], 0);
+        cr_assert_eq(ts_cert_write(web[i], f.dir, names[i]), 0);
+        snprintf(crt, sizeof(crt), "%s/%s.crt", f.dir, names[i]);
+        snprintf(key, sizeof(key), "%s/%s.key", f.dir, names[i]);
+        cr_assert_eq(ts_nginx_add_site(ng, names[i], crt, key), 0);
+        t[i] = (tunnel){names[i], ts_tls_port(svc_server), 0};
+    }
+    cr_assert_eq(ts_nginx_start(ng), 0, "nginx did not start");
+    for (int i = 0; i < DOMAINS; i++) {
+        char *doc = fx_doc1(f.svc, 3600);
+        cr_assert_eq(ts_nginx_put(ng, names[i], RFC7711_PATH, doc), 0);
+        free(doc);
+    }
+    cr_assert_geq(asprintf(&ct, "POSH_CONNECT_TO=:443:127.0.0.1:%d", ts_nginx_port(ng)), 0);
+    const char *env[] = {ct, "POSH_LOG=stderr", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    d = stunnel_start(t, DOMAINS, &shim);
+    for (int i = 0; i < DOMAINS; i++)
+        cr_expect(tunnel_get(&t[i]), "%s: vouched for by its own document: accepted", names[i]);
+    log = stunnel_stop(&d);
+    for (int i = 0; i < DOMAINS; i++)
+        cr_expect_eq(ts_nginx_requests(ng, names[i], RFC7711_PATH), 1, "%s looked up once:\n%s", names[i], log);
+    cr_expect_eq(count_occurrences(log, "Rejected by CERT"), 0, "%s", log);
+    free(log);
+    free(ct);
+    ts_nginx_free(ng);
+    for (int i = 0; i < DOMAINS; i++)
+        ts_cert_free(web[i]);
+}
+
+/*
+ * python3 in one process: a connection POSH vouched for (port 587, submission), the same session resumed, the
+ * same certificate on a port without POSH, and then python as a server receiving the provider's certificate
+ * as a client certificate. getpeercert() reads subjectAltName through X509_get_ext_d2i: only the vouched
+ * connection may list foo.example.com. Python hands a session to a new connection as a copy (i2d, then d2i):
+ * the resumed connection's certificate is a new object and carries no approval (fails closed; its handshake
+ * itself is not verified again, so Python's own check_hostname is unaffected).
+ */
+static const char python_scopes[] =
+    "import socket, ssl, sys, threading\n"
+    "cafile, name, vport, oport, crt, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), "
+    "sys.argv[5], sys.argv[6]\n"
+    "def dns(cert):\n"
+    "    return ','.join(sorted(v for k, v in cert.get('subjectAltName', ()) if k == 'DNS'))\n"
+    "def get(ctx, port, session=None):\n"
+    "    with socket.create_connection(('127.0.0.1', port)) as sock:\n"
+    "        with ctx.wrap_socket(sock, server_hostname=name, session=session) as tls:\n"
+    "            tls.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+    "            while tls.recv(4096):\n"
+    "                pass\n"
+    "            return dns(tls.getpeercert()), tls.session, tls.session_reused\n"
+    "strict = ssl.create_default_context(cafile=cafile)\n"
+    "names, session, reused = get(strict, vport)\n"
+    "print('vouched:', names, 'reused' if reused else 'full')\n"
+    "names, _, reused = get(strict, vport, session)\n"
+    "print('resumed:', names, 'reused' if reused else 'full')\n"
+    "lax = ssl.create_default_context(cafile=cafile)\n"
+    "lax.check_hostname = False\n"
+    "names, _, _ = get(lax, oport)\n"
+    "print('other port:', names)\n"
+    "server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "server.load_cert_chain(crt, key)\n"
+    "server.load_verify_locations(cafile)\n"
+    "server.verify_mode = ssl.CERT_REQUIRED\n"
+    "client = ssl.create_default_context(cafile=cafile)\n"
+    "client.check_hostname = False\n"
+    "client.load_cert_chain(crt, key)\n"
+    "listener = socket.create_server(('127.0.0.1', 0))\n"
+    "def connect():\n"
+    "    with socket.create_connection(listener.getsockname()) as sock:\n"
+    "        with client.wrap_socket(sock) as tls:\n"
+    "            tls.recv(1)\n"
+    "peer = threading.Thread(target=connect)\n"
+    "peer.start()\n"
+    "conn, _ = listener.accept()\n"
+    "with server.wrap_socket(conn, server_side=True) as tls:\n"
+    "    print('as a server:', dns(tls.getpeercert()))\n"
+    "peer.join()\n";
+
+Test(shim, python3_approval_stays_on_its_connection)
+{
+    /* Each test binds its own port-map ports: tests run in parallel. */
+    mini *submission = mini_start(f.svc, 587, MINI_HTTP);
+    run_opts shim = {.preload = 1};
+    char vport[16], oport[16], *crt = NULL, *key = NULL;
+
+    fx_put_free(&f, FOO, SUBMISSION_PATH, fx_doc1(f.svc, 3600));
+    cr_assert_eq(ts_cert_write(f.svc, f.dir, "provider"), 0);
+    cr_assert_geq(asprintf(&crt, "%s/provider.crt", f.dir), 0);
+    cr_assert_geq(asprintf(&key, "%s/provider.key", f.dir), 0);
+    snprintf(vport, sizeof(vport), "%d", submission->port);
+    snprintf(oport, sizeof(oport), "%d", ts_tls_port(svc_server));
+    const char *argv[] = {PYTHON, "-c", python_scopes, f.ca_file, FOO, vport, oport, crt, key, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "vouched: " FOO ",xmpp.hosting.example.net full\n") != NULL,
+              "the vouched connection lists the vouched name:\n%s", r.out);
+    cr_expect(strstr(r.out, "resumed: xmpp.hosting.example.net reused\n") != NULL,
+              "a session copied by the program is a new certificate object, without approval:\n%s", r.out);
+    cr_expect(strstr(r.out, "other port: xmpp.hosting.example.net\n") != NULL,
+              "another connection with the same certificate does not:\n%s", r.out);
+    cr_expect(strstr(r.out, "as a server: xmpp.hosting.example.net\n") != NULL,
+              "nor does the same certificate as a client's certificate:\n%s", r.out);
+    cr_expect_eq(fx_requests(&f, FOO, SUBMISSION_PATH), 1);
+    run_free(&r);
+    free(crt);
+    free(key);
+    mini_stop(submission);
+}
+
+Test(shim, curl_resumed_session_keeps_its_approval)
+{
+    /*
+     * curl keeps the session object itself and checks names on every connection, resumed or not, through
+     * X509_get_ext_d2i on the peer certificate: the resumed connection's certificate is the vouched
+     * connection's own object, approval included.
+     */
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    char url[300], resolve[300];
+    snprintf(url, sizeof(url), "https://%s:%d/", FOO, ts_tls_port(svc_server));
+    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", FOO, ts_tls_port(svc_server));
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    const char *argv[] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30", "--cacert", f.ca_file, "--resolve",
+                          resolve, url, url, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, HTTP_BODY), 2, "both requests answered:\n%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, "SSL re-using session ID"), 1, "the second resumed:\n%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, "the program's own name check answered by POSH"), 2, "%s", r.out);
+    cr_expect_eq(ts_tls_handshakes(svc_server), 2);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    run_free(&r);
 }
