@@ -254,7 +254,11 @@ POSH_EXPORT int SSL_set_posh_verify(SSL *ssl, const char *service);
 /*
  * The source domain to run POSH for, overriding the default order (first host set with SSL_set1_host or
  * SSL_add1_host, then the SNI name). Also used as the name to check when the application set no host.
- * 1 ok, 0 error (invalid domain).
+ * It serves the next certificate verification of ssl only (normally the handshake that follows) and is then
+ * forgotten: an SSL reused with SSL_clear() for another peer is judged by its own hosts unless a reference is
+ * set again. A handshake that resumes a session verifies no certificate and leaves a pending reference in
+ * place: when reusing an SSL, set the reference (or NULL) before every handshake. source_domain NULL unsets a
+ * pending reference. 1 ok, 0 error (invalid domain).
  */
 POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
 

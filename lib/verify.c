@@ -28,7 +28,7 @@ typedef struct ctx_state {
 
 typedef struct ssl_state {
     char service[SERVICE_BUF];     /* set by SSL_set_posh_verify(), "" otherwise */
-    char reference[POSH_MAX_DOMAIN_LEN + 2];
+    char reference[POSH_MAX_DOMAIN_LEN + 2];  /* SSL_set_posh_reference(): for the next verification only */
     posh_status status;
     posh_err err;
     char message[POSH_MSG_LEN];
@@ -61,10 +61,28 @@ static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **
     return 1;
 }
 
+/*
+ * Creating a context's state and installing the callback happen once per context, possibly from several
+ * threads making their first connections at once (SSL_set_posh_verify): one lock serialises them. It is a leaf
+ * lock (nothing else is locked while it is held), and fork() never finds it held by a thread the child lacks.
+ */
+static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void setup_lock_acquire(void)
+{
+    pthread_mutex_lock(&setup_lock);
+}
+
+static void setup_lock_release(void)
+{
+    pthread_mutex_unlock(&setup_lock);
+}
+
 static void index_init(void)
 {
     ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
     ssl_index = SSL_get_ex_new_index(0, NULL, NULL, ssl_state_dup, state_free);
+    pthread_atfork(setup_lock_acquire, setup_lock_release, setup_lock_release);
 }
 
 static int indexes_ready(void)
@@ -72,12 +90,6 @@ static int indexes_ready(void)
     pthread_once(&index_once, index_init);
     return ctx_index >= 0 && ssl_index >= 0;
 }
-
-/*
- * Creating a context's state and installing the callback happen once per context, possibly from several
- * threads making their first connections at once (SSL_set_posh_verify): one lock serialises them.
- */
-static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static ctx_state *ctx_state_get(SSL_CTX *ctx, int create)
 {
@@ -216,7 +228,7 @@ done:
  * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
  */
 static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_state *st, const char *service,
-                            int transparent)
+                            const char *given_reference, int transparent)
 {
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
     X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
@@ -243,8 +255,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
     }
     /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
-    if (st->reference[0] != '\0') {
-        memcpy(reference, st->reference, sizeof(reference));
+    if (given_reference[0] != '\0') {
+        memcpy(reference, given_reference, sizeof(reference));
     } else {
         for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++)
             if (eligible_reference(host, reference))
@@ -312,10 +324,23 @@ static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx)
            SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL;
 }
 
+/*
+ * A reference set with SSL_set_posh_reference() serves the next certificate verification of the connection and
+ * no other: an SSL reused with SSL_clear() for another peer must not be judged by the previous source domain.
+ */
+static void take_reference(ssl_state *st, char out[POSH_MAX_DOMAIN_LEN + 2])
+{
+    out[0] = '\0';
+    if (st == NULL)
+        return;
+    memcpy(out, st->reference, POSH_MAX_DOMAIN_LEN + 2);
+    st->reference[0] = '\0';
+}
+
 static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-    char chosen[SERVICE_BUF];
+    char chosen[SERVICE_BUF], given_reference[POSH_MAX_DOMAIN_LEN + 2];
     ctx_state *cst;
     ssl_state *st;
     const char *service;
@@ -327,6 +352,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     if (SSL_is_server(ssl) || in_lookup)
         return next_verify(cst, xctx);
     st = ssl_state_get(ssl, 0);
+    take_reference(st, given_reference);
     service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     if (transparent) {
@@ -341,7 +367,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
         return 0;
     }
-    return verify_with_posh(xctx, ssl, cst, st, service, transparent);
+    return verify_with_posh(xctx, ssl, cst, st, service, given_reference, transparent);
 }
 
 /* ---- for the LD_PRELOAD shim (client_internal.h) ---- */
@@ -398,25 +424,28 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
 {
     char canon[SERVICE_BUF];
     ctx_state *st;
+    int own_client;
 
     if (ctx == NULL || !indexes_ready() || !service_store(service, canon))
         return 0;
     pthread_mutex_lock(&setup_lock);
-    if ((st = ctx_state_get(ctx, 1)) == NULL)
-        goto fail;
-    if (st->client == NULL && posh_default_client() == NULL) {
+    st = ctx_state_get(ctx, 1);
+    own_client = st != NULL && st->client != NULL;
+    pthread_mutex_unlock(&setup_lock);
+    if (st == NULL)
+        return 0;
+    /* Outside the setup lock: the default client takes locks of its own. */
+    if (!own_client && posh_default_client() == NULL) {
         posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
-        goto fail;
+        return 0;
     }
+    pthread_mutex_lock(&setup_lock);
     memcpy(st->service, canon, sizeof(st->service));
     SSL_CTX_set_verify(ctx, SSL_CTX_get_verify_mode(ctx) | SSL_VERIFY_PEER, SSL_CTX_get_verify_callback(ctx));
     SSL_CTX_set_cert_verify_callback(ctx, posh_cert_verify, NULL);
     st->installed = 1;
     pthread_mutex_unlock(&setup_lock);
     return 1;
-fail:
-    pthread_mutex_unlock(&setup_lock);
-    return 0;
 }
 
 int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
@@ -465,8 +494,14 @@ int SSL_set_posh_reference(SSL *ssl, const char *source_domain)
 {
     char dom[POSH_MAX_DOMAIN_LEN + 2];
     ssl_state *st;
-    if (ssl == NULL || source_domain == NULL || !indexes_ready() ||
-        posh_domain_normalize(source_domain, dom, sizeof(dom)) != POSH_OK || (st = ssl_state_get(ssl, 1)) == NULL)
+    if (ssl == NULL || !indexes_ready())
+        return 0;
+    if (source_domain == NULL) {
+        if ((st = ssl_state_get(ssl, 0)) != NULL)
+            st->reference[0] = '\0';
+        return 1;
+    }
+    if (posh_domain_normalize(source_domain, dom, sizeof(dom)) != POSH_OK || (st = ssl_state_get(ssl, 1)) == NULL)
         return 0;
     memcpy(st->reference, dom, sizeof(st->reference));
     return 1;

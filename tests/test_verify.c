@@ -9,11 +9,17 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -378,6 +384,64 @@ Test(verify, reference_identifier_order)
     SSL_CTX_free(ctx);
 }
 
+/* A full handshake of ssl on a new TCP connection; ssl keeps its settings. */
+static hs reconnect(SSL *ssl)
+{
+    hs h = {0};
+    int fd = tcp_connect(ts_tls_port(server));
+    SSL_set_fd(ssl, fd);
+    h.connected = SSL_connect(ssl) == 1;
+    h.verify_result = SSL_get_verify_result(ssl);
+    h.status = SSL_get_posh_status(ssl);
+    h.err = SSL_get_posh_error(ssl);
+    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
+    SSL_shutdown(ssl);
+    close(fd);
+    cr_assert_eq(SSL_clear(ssl), 1);
+    cr_assert_eq(SSL_set_session(ssl, NULL), 1, "no resumption: every handshake is verified");
+    ERR_clear_error();
+    return h;
+}
+
+Test(verify, reference_serves_one_handshake)
+{
+    /* hosting.example.net publishes nothing; foo.example.com vouches for the provider's certificate. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    SSL *ssl = SSL_new(ctx);
+    cr_assert_not_null(ssl);
+    cr_assert_eq(SSL_set1_host(ssl, HOSTING), 1);
+    cr_assert_eq(SSL_set_tlsext_host_name(ssl, HOSTING), 1);
+
+    set_reference(ssl);
+    hs h = reconnect(ssl);
+    cr_expect(h.connected, "the reference applies to the handshake it was set for: %s", h.msg);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+
+    /* Reused with SSL_clear() and no new reference: judged by its own host, not by the old source domain. */
+    h = reconnect(ssl);
+    cr_expect(!h.connected, "the previous handshake's reference must not carry over");
+    cr_expect_eq(h.err, POSH_ERR_NO_POSH, "%s", h.msg);
+    cr_expect(strstr(h.msg, HOSTING) != NULL, "%s", h.msg);
+
+    /* NULL unsets a reference before it is used. */
+    set_reference(ssl);
+    cr_expect_eq(SSL_set_posh_reference(ssl, NULL), 1);
+    h = reconnect(ssl);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.err, POSH_ERR_NO_POSH, "%s", h.msg);
+
+    /* Set again: it applies again. */
+    set_reference(ssl);
+    h = reconnect(ssl);
+    cr_expect(h.connected, "%s", h.msg);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    cr_expect_eq(SSL_set_posh_reference(ssl, "not a domain"), 0);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+}
+
 static void postfix_style(SSL *ssl)
 {
     SSL_set_verify(ssl, SSL_VERIFY_NONE, accept_all);
@@ -580,4 +644,58 @@ Test(verify, example_program)
     cr_expect_eq(run_example(FOO, "8"), 0, "8 threads, one SSL_CTX: all accepted by POSH");
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "single flight across the threads");
     cr_expect_eq(run_example(HOSTING, "1"), 1, "a domain that does not vouch: rejected");
+}
+
+/* ---- fork() while another thread sets POSH up ---- */
+
+static atomic_int setup_stop;
+
+static void *setup_hammer(void *arg)
+{
+    SSL_CTX *ctx = arg;
+    while (!atomic_load(&setup_stop))
+        SSL_CTX_set_posh_client(ctx, client);
+    return NULL;
+}
+
+Test(verify, fork_while_another_thread_sets_up)
+{
+    /*
+     * A thread keeps taking the per-context setup lock; the main thread forks, and each child sets POSH up on
+     * a context. Without a fork handler the child sometimes inherits the lock held by a thread it does not
+     * have, and waits forever.
+     */
+    enum { FORKS = 200 };
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    pthread_t t;
+    int hung = 0;
+
+    atomic_store(&setup_stop, 0);
+    cr_assert_eq(pthread_create(&t, NULL, setup_hammer, ctx), 0);
+    for (int i = 0; i < FORKS && !hung; i++) {
+        int status = 0;
+        pid_t got, pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0)
+            _exit(SSL_CTX_set_posh_client(ctx, client) == 1 ? 0 : 1);
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while ((got = waitpid(pid, &status, WNOHANG)) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - t0.tv_sec > 5) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                hung = i + 1;
+                break;
+            }
+            sched_yield();
+        }
+        if (!hung)
+            cr_expect(got == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d", i);
+    }
+    atomic_store(&setup_stop, 1);
+    pthread_join(t, NULL);
+    cr_expect_eq(hung, 0, "child %d never finished: the setup lock was inherited held", hung);
+    SSL_CTX_free(ctx);
 }
