@@ -173,6 +173,8 @@ typedef struct posh_shim_hooks {
      * verification, before the chain is verified and the application's callbacks run.
      */
     void (*vouched)(X509 *leaf, const char *reference, long ttl);
+    /* The verification of leaf failed after all (another error, the application's verdict): forget the approval. */
+    void (*withdrawn)(X509 *leaf);
 } posh_shim_hooks;
 
 /* Set once, before the first context is installed. */

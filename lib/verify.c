@@ -297,6 +297,9 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
         ret = next_verify(cst, xctx);
         sk_X509_free(anchors);
+        /* The approval stands only for a connection whose verification passed as a whole. */
+        if ((ret <= 0 || X509_STORE_CTX_get_error(xctx) != X509_V_OK) && shim_hooks.withdrawn != NULL)
+            shim_hooks.withdrawn(leaf);
         return ret;
     }
     posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
@@ -306,6 +309,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     return next_verify(cst, xctx);
 nomem:
     sk_X509_free(anchors);
+    if (shim_hooks.withdrawn != NULL)
+        shim_hooks.withdrawn(leaf);
     X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
     return 0;
 }

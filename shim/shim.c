@@ -59,11 +59,12 @@ static void *module_base(const void *addr)
 
 static int choose_service(SSL *ssl, char *out, size_t outlen);
 static void remember_vouched(X509 *leaf, const char *reference, long ttl);
+static void forget_vouched(X509 *leaf);
 
 /* Only symbols and plain memory here: touching OpenSSL or libcurl before the program does changes its setup. */
 static void shim_init(void)
 {
-    static const posh_shim_hooks hooks = {choose_service, remember_vouched};
+    static const posh_shim_hooks hooks = {choose_service, remember_vouched, forget_vouched};
     real.ctx_new = (ctx_new_fn)resolve("SSL_CTX_new", (void *)SSL_CTX_new);
     real.ctx_new_ex = (ctx_new_ex_fn)resolve("SSL_CTX_new_ex", (void *)SSL_CTX_new_ex);
     real.set_cert_verify =
@@ -246,6 +247,15 @@ fail:
     /* Fails closed: the program's own name check then gets OpenSSL's answer. */
     posh_log(POSH_LOG_ERROR, "%s: out of memory: the program's own name check will not see POSH's approval",
              reference);
+}
+
+static void forget_vouched(X509 *leaf)
+{
+    vouch *v;
+    if (vouch_index >= 0 && leaf != NULL && (v = X509_get_ex_data(leaf, vouch_index)) != NULL) {
+        v->until_ms = 0;
+        posh_log(POSH_LOG_DEBUG, "%s: the verification failed: POSH's approval withdrawn", v->name);
+    }
 }
 
 /* The name POSH vouched for on exactly this certificate object, while it is live; NULL otherwise. */

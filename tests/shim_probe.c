@@ -9,6 +9,8 @@
  *   app-cb     the application installs its own certificate verification callback (counts its calls)
  *   app-cb-deny   the same callback, which refuses the chain
  *   ctx-only   create a client SSL_CTX and exit without connecting
+ *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
+ *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
  * Prints one line per handshake ("accepted" or "rejected verify=N") and exits 0 when every handshake was
  * accepted, 1 otherwise, 2 on usage or connection errors.
  */
@@ -25,6 +27,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #define THREADS 8
 #define PER_THREAD 4
@@ -148,6 +151,35 @@ static int run_fork(const char *name, const char *name2)
     return ok && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
+/* Exit 0 when the verification passed and the program's own check says yes, 1 otherwise. */
+static int run_own_check(const char *name)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    SSL_CTX *ctx = client_ctx(0);
+    SSL *ssl = SSL_new(ctx);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), own = -2;
+    long verify;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (ssl == NULL || fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+        return 2;
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    SSL_set_tlsext_host_name(ssl, name);
+    SSL_set1_host(ssl, name);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1)
+        return 2;
+    verify = SSL_get_verify_result(ssl);
+    if (SSL_get0_peer_certificate(ssl) != NULL)
+        own = X509_check_host(SSL_get0_peer_certificate(ssl), name, 0, 0, NULL);
+    printf("verify=%ld own-check=%d\n", verify, own);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return verify == X509_V_OK && own == 1 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode;
@@ -165,6 +197,8 @@ int main(int argc, char **argv)
         return run_threads(argv[4]);
     if (strcmp(mode, "fork") == 0)
         return argc == 6 ? run_fork(argv[4], argv[5]) : 2;
+    if (strcmp(mode, "own-check") == 0)
+        return run_own_check(argv[4]);
     if (strcmp(mode, "ctx-only") == 0) {
         SSL_CTX_free(client_ctx(0));
         return 0;

@@ -1219,3 +1219,33 @@ Test(shim, curl_resumed_session_keeps_its_approval)
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
     run_free(&r);
 }
+
+Test(shim, approval_withdrawn_when_the_verification_fails)
+{
+    /*
+     * Postfix/Dovecot style (SSL_VERIFY_NONE, the verdict read afterwards, the name checked by the program):
+     * the document vouches for a self-signed certificate, so the chain fails. The program's own name check of
+     * that connection must get OpenSSL's answer too; on a trusted chain it gets POSH's.
+     */
+    ts_cert *self = issue(NULL, "xmpp.hosting.example.net", 1);
+    ts_tls *s = start_http(self);
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char port[16];
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc(&(ts_cert *[]){self, f.svc}[0], 2, "sha-256", 3600));
+    snprintf(port, sizeof(port), "%d", ts_tls_port(s));
+    const char *untrusted[] = {POSH_SHIM_PROBE, "own-check", port, f.ca_file, FOO, NULL};
+    run_result r = run(untrusted, &shim);
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=18 own-check=0") != NULL, "untrusted: no approval for the name:\n%s", r.out);
+    run_free(&r);
+
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    const char *trusted[] = {POSH_SHIM_PROBE, "own-check", port, f.ca_file, FOO, NULL};
+    r = run(trusted, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 own-check=1") != NULL, "trusted and vouched:\n%s", r.out);
+    run_free(&r);
+    ts_tls_stop(s);
+    ts_cert_free(self);
+}
