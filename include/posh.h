@@ -185,7 +185,8 @@ typedef struct posh_result posh_result;
 
 /*
  * Look up the POSH document of domain for service ("xmpp-server", or the SRV form "_xmpp-server._tcp"), through
- * the cache. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
+ * the cache. domain must be a DNS name (README "Which names are source domains"): an IP address in any
+ * spelling, including "0x7f000001" or "127.1", is POSH_ERR_BAD_DOMAIN. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
  * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
  * posh_result_free()) that explains what happened: URLs fetched, statuses, message.
  */
