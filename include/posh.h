@@ -123,6 +123,12 @@ POSH_EXPORT void posh_config_free(posh_config *cfg);
 /*
  * Apply the POSH_* environment variables (see README) on top of the current values. An invalid value leaves
  * cfg unchanged and returns POSH_ERR_CONFIG; posh_config_error() then names the variable and the reason.
+ * In a privileged process (setuid, setgid or file capabilities: the kernel's AT_SECURE, as secure_getenv()
+ * sees it) the POSH_* environment belongs to a less privileged user and is ignored, like OpenSSL's
+ * SSL_CERT_FILE: this returns POSH_OK and leaves cfg as it was, even if a variable holds an invalid value,
+ * and a warning naming the ignored variables is logged once per process. The same holds for POSH_LOG,
+ * POSH_LOG_LEVEL and the shim's POSH_SERVICE. Such a program configures posh through the posh_config_set_*
+ * functions instead.
  */
 POSH_EXPORT posh_err posh_config_load_env(posh_config *cfg) POSH_MUST_CHECK;
 
