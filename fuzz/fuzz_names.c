@@ -4,7 +4,7 @@
  *     or not), and then those bytes; the output buffer is exactly want bytes, so any overrun is caught;
  *   1 posh_b64_encode: padded canonical text that decodes back, padded or not, only at the right length;
  *   2 posh_domain_normalize: a reference validator; the output is lower case [a-z0-9.-], normalises to itself,
- *     and becomes a URL only in normalised form;
+ *     becomes a URL only in normalised form, and is no address to inet_aton(), getaddrinfo() or curl;
  *   3 posh_service_parse + posh_build_url: a reference parser; both URL layouts built exactly and accepted;
  *   4 posh_url_is_https: a reference checker, and curl's own URL parser must see https, no userinfo, the
  *     same host and port.
@@ -12,7 +12,9 @@
  */
 #include "fuzz_check.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <strings.h>
 
 #include <curl/curl.h>
@@ -152,11 +154,29 @@ static int ldh_label(const char *s, size_t len)
     return 1;
 }
 
+/*
+ * Would an IPv4 parser take this label as a number: decimal or octal digits only, or "0x"/"0X" and hex digits
+ * (none at all included)? Written from the rule, with the C library's classifiers.
+ */
+static int numeric_label(const char *s, size_t len)
+{
+    size_t k = 0;
+
+    if (len >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        for (k = 2; k < len && isxdigit((unsigned char)s[k]); k++)
+            ;
+        return k == len;
+    }
+    while (k < len && isdigit((unsigned char)s[k]))
+        k++;
+    return k == len;
+}
+
 /* The reference: how many characters of s make the name (one trailing dot dropped), or 0 if it is not one. */
 static size_t ref_domain(const char *s)
 {
     size_t len = strlen(s), start = 0, i;
-    int all_digits = 1;
+    int numeric = 0;
 
     if (len > 0 && s[len - 1] == '.')
         len--;
@@ -166,13 +186,34 @@ static size_t ref_domain(const char *s)
         if (i == len || s[i] == '.') {
             if (!ldh_label(s + start, i - start))
                 return 0;
-            all_digits = 1;
-            for (size_t k = start; k < i; k++)
-                all_digits &= s[k] >= '0' && s[k] <= '9';
+            numeric = numeric_label(s + start, i - start);
             start = i + 1;
         }
     }
-    return all_digits ? 0 : len; /* a last label of digits only is an IPv4 address, not a name */
+    return numeric ? 0 : len; /* a numeric last label makes an IPv4 address, not a name */
+}
+
+/* An accepted name is no address to the C library or to curl: curl keeps it as the URL's host, unchanged. */
+static void name_not_address(const char *name)
+{
+    char url[POSH_MAX_DOMAIN_LEN + 16];
+    struct in_addr a4;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST}, *ai = NULL;
+    CURLU *h = curl_url();
+    char *host = NULL;
+
+    if (h == NULL)
+        abort();
+    FUZZ_ASSERT(inet_aton(name, &a4) == 0, "inet_aton reads \"%s\" as an address", name);
+    FUZZ_ASSERT(getaddrinfo(name, NULL, &hints, &ai) != 0, "getaddrinfo reads \"%s\" as an address", name);
+    snprintf(url, sizeof(url), "https://%s/", name);
+    FUZZ_ASSERT(curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK, "curl refuses %s", url);
+    FUZZ_ASSERT(curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK && strcmp(host, name) == 0,
+                "curl reads the host of %s as %s", url, host != NULL ? host : "(none)");
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    curl_free(host);
+    curl_url_cleanup(h);
 }
 
 static void fuzz_domain(const char *in, unsigned choice)
@@ -202,6 +243,7 @@ static void fuzz_domain(const char *in, unsigned choice)
         FUZZ_ASSERT(posh_build_url(POSH_LAYOUT_RFC7711, out, "xmpp-server", "tcp", url, sizeof(url)) == POSH_OK,
                     "no URL for \"%s\"", out);
         FUZZ_ASSERT(posh_url_is_https(url, strlen(url)), "built URL %s refused", url);
+        name_not_address(out);
     }
     /* The URL builder inserts the name verbatim, so it takes only a normalised one: no upper case, no dot. */
     for (i = 0; normal && i < len; i++)

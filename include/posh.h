@@ -123,6 +123,12 @@ POSH_EXPORT void posh_config_free(posh_config *cfg);
 /*
  * Apply the POSH_* environment variables (see README) on top of the current values. An invalid value leaves
  * cfg unchanged and returns POSH_ERR_CONFIG; posh_config_error() then names the variable and the reason.
+ * In a privileged process (setuid, setgid or file capabilities: the kernel's AT_SECURE, as secure_getenv()
+ * sees it) the POSH_* environment belongs to a less privileged user and is ignored, like OpenSSL's
+ * SSL_CERT_FILE: this returns POSH_OK and leaves cfg as it was, even if a variable holds an invalid value,
+ * and a warning naming the ignored variables is logged once per process. The same holds for POSH_LOG,
+ * POSH_LOG_LEVEL and the shim's POSH_SERVICE. Such a program configures posh through the posh_config_set_*
+ * functions instead.
  */
 POSH_EXPORT posh_err posh_config_load_env(posh_config *cfg) POSH_MUST_CHECK;
 
@@ -185,7 +191,8 @@ typedef struct posh_result posh_result;
 
 /*
  * Look up the POSH document of domain for service ("xmpp-server", or the SRV form "_xmpp-server._tcp"), through
- * the cache. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
+ * the cache. domain must be a DNS name (README "Which names are source domains"): an IP address in any
+ * spelling, including "0x7f000001" or "127.1", is POSH_ERR_BAD_DOMAIN. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
  * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
  * posh_result_free()) that explains what happened: URLs fetched, statuses, message.
  */

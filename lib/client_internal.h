@@ -32,6 +32,16 @@ posh_config *posh_config_dup(const posh_config *src);
 /* The config's clock. */
 time_t posh_config_now(const posh_config *cfg);
 
+/*
+ * The one way libposh reads a POSH_* variable: secure_getenv(), so that a privileged process (setuid, setgid,
+ * file capabilities: AT_SECURE) ignores a caller's POSH_* environment and keeps the defaults, as OpenSSL does
+ * for SSL_CERT_FILE. The first time a variable that is set is ignored, one warning names the POSH_* variables
+ * present (once per process).
+ */
+const char *posh_getenv(const char *name);
+/* The same rule without the warning, for the log module: the warning is written through it (no recursion). */
+const char *posh_getenv_quiet(const char *name);
+
 /* ---- logging (log.c): configured from POSH_LOG / POSH_LOG_LEVEL once per process ---- */
 typedef enum posh_log_level { POSH_LOG_ERROR = 0, POSH_LOG_WARNING, POSH_LOG_INFO, POSH_LOG_DEBUG } posh_log_level;
 /* Validate the logging environment; POSH_ERR_CONFIG with a message in msg when invalid. */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,6 +202,52 @@ posh_err posh_config_set_clock(posh_config *cfg, time_t (*now)(void *arg), void 
 
 /* ---- the environment ---- */
 
+/* Every variable libposh and the shim read: what the warning of a privileged process can name. */
+static const char *const env_names[] = {
+    "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
+    "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_MODE", "POSH_NO_SHA1",
+    "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
+};
+
+static pthread_once_t ignored_once = PTHREAD_ONCE_INIT;
+
+/*
+ * Names only, never values: the values belong to whoever started the process. The names come from the table,
+ * so nothing the environment holds reaches the log.
+ */
+static void warn_ignored(void)
+{
+    char names[512] = "";
+    size_t used = 0;
+
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++) {
+        int n;
+        if (getenv(env_names[i]) == NULL)
+            continue;
+        n = snprintf(names + used, sizeof(names) - used, "%s%s", used > 0 ? ", " : "", env_names[i]);
+        if (n < 0 || (size_t)n >= sizeof(names) - used)
+            break;
+        used += (size_t)n;
+    }
+    posh_log(POSH_LOG_WARNING,
+             "privileged process (setuid, setgid or file capabilities): the POSH_* environment is ignored and "
+             "the defaults apply (ignored: %s)", used > 0 ? names : "POSH_*");
+}
+
+const char *posh_getenv_quiet(const char *name)
+{
+    return secure_getenv(name);
+}
+
+const char *posh_getenv(const char *name)
+{
+    const char *v = posh_getenv_quiet(name);
+    /* posh_log() reads POSH_LOG through posh_getenv_quiet(), so the warning cannot come back here. */
+    if (v == NULL && getenv(name) != NULL)
+        pthread_once(&ignored_once, warn_ignored);
+    return v;
+}
+
 /* A whole decimal number, nothing else: no sign, no blanks, no suffix. */
 static int parse_long(const char *s, long *out)
 {
@@ -218,7 +265,7 @@ static int parse_long(const char *s, long *out)
 
 static posh_err env_number(posh_config *tmp, const char *var, long *field, long min, long max)
 {
-    const char *v = getenv(var);
+    const char *v = posh_getenv(var);
     long n;
     if (v == NULL)
         return POSH_OK;
@@ -233,7 +280,7 @@ static posh_err env_number(posh_config *tmp, const char *var, long *field, long 
 
 static posh_err env_mode(posh_config *tmp)
 {
-    const char *v = getenv("POSH_MODE");
+    const char *v = posh_getenv("POSH_MODE");
     if (v == NULL)
         return POSH_OK;
     if (strcmp(v, "name") == 0) {
@@ -249,7 +296,7 @@ static posh_err env_mode(posh_config *tmp)
 
 static posh_err env_no_sha1(posh_config *tmp)
 {
-    const char *v = getenv("POSH_NO_SHA1");
+    const char *v = posh_getenv("POSH_NO_SHA1");
     if (v == NULL || v[0] == '\0')
         return POSH_OK;
     if (strcmp(v, "1") == 0) {
@@ -265,7 +312,7 @@ static posh_err env_no_sha1(posh_config *tmp)
 
 static posh_err env_layout(posh_config *tmp)
 {
-    const char *v = getenv("POSH_LAYOUT");
+    const char *v = posh_getenv("POSH_LAYOUT");
     unsigned layouts = 0;
     const char *p;
     if (v == NULL)
@@ -295,7 +342,7 @@ static posh_err env_layout(posh_config *tmp)
 
 static posh_err env_string(posh_config *tmp, const char *var, char **field)
 {
-    const char *v = getenv(var);
+    const char *v = posh_getenv(var);
     if (v == NULL)
         return POSH_OK;
     if (v[0] == '\0') {
@@ -329,7 +376,7 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_mode(tmp)) != POSH_OK || (err = env_no_sha1(tmp)) != POSH_OK ||
         (err = env_layout(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
         goto fail;
-    ct = getenv("POSH_CONNECT_TO");
+    ct = posh_getenv("POSH_CONNECT_TO");
     if (ct != NULL) {
         struct curl_slist *parsed = NULL;
         char why[POSH_MSG_LEN];

@@ -55,11 +55,11 @@ posh_err posh_log_check_env(char *msg, size_t msglen)
 {
     enum log_sink sink;
     posh_log_level level;
-    if (parse_sink(getenv("POSH_LOG"), &sink) != 0) {
+    if (parse_sink(posh_getenv("POSH_LOG"), &sink) != 0) {
         posh_msg(msg, msglen, "POSH_LOG: expected off, stderr or syslog");
         return POSH_ERR_CONFIG;
     }
-    if (parse_level(getenv("POSH_LOG_LEVEL"), &level) != 0) {
+    if (parse_level(posh_getenv("POSH_LOG_LEVEL"), &level) != 0) {
         posh_msg(msg, msglen, "POSH_LOG_LEVEL: expected error, warning, info or debug");
         return POSH_ERR_CONFIG;
     }
@@ -68,12 +68,13 @@ posh_err posh_log_check_env(char *msg, size_t msglen)
 
 static void log_init(void)
 {
-    /* Invalid values are reported by posh_config_load_env(); logging itself falls back to the defaults. */
-    if (parse_sink(getenv("POSH_LOG"), &log_sink) != 0)
+    /* Invalid values are reported by posh_config_load_env(); logging itself falls back to the defaults.
+     * Quietly: the privileged-process warning is itself a message, and this runs inside pthread_once. */
+    if (parse_sink(posh_getenv_quiet("POSH_LOG"), &log_sink) != 0)
         log_sink = SINK_STDERR;
-    if (default_off && getenv("POSH_LOG") == NULL)
+    if (default_off && posh_getenv_quiet("POSH_LOG") == NULL)
         log_sink = SINK_OFF;
-    if (parse_level(getenv("POSH_LOG_LEVEL"), &log_level) != 0)
+    if (parse_level(posh_getenv_quiet("POSH_LOG_LEVEL"), &log_level) != 0)
         log_level = POSH_LOG_WARNING;
 }
 

@@ -58,7 +58,32 @@ static bool all_digits(const char *s, size_t len)
     return true;
 }
 
-/* Every label valid, and the last one not all digits: that is how "127.0.0.1" (and "0x7f.1") is told apart. */
+/* "0x" and hex digits, in either case ("0x", "0X7f", "0xdeadbeef"): a hexadecimal IPv4 part to inet_aton(). */
+static bool hex_number(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len < 2 || s[0] != '0' || to_lower((unsigned char)s[1]) != 'x')
+        return false;
+    for (i = 2; i < len; i++) {
+        if (!is_hex((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * A last label that inet_aton(), getaddrinfo() or curl's URL parser may read as the end of an IPv4 address:
+ * decimal or octal digits only ("127.1", "2130706433", "0177.0.0.1"), or a hex number ("0x7f000001",
+ * "foo.0x7f"). A DNS top-level domain is never like that (RFC 3696 section 2: never all-numeric), so refusing
+ * these loses no name and stops libcurl from fetching a "source domain" from an address.
+ */
+static bool numeric_label(const char *s, size_t len)
+{
+    return all_digits(s, len) || hex_number(s, len);
+}
+
+/* Every label valid, and the last one not numeric: that is how "127.0.0.1" (and "0x7f.1") is told apart. */
 static bool domain_ok(const char *s, size_t len)
 {
     size_t start = 0;
@@ -69,9 +94,23 @@ static bool domain_ok(const char *s, size_t len)
         if (!ldh_label_ok(s + start, end - start))
             return false;
         if (dot == NULL)
-            return !all_digits(s + start, end - start);
+            return !numeric_label(s + start, end - start);
         start = end + 1;
     }
+}
+
+/*
+ * Belt and braces: does the C library read the name as an IPv4 address? The last-label rule already refuses
+ * every form glibc's inet_aton() knows; this catches a libc that knows more. s has passed domain_ok().
+ */
+static bool reads_as_ipv4(const char *s, size_t len)
+{
+    char buf[POSH_MAX_DOMAIN_LEN + 1];
+    struct in_addr addr;
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_aton(buf, &addr) != 0;
 }
 
 static void copy_lower(char *out, const char *in, size_t len)
@@ -98,7 +137,7 @@ posh_err posh_domain_normalize(const char *in, char *out, size_t outlen)
         return POSH_ERR_BAD_DOMAIN;
     if (len > 0 && in[len - 1] == '.')
         len--;
-    if (len == 0 || len > POSH_MAX_DOMAIN_LEN || !domain_ok(in, len))
+    if (len == 0 || len > POSH_MAX_DOMAIN_LEN || !domain_ok(in, len) || reads_as_ipv4(in, len))
         return POSH_ERR_BAD_DOMAIN;
     if (outlen < len + 1)
         return POSH_ERR_INVALID_ARGUMENT;

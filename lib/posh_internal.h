@@ -50,7 +50,10 @@ size_t posh_b64_encode(const unsigned char *in, size_t len, char *out, size_t ou
 /* ---- names and URLs ---- */
 /*
  * Validate and normalise a source domain: LDH labels of 1..63, total <= 253, no IP literal, no port, no
- * path; lower-cased, one trailing dot removed. out needs POSH_MAX_DOMAIN_LEN + 2 bytes.
+ * path; lower-cased, one trailing dot removed. No IPv4 address in any spelling either: the last label is
+ * neither all digits nor a hex number "0x[0-9a-f]*" (any case), and inet_aton() must not accept the name
+ * ("127.1", "2130706433", "0177.0.0.1", "0x7f000001", "foo.0x7f" are refused; "123.example", "0x.example",
+ * "example.0xg" are names). out needs POSH_MAX_DOMAIN_LEN + 2 bytes.
  * Returns POSH_OK or POSH_ERR_BAD_DOMAIN (POSH_ERR_INVALID_ARGUMENT if out is NULL or too small).
  */
 posh_err posh_domain_normalize(const char *in, char *out, size_t outlen);

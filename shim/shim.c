@@ -126,7 +126,7 @@ static atomic_int unknown_port_logged;
 
 static void env_service_read(void)
 {
-    const char *v = getenv("POSH_SERVICE");
+    const char *v = posh_getenv("POSH_SERVICE");
     char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
     if (v == NULL)
         return;
