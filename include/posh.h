@@ -65,7 +65,7 @@ POSH_EXPORT const char *posh_version(void);
  */
 typedef enum posh_err {
     POSH_OK = 0,
-    POSH_ERR_NOMEM = 1,              /* out of memory */
+    POSH_ERR_NOMEM = 1,              /* out of memory (this process's allocations; never what a server sent) */
     POSH_ERR_INVALID_ARGUMENT = 2,   /* a NULL or out-of-range argument */
     POSH_ERR_CONFIG = 3,             /* invalid configuration value or POSH_* environment variable */
     POSH_ERR_BAD_DOMAIN = 4,         /* the source domain is not a valid DNS name */
@@ -78,7 +78,7 @@ typedef enum posh_err {
     POSH_ERR_TOO_LARGE = 11,         /* a response body exceeded the size cap */
     POSH_ERR_REDIRECT_SCHEME = 12,   /* a redirect to something other than an https:// URL */
     POSH_ERR_TOO_MANY_REDIRECTS = 13,/* more redirects than allowed */
-    POSH_ERR_FETCH = 14,             /* any other transfer failure */
+    POSH_ERR_FETCH = 14,             /* any other transfer failure (e.g. a response header libcurl refuses) */
     POSH_ERR_JSON = 15,              /* the body is not one well-formed JSON object within the limits */
     POSH_ERR_DOCUMENT = 16,          /* valid JSON that is not a valid POSH document (member missing or wrong) */
     POSH_ERR_FINGERPRINT = 17,       /* a fingerprint that is not base64 of the right length */
@@ -187,7 +187,10 @@ typedef struct posh_result posh_result;
  * Look up the POSH document of domain for service ("xmpp-server", or the SRV form "_xmpp-server._tcp"), through
  * the cache. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
  * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
- * posh_result_free()) that explains what happened: URLs fetched, statuses, message.
+ * posh_result_free()) that explains what happened: URLs fetched, statuses, message. With those two, *out is set
+ * to NULL (when out is not NULL) and there is nothing to release. POSH_ERR_NOMEM means this process ran out of
+ * memory; whatever a web server does (e.g. a header over libcurl's limit) is a fetch error, and every fetch
+ * error and "no POSH" answer is cached for the negative TTL (posh_config_set_negative_ttl()).
  */
 POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const char *service,
                                  posh_result **out) POSH_MUST_CHECK;
