@@ -207,7 +207,14 @@ POSH_EXPORT posh_err posh_match_der(const posh_client *client, const posh_result
 POSH_EXPORT void posh_result_free(posh_result *result);
 /* POSH_OK for a valid fingerprints document, else the lookup's error. */
 POSH_EXPORT posh_err posh_result_error(const posh_result *result);
-/* Human-readable detail: which URL, status, JSON member. "" when all went well. */
+/*
+ * Human-readable detail: which URL, status, JSON member. "" when all went well.
+ * Messages (this one, SSL_get_posh_message(), the log lines) hold printable ASCII only: each byte outside
+ * 0x20..0x7e that came from elsewhere (a Location, a reference url, a JSON member name, curl's error text) is
+ * written "\xHH" (two lower-case hex digits) and a backslash from there as "\\", so "\x1b" in a message is
+ * always an escaped byte. Safe to print to a terminal or a log as they are. At most 511 characters: a longer
+ * message is cut between escapes, never inside one.
+ */
 POSH_EXPORT const char *posh_result_message(const posh_result *result);
 POSH_EXPORT const char *posh_result_domain(const posh_result *result);
 POSH_EXPORT const char *posh_result_service(const posh_result *result);
@@ -272,7 +279,10 @@ typedef enum posh_status {
 POSH_EXPORT posh_status SSL_get_posh_status(const SSL *ssl);
 /* The POSH error of a rejected connection (POSH_OK otherwise). */
 POSH_EXPORT posh_err SSL_get_posh_error(const SSL *ssl);
-/* Detail of the decision: the source domain, the URL and the reason or the descriptor that matched. */
+/*
+ * Detail of the decision: the source domain, the URL and the reason or the descriptor that matched. Printable
+ * ASCII only, escaped as posh_result_message() says (a lookup's message is embedded as it is, not escaped twice).
+ */
 POSH_EXPORT const char *SSL_get_posh_message(const SSL *ssl);
 
 #ifdef __cplusplus
