@@ -65,7 +65,7 @@ POSH_EXPORT const char *posh_version(void);
  */
 typedef enum posh_err {
     POSH_OK = 0,
-    POSH_ERR_NOMEM = 1,              /* out of memory */
+    POSH_ERR_NOMEM = 1,              /* out of memory (this process's allocations; never what a server sent) */
     POSH_ERR_INVALID_ARGUMENT = 2,   /* a NULL or out-of-range argument */
     POSH_ERR_CONFIG = 3,             /* invalid configuration value or POSH_* environment variable */
     POSH_ERR_BAD_DOMAIN = 4,         /* the source domain is not a valid DNS name */
@@ -78,7 +78,7 @@ typedef enum posh_err {
     POSH_ERR_TOO_LARGE = 11,         /* a response body exceeded the size cap */
     POSH_ERR_REDIRECT_SCHEME = 12,   /* a redirect to something other than an https:// URL */
     POSH_ERR_TOO_MANY_REDIRECTS = 13,/* more redirects than allowed */
-    POSH_ERR_FETCH = 14,             /* any other transfer failure */
+    POSH_ERR_FETCH = 14,             /* any other transfer failure (e.g. a response header libcurl refuses) */
     POSH_ERR_JSON = 15,              /* the body is not one well-formed JSON object within the limits */
     POSH_ERR_DOCUMENT = 16,          /* valid JSON that is not a valid POSH document (member missing or wrong) */
     POSH_ERR_FINGERPRINT = 17,       /* a fingerprint that is not base64 of the right length */
@@ -194,7 +194,10 @@ typedef struct posh_result posh_result;
  * the cache. domain must be a DNS name (README "Which names are source domains"): an IP address in any
  * spelling, including "0x7f000001" or "127.1", is POSH_ERR_BAD_DOMAIN. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
  * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
- * posh_result_free()) that explains what happened: URLs fetched, statuses, message.
+ * posh_result_free()) that explains what happened: URLs fetched, statuses, message. With those two, *out is set
+ * to NULL (when out is not NULL) and there is nothing to release. POSH_ERR_NOMEM means this process ran out of
+ * memory; whatever a web server does (e.g. a header over libcurl's limit) is a fetch error, and every fetch
+ * error and "no POSH" answer is cached for the negative TTL (posh_config_set_negative_ttl()).
  */
 POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const char *service,
                                  posh_result **out) POSH_MUST_CHECK;
@@ -211,7 +214,14 @@ POSH_EXPORT posh_err posh_match_der(const posh_client *client, const posh_result
 POSH_EXPORT void posh_result_free(posh_result *result);
 /* POSH_OK for a valid fingerprints document, else the lookup's error. */
 POSH_EXPORT posh_err posh_result_error(const posh_result *result);
-/* Human-readable detail: which URL, status, JSON member. "" when all went well. */
+/*
+ * Human-readable detail: which URL, status, JSON member. "" when all went well.
+ * Messages (this one, SSL_get_posh_message(), the log lines) hold printable ASCII only: each byte outside
+ * 0x20..0x7e that came from elsewhere (a Location, a reference url, a JSON member name, curl's error text) is
+ * written "\xHH" (two lower-case hex digits) and a backslash from there as "\\", so "\x1b" in a message is
+ * always an escaped byte. Safe to print to a terminal or a log as they are. At most 511 characters: a longer
+ * message is cut between escapes, never inside one.
+ */
 POSH_EXPORT const char *posh_result_message(const posh_result *result);
 POSH_EXPORT const char *posh_result_domain(const posh_result *result);
 POSH_EXPORT const char *posh_result_service(const posh_result *result);
@@ -280,7 +290,10 @@ typedef enum posh_status {
 POSH_EXPORT posh_status SSL_get_posh_status(const SSL *ssl);
 /* The POSH error of a rejected connection (POSH_OK otherwise). */
 POSH_EXPORT posh_err SSL_get_posh_error(const SSL *ssl);
-/* Detail of the decision: the source domain, the URL and the reason or the descriptor that matched. */
+/*
+ * Detail of the decision: the source domain, the URL and the reason or the descriptor that matched. Printable
+ * ASCII only, escaped as posh_result_message() says (a lookup's message is embedded as it is, not escaped twice).
+ */
 POSH_EXPORT const char *SSL_get_posh_message(const SSL *ssl);
 
 #ifdef __cplusplus

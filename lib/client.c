@@ -265,7 +265,15 @@ posh_err posh_lookup(posh_client *client, const char *domain, const char *servic
     snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
     args = (fill_args){client, dom, svc, proto};
     *out = posh_cache_get(client->cache, key, posh_config_now(client->cfg), fill_lookup, &args);
-    return *out == NULL ? POSH_ERR_NOMEM : (*out)->err;
+    if (*out == NULL)
+        return POSH_ERR_NOMEM;
+    err = (*out)->err;
+    if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
+        /* posh.h: no result for these two. A caller that trusts it frees nothing, so keeping one would leak. */
+        posh_result_free(*out);
+        *out = NULL;
+    }
+    return err;
 }
 
 posh_err posh_match_der(const posh_client *client, const posh_result *result, const unsigned char *der,

@@ -91,11 +91,16 @@ void posh_fetch_result_clear(posh_fetch_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+/*
+ * Only our own allocations mean POSH_ERR_NOMEM (not cached). A CURLcode is what a transfer did: libcurl also
+ * says CURLE_OUT_OF_MEMORY when a response header exceeds its limit (100 KiB a line), which the web server
+ * controls, so it is a fetch failure and cached as such, or a hostile server would set our request rate.
+ */
 static posh_err map_curl_error(CURLcode rc, const body_buf *b)
 {
     if (b->too_large)
         return POSH_ERR_TOO_LARGE;
-    if (b->nomem || rc == CURLE_OUT_OF_MEMORY)
+    if (b->nomem)
         return POSH_ERR_NOMEM;
     if (rc == CURLE_OPERATION_TIMEDOUT)
         return POSH_ERR_TIMEOUT;
@@ -125,6 +130,22 @@ static void trace_add(posh_trace *trace, const char *url, long status)
         trace->n++;
 }
 
+/* Say what went wrong with a transfer, in words an operator can act on. */
+static void transfer_message(CURLcode rc, posh_err err, const body_buf *b, const char *url, const char *errbuf,
+                             char *msg, size_t msglen)
+{
+    if (err == POSH_ERR_TOO_LARGE)
+        posh_msg(msg, msglen, "%s: body larger than %zu bytes", url, b->max);
+    else if (err == POSH_ERR_NOMEM)
+        posh_msg(msg, msglen, "%s: out of memory for the body", url);
+    else if (rc == CURLE_OUT_OF_MEMORY)
+        /* libcurl leaves its error buffer empty here; its own allocations failing looks the same. */
+        posh_msg(msg, msglen, "%s: libcurl refused the response (a header over its 100 KiB limit, or libcurl "
+                 "out of memory)", url);
+    else
+        posh_msg(msg, msglen, "%s: %s", url, errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+}
+
 /* One request, no redirect following. */
 static posh_err fetch_once(CURL *curl, const char *url, int64_t deadline_ms, body_buf *b, long *status,
                            char **location, char *msg, size_t msglen)
@@ -152,10 +173,7 @@ static posh_err fetch_once(CURL *curl, const char *url, int64_t deadline_ms, bod
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
     if (rc != CURLE_OK) {
         err = map_curl_error(rc, b);
-        if (err == POSH_ERR_TOO_LARGE)
-            posh_msg(msg, msglen, "%s: body larger than %zu bytes", url, b->max);
-        else
-            posh_msg(msg, msglen, "%s: %s", url, errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+        transfer_message(rc, err, b, url, errbuf, msg, msglen);
         return err;
     }
     if (is_redirect(*status) && curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc != NULL) {

@@ -82,15 +82,18 @@ void posh_log(posh_log_level level, const char *fmt, ...)
 {
     static const char *const tags[] = {"error", "warning", "info", "debug"};
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
-    char line[1024];
+    char raw[1024], line[1024];
     va_list ap;
 
     pthread_once(&log_once, log_init);
     if (log_sink == SINK_OFF || level > log_level)
         return;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
+        raw[0] = '\0';
     va_end(ap);
+    /* A log line reaches terminals and log viewers: nothing outside printable ASCII, whoever wrote the text. */
+    posh_escape(line, sizeof(line), raw, POSH_ESCAPE_MESSAGE);
     if (log_sink == SINK_SYSLOG)
         syslog(LOG_DAEMON | prio[level], "posh: %s", line);
     else

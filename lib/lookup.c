@@ -33,8 +33,10 @@ posh_result *posh_result_build(const posh_result_parts *p)
 {
     size_t n_req = p->trace != NULL ? p->trace->n : 0;
     size_t n_desc = p->doc != NULL ? p->doc->n_descriptors : 0;
+    char message[POSH_MSG_LEN];
+    /* The one place a lookup's message becomes public: what a server sent is escaped here (posh_internal.h). */
+    size_t mlen = posh_escape(message, sizeof(message), p->message, POSH_ESCAPE_RAW) + 1;
     size_t dlen = strlen(p->domain) + 1, slen = strlen(p->service) + 1;
-    size_t mlen = strlen(p->message != NULL ? p->message : "") + 1;
     size_t digests = 0, strings = dlen + slen + mlen, size, off;
     posh_request *req;
     posh_result_descriptor *desc;
@@ -70,7 +72,7 @@ posh_result *posh_result_build(const posh_result_parts *p)
     } while (0)
     COPY_STRING(r->domain, p->domain, dlen);
     COPY_STRING(r->service, p->service, slen);
-    COPY_STRING(r->message, p->message != NULL ? p->message : "", mlen);
+    COPY_STRING(r->message, message, mlen);
     for (size_t i = 0; i < n_req; i++) {
         req[i].status = p->trace->req[i].status;
         COPY_STRING(req[i].url, p->trace->req[i].url, strlen(p->trace->req[i].url) + 1);
@@ -267,7 +269,6 @@ done:
     if (err != POSH_OK) {
         fingerprints = NULL;
         ttl = err == POSH_ERR_NOMEM ? 0 : cfg->negative_ttl;
-        posh_log(POSH_LOG_INFO, "lookup %s %s: %s: %s", domain, service, posh_strerror(err), st.message);
     }
     r = posh_result_build(&(posh_result_parts){
         .domain = domain,
@@ -281,6 +282,10 @@ done:
         .doc = fingerprints,
         .allow_sha1 = !cfg->no_sha1,
     });
+    /* Logged from the result: its message is the escaped one, the same text the application sees. */
+    if (err != POSH_OK)
+        posh_log(POSH_LOG_INFO, "lookup %s %s: %s: %s", domain, service, posh_strerror(err),
+                 r != NULL ? r->message : "(no result: out of memory)");
     trace_clear(&st.trace);
     posh_doc_clear(&src);
     posh_doc_clear(&target);

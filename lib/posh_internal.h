@@ -129,7 +129,30 @@ const unsigned char *posh_digests_get(posh_digests *d, posh_hash h);
 posh_err posh_match_descriptors(const posh_descriptor *d, size_t n, bool allow_sha1, const unsigned char *der,
                                 size_t der_len, int *index);
 
-/* ---- small string helper ---- */
+/* ---- small string helpers ---- */
+/*
+ * Format a message into buf (truncated, always NUL-terminated). The bytes are copied as they are: messages
+ * are working text inside the library and are escaped (posh_escape) where they leave it.
+ */
 void posh_msg(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Server-controlled text (a Location, a reference url, JSON member names, curl's error text) must never reach
+ * a terminal or a log as control bytes. Every message leaves the library through one of three exits, and each
+ * passes it through posh_escape() once: a result's message (posh_result_build, POSH_ESCAPE_RAW), a connection's
+ * message (verify.c record()) and a log line (posh_log), the last two with POSH_ESCAPE_MESSAGE because they
+ * embed messages escaped already, and escaping those again would double every backslash.
+ */
+typedef enum posh_escape_mode {
+    POSH_ESCAPE_RAW = 0,     /* bytes as received: '\' also escaped, as "\\", so every "\x" is an escape */
+    POSH_ESCAPE_MESSAGE = 1  /* made of escaped messages and our own words: '\' kept, the rest as RAW */
+} posh_escape_mode;
+
+/*
+ * Copy src into dst, each byte outside printable ASCII 0x20..0x7e written as "\xHH" (two lower-case hex
+ * digits), and with POSH_ESCAPE_RAW each '\' as "\\". Truncates between whole characters or escapes, never
+ * inside one; dst is always NUL-terminated when dstlen > 0. src NULL is "". Returns the length written.
+ */
+size_t posh_escape(char *dst, size_t dstlen, const char *src, posh_escape_mode mode);
 
 #endif /* POSH_INTERNAL_H */

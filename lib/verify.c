@@ -144,12 +144,19 @@ static void record(ssl_state *st, posh_status status, posh_err err, const char *
 
 static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
 {
+    char raw[POSH_MSG_LEN];
     va_list ap;
     st->status = status;
     st->err = err;
     va_start(ap, fmt);
-    vsnprintf(st->message, sizeof(st->message), fmt, ap);
+    if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
+        raw[0] = '\0';
     va_end(ap);
+    /*
+     * What a server sent arrives here inside a result's message, escaped already: keep its backslashes (no
+     * second escape), and still let nothing outside printable ASCII into SSL_get_posh_message().
+     */
+    posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE);
 }
 
 /* Could this configured host name be a POSH source domain? Not ".domain" forms, wildcards or IP literals. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static ts_cert *issue(ts_ca *ca, const char *name)
 {
@@ -135,4 +136,37 @@ void fx_export_env(fx *f)
 {
     setenv("POSH_CA_FILE", f->ca_file, 1);
     setenv("POSH_CONNECT_TO", f->connect_to, 1);
+}
+
+void fx_expect_printable(const char *what, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7e) {
+            cr_expect(0, "%s: byte 0x%02x at offset %zu", what, *p, (size_t)(p - (const unsigned char *)s));
+            return;
+        }
+    }
+}
+
+char *fx_stderr_of(void (*fn)(void *), void *arg)
+{
+    FILE *tmp = tmpfile();
+    int saved = dup(2);
+    char *out;
+    long len;
+
+    cr_assert(tmp != NULL && saved >= 0);
+    fflush(stderr);
+    cr_assert_geq(dup2(fileno(tmp), 2), 0);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    len = ftell(tmp);
+    cr_assert_geq(len, 0);
+    cr_assert_not_null(out = calloc(1, (size_t)len + 1));
+    rewind(tmp);
+    cr_assert_eq(fread(out, 1, (size_t)len, tmp), (size_t)len);
+    fclose(tmp);
+    return out;
 }

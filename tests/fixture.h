@@ -45,4 +45,13 @@ long fx_requests(fx *f, const char *host, const char *path);
 /* Export POSH_CA_FILE and POSH_CONNECT_TO so that the default client reaches the fixture. */
 void fx_export_env(fx *f);
 
+/* A terminal-hijacking Location: sets the window title, clears the screen, prints a fake verdict in red. */
+#define FX_EVIL_LOCATION "ftp://x/\x1b]0;TITLE\x07\x1b[2J\x1b[31mFAKE: accepted by POSH\x1b[0m\\x1b\xff"
+/* The same as the library must show it: \xHH for each byte outside 0x20..0x7e, and the backslash doubled. */
+#define FX_EVIL_ESCAPED "ftp://x/\\x1b]0;TITLE\\x07\\x1b[2J\\x1b[31mFAKE: accepted by POSH\\x1b[0m\\\\x1b\\xff"
+/* Expect every byte of s to be printable ASCII (0x20..0x7e); what names s in the failure. */
+void fx_expect_printable(const char *what, const char *s);
+/* What was written to stderr (the library log's default sink) while fn(arg) ran. Caller frees. */
+char *fx_stderr_of(void (*fn)(void *), void *arg);
+
 #endif

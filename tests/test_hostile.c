@@ -292,6 +292,70 @@ Test(hostile, nothing_listening)
     expect_lookup(POSH_ERR_CONNECT, NULL);
 }
 
+/*
+ * A response header over libcurl's limit (100 KiB a line) makes curl fail with CURLE_OUT_OF_MEMORY. That is the
+ * web server's doing, not our memory running out: a fetch failure, cached for the negative TTL like any other,
+ * so that a hostile server cannot make every handshake fetch again; and a result as posh_lookup() promises.
+ */
+Test(hostile, header_flood_is_a_cached_fetch_failure)
+{
+    const size_t flood = 200 * 1024;
+    char *headers = malloc(flood + 16);
+    cr_assert_not_null(headers);
+    memcpy(headers, "X-Flood: ", 9);
+    memset(headers + 9, 'a', flood);
+    memcpy(headers + 9 + flood, "\r\n", 3);
+    evil_new(f.web_foo);
+    route(RFC7711_PATH, (ts_evil_route_opts){.status = 200, .headers = headers, .body = "{}", .body_len = 2});
+    free(headers);
+    go(10);
+    for (int i = 0; i < 2; i++) {
+        posh_result *r = NULL;
+        posh_err err = posh_lookup(client, FOO, "xmpp-server", &r);
+        cr_expect_eq(err, POSH_ERR_FETCH, "lookup %d: got %d (%s), want POSH_ERR_FETCH", i, err,
+                     posh_strerror(err));
+        /* posh.h: *out is a result for every return but POSH_ERR_NOMEM and POSH_ERR_INVALID_ARGUMENT. */
+        cr_assert_not_null(r, "lookup %d: no result for %s", i, posh_strerror(err));
+        cr_expect_eq(posh_result_error(r), err);
+        cr_expect(strstr(posh_result_message(r), RFC7711_PATH) != NULL, "names the URL: %s", posh_result_message(r));
+        cr_expect(strstr(posh_result_message(r), "header") != NULL, "says a header was the trouble: %s",
+                  posh_result_message(r));
+        cr_expect_eq(posh_result_ttl(r), 60, "cached for the default negative TTL, got %ld", posh_result_ttl(r));
+        posh_result_free(r);
+    }
+    cr_expect_eq(ts_evil_requests(evil, NULL), 1, "the second lookup within the negative TTL made no request");
+}
+
+static void lookup_evil_location(void *unused)
+{
+    (void)unused;
+    posh_result *r = NULL;
+    posh_err err = posh_lookup(client, FOO, "xmpp-server", &r);
+    cr_expect_eq(err, POSH_ERR_REDIRECT_SCHEME, "got %s", posh_strerror(err));
+    cr_assert_not_null(r);
+    fx_expect_printable("result message", posh_result_message(r));
+    cr_expect(strstr(posh_result_message(r), FX_EVIL_ESCAPED) != NULL, "message shows the Location escaped: %s",
+              posh_result_message(r));
+    posh_result_free(r);
+}
+
+/* Control bytes a server sends reach neither the result's message nor the log: they are shown as \xHH. */
+Test(hostile, server_text_is_escaped_in_messages_and_log)
+{
+    char *log;
+    unsetenv("POSH_LOG");
+    setenv("POSH_LOG_LEVEL", "info", 1); /* read once per process, at the first log line: this one */
+    evil_new(f.web_foo);
+    route(RFC7711_PATH, (ts_evil_route_opts){.status = 302, .location = FX_EVIL_LOCATION});
+    go(10);
+    log = fx_stderr_of(lookup_evil_location, NULL);
+    cr_expect(strstr(log, "posh: info: lookup " FOO) != NULL, "the failure is logged: %s", log);
+    cr_expect(strstr(log, FX_EVIL_ESCAPED) != NULL, "the log shows the Location escaped: %s", log);
+    for (char *line = strtok(log, "\n"); line != NULL; line = strtok(NULL, "\n"))
+        fx_expect_printable("log line", line);
+    free(log);
+}
+
 struct json_case {
     const char *body;
     size_t len; /* 0: strlen */

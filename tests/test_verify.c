@@ -442,6 +442,53 @@ Test(verify, reference_serves_one_handshake)
     SSL_CTX_free(ctx);
 }
 
+typedef struct evil_hs {
+    SSL_CTX *ctx;
+    hs h;
+} evil_hs;
+
+static void evil_handshake(void *arg)
+{
+    evil_hs *e = arg;
+    e->h = handshake(e->ctx);
+}
+
+/* A server's control bytes reach neither SSL_get_posh_message() nor the log line of the rejection. */
+Test(verify, server_text_is_escaped_in_the_connection_message)
+{
+    ts_evil *evil = ts_evil_new(ts_cert_x509(f.web_foo), ts_cert_key(f.web_foo));
+    ts_evil_route_opts o = {.status = 302, .location = FX_EVIL_LOCATION};
+    char connect_to[128];
+    posh_config *cfg = posh_config_new();
+    evil_hs e = {0};
+    char *log;
+
+    unsetenv("POSH_LOG"); /* the default: warnings to stderr */
+    unsetenv("POSH_LOG_LEVEL");
+    cr_assert_not_null(evil);
+    cr_assert_eq(ts_evil_route(evil, RFC7711_PATH, &o), 0);
+    cr_assert_eq(ts_evil_start(evil), 0);
+    snprintf(connect_to, sizeof(connect_to), "%s:443:127.0.0.1:%d", FOO, ts_evil_port(evil));
+    cr_assert_eq(posh_config_set_ca_file(cfg, f.ca_file), POSH_OK);
+    cr_assert_eq(posh_config_set_connect_to(cfg, connect_to), POSH_OK);
+    cr_assert_not_null(client = posh_client_new(cfg));
+    posh_config_free(cfg);
+    cr_assert_not_null(server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc)));
+    e.ctx = client_ctx();
+    log = fx_stderr_of(evil_handshake, &e);
+    cr_expect(!e.h.connected);
+    cr_expect_eq(e.h.err, POSH_ERR_REDIRECT_SCHEME, "%s", e.h.msg);
+    fx_expect_printable("SSL_get_posh_message", e.h.msg);
+    cr_expect(strstr(e.h.msg, FX_EVIL_ESCAPED) != NULL, "escaped once, as in the result: %s", e.h.msg);
+    cr_expect(strstr(log, "posh: warning: rejected: ") != NULL, "the rejection is logged: %s", log);
+    cr_expect(strstr(log, FX_EVIL_ESCAPED) != NULL, "the log shows the Location escaped once: %s", log);
+    for (char *line = strtok(log, "\n"); line != NULL; line = strtok(NULL, "\n"))
+        fx_expect_printable("log line", line);
+    free(log);
+    SSL_CTX_free(e.ctx);
+    ts_evil_stop(evil);
+}
+
 static void postfix_style(SSL *ssl)
 {
     SSL_set_verify(ssl, SSL_VERIFY_NONE, accept_all);

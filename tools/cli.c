@@ -16,7 +16,8 @@ static void vmessage(const char *cmd, const char *fmt, va_list ap) __attribute__
 
 /*
  * Messages carry what servers sent (a Location header, a STARTTLS reply, curl's error text): control bytes are
- * shown as '?' so that no server can drive the operator's terminal.
+ * shown as '?' so that no server can drive the operator's terminal. The library's own messages arrive escaped
+ * as \xHH already (printable, so untouched here); this catches what the command reads itself.
  */
 static void vmessage(const char *cmd, const char *fmt, va_list ap)
 {
