@@ -185,6 +185,12 @@ typedef struct posh_shim_hooks {
     void (*vouched)(X509 *leaf, const char *reference, long ttl);
     /* The verification of leaf failed after all (another error, the application's verdict): forget the approval. */
     void (*withdrawn)(X509 *leaf);
+    /*
+     * For a connection that names no host and no SNI: the reference identifier the program named in its
+     * protocol (the `to` of the XMPP stream header it sent before the handshake), normalised into out
+     * (outlen >= POSH_MAX_DOMAIN_LEN + 2). 1 found, 0 none. Consumes what it returns.
+     */
+    int (*stream_to)(SSL *ssl, char *out, size_t outlen);
 } posh_shim_hooks;
 
 /* Set once, before the first context is installed. */

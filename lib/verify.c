@@ -325,15 +325,25 @@ nomem:
 /*
  * Does POSH apply to a connection of a shim-installed context? Only where the program asked for a name check
  * that can fail: it set host names (checked by OpenSSL even under SSL_VERIFY_NONE, e.g. Postfix), or it
- * verifies the peer (SSL_VERIFY_PEER) and will check the SNI name itself (curl, stunnel). A program that
- * turned verification off and named no host (curl -k) is left entirely alone.
+ * verifies the peer (SSL_VERIFY_PEER) and will check a name itself (curl, stunnel, Prosody): the SNI name it
+ * sent or, for XMPP without either, the `to` of its stream header (stream_to, filled here when that applies).
+ * A program that turned verification off and named no host (curl -k) is left entirely alone.
  */
-static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx)
+static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx, char stream_to[POSH_MAX_DOMAIN_LEN + 2])
 {
     if (X509_VERIFY_PARAM_get0_host(X509_STORE_CTX_get0_param(xctx), 0) != NULL)
         return 1;
-    return (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 &&
-           SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL;
+    if ((SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) == 0)
+        return 0;
+    if (SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL)
+        return 1;
+    return shim_hooks.stream_to != NULL && shim_hooks.stream_to(ssl, stream_to, POSH_MAX_DOMAIN_LEN + 2);
+}
+
+/* RFC 7712: the stream header names the reference identifier of XMPP only. */
+static int is_xmpp_service(const char *service)
+{
+    return strcmp(service, "_xmpp-server._tcp") == 0 || strcmp(service, "_xmpp-client._tcp") == 0;
 }
 
 /*
@@ -368,9 +378,16 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     if (transparent) {
-        if (!transparent_applies(ssl, xctx) || shim_hooks.service == NULL ||
+        char stream_to[POSH_MAX_DOMAIN_LEN + 2] = "";
+        if (!transparent_applies(ssl, xctx, stream_to) || shim_hooks.service == NULL ||
             !shim_hooks.service(ssl, chosen, sizeof(chosen)))
             return next_verify(cst, xctx);
+        if (stream_to[0] != '\0') {
+            if (!is_xmpp_service(chosen))
+                return next_verify(cst, xctx);
+            if (given_reference[0] == '\0')
+                memcpy(given_reference, stream_to, sizeof(given_reference));
+        }
         service = chosen;
     }
     if (service[0] == '\0')

@@ -1,0 +1,33 @@
+/*
+ * shim_internal.h - what the parts of libposh-preload.so share: start-up, symbol resolution, the caller test,
+ * and each part's entry points. shim.c: contexts and services; vouch.c: a connection's approval and the
+ * program's own name checks; stream.c: the XMPP stream header a program sent before its handshake.
+ */
+#ifndef POSH_SHIM_INTERNAL_H
+#define POSH_SHIM_INTERNAL_H
+
+#include "client_internal.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+/* Resolve every real function (once, thread-safe). Only symbols and plain memory: never OpenSSL or libcurl. */
+void shim_ready(void);
+/* The next definition of name after this module (OpenSSL's symbol version first); NULL if it is self. */
+void *shim_resolve(const char *name, const char *version, void *self);
+/* Is this return address in the program's own code, as opposed to OpenSSL itself, libposh or this module? */
+int shim_caller_is_program(const void *ret);
+
+/* ---- vouch.c ---- */
+void shim_vouch_init(void);
+void shim_vouch_remember(X509 *leaf, const char *reference, long ttl);
+void shim_vouch_forget(X509 *leaf);
+
+/* ---- stream.c ---- */
+void shim_stream_init(void);
+/*
+ * The `to` of the last XMPP stream header the program sent in plaintext on ssl's socket before the handshake
+ * (normalised, into out of POSH_MAX_DOMAIN_LEN + 2 bytes); the record is consumed. 1 found, 0 none.
+ */
+int shim_stream_to(SSL *ssl, char *out, size_t outlen);
+
+#endif /* POSH_SHIM_INTERNAL_H */
