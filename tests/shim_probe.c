@@ -9,6 +9,13 @@
  *   app-cb     the application installs its own certificate verification callback (counts its calls)
  *   app-cb-deny   the same callback, which refuses the chain
  *   ctx-only   create a client SSL_CTX and exit without connecting
+ *   xmpp-send, xmpp-write, xmpp-close-reuse, xmpp-dup2-reuse
+ *              Prosody style: XMPP s2s STARTTLS with no SNI and no host for OpenSSL (SSL_VERIFY_PEER), the
+ *              stream header (to=NAME) sent with send() or write(); then the program's own name check as LuaSec
+ *              does it (X509_get_ext_by_NID, X509_get_ext, X509V3_EXT_d2i; the subject CN when there is no
+ *              subjectAltName). The reuse modes first send a stream header to=NAME on another socket, then reuse
+ *              its descriptor number (close and a new socket, or dup2) for the connection, whose own header goes
+ *              out with writev() (which the shim does not read). Prints "verify=N names-match=M".
  *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
  *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
  * Prints one line per handshake ("accepted" or "rejected verify=N") and exits 0 when every handshake was
@@ -22,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,6 +159,145 @@ static int run_fork(const char *name, const char *name2)
     return ok && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
+static int tcp_to(int p)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)p)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        fprintf(stderr, "probe: cannot connect to 127.0.0.1:%d\n", p);
+        exit(2);
+    }
+    return fd;
+}
+
+/* Read until needle has been seen (the server's replies carry no newlines). 1 seen, 0 not. */
+static int read_until(int fd, const char *needle)
+{
+    char buf[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(buf) - 1 && (n = read(fd, buf + have, 1)) == 1) {
+        buf[++have] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
+static void send_how(int fd, const char *s, const char *how)
+{
+    ssize_t n;
+    if (strcmp(how, "send") == 0) {
+        n = send(fd, s, strlen(s), 0);
+    } else if (strcmp(how, "write") == 0) {
+        n = write(fd, s, strlen(s));
+    } else {
+        struct iovec iov = {.iov_base = (void *)s, .iov_len = strlen(s)};
+        n = writev(fd, &iov, 1);
+    }
+    if (n != (ssize_t)strlen(s))
+        exit(2);
+}
+
+/* The stream header (to=name), features, STARTTLS, proceed: ready for the handshake. */
+static void xmpp_starttls(int fd, const char *name, const char *how)
+{
+    char header[512];
+    snprintf(header, sizeof(header),
+             "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+             "xmlns:stream='http://etherx.jabber.org/streams' to='%s' from='origin.example.org' version='1.0'>",
+             name);
+    send_how(fd, header, how);
+    if (!read_until(fd, "</stream:features>"))
+        exit(2);
+    send_how(fd, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", how);
+    if (!read_until(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
+        exit(2);
+}
+
+/* LuaSec's cert:extensions() and cert:subject(), as Prosody's util.x509 uses them. */
+static int luasec_names_match(X509 *cert, const char *name)
+{
+    int i = -1, had_san = 0, match = 0;
+    while ((i = X509_get_ext_by_NID(cert, NID_subject_alt_name, i)) != -1) {
+        X509_EXTENSION *ext = X509_get_ext(cert, i);
+        GENERAL_NAMES *gens = ext != NULL ? X509V3_EXT_d2i(ext) : NULL;
+        if (gens == NULL)
+            break;
+        for (int k = 0; k < sk_GENERAL_NAME_num(gens); k++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, k);
+            if (g->type != GEN_DNS)
+                continue;
+            had_san = 1;
+            if (strcmp((const char *)ASN1_STRING_get0_data(g->d.dNSName), name) == 0)
+                match = 1;
+        }
+        GENERAL_NAMES_free(gens);
+    }
+    if (!had_san) {
+        X509_NAME *subject = X509_get_subject_name(cert);
+        for (int k = 0; k < X509_NAME_entry_count(subject); k++) {
+            X509_NAME_ENTRY *e = X509_NAME_get_entry(subject, k);
+            if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(e)) == NID_commonName &&
+                strcmp((const char *)ASN1_STRING_get0_data(X509_NAME_ENTRY_get_data(e)), name) == 0)
+                match = 1;
+        }
+    }
+    return match;
+}
+
+static int run_xmpp(const char *variant, const char *name)
+{
+    SSL_CTX *ctx = client_ctx(0);
+    SSL *ssl = SSL_new(ctx);
+    X509 *peer;
+    int fd, match = 0;
+    long verify;
+
+    if (strcmp(variant, "send") == 0 || strcmp(variant, "write") == 0) {
+        fd = tcp_to(port);
+        xmpp_starttls(fd, name, variant);
+    } else {
+        /* A first socket sends a header naming NAME and goes away; its descriptor number is reused. */
+        int first = tcp_to(port);
+        char header[512];
+        snprintf(header, sizeof(header), "<stream:stream xmlns='jabber:server' "
+                 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>", name);
+        send_how(first, header, "send");
+        if (strcmp(variant, "close-reuse") == 0) {
+            close(first);
+            fd = tcp_to(port);
+            if (fd != first) {
+                fprintf(stderr, "probe: descriptor %d not reused (got %d)\n", first, fd);
+                return 2;
+            }
+        } else {
+            int second = tcp_to(port);
+            if (dup2(second, first) != first)
+                return 2;
+            close(second);
+            fd = first;
+        }
+        xmpp_starttls(fd, name, "writev");
+    }
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) {
+        printf("handshake failed\n");
+        return 1;
+    }
+    verify = SSL_get_verify_result(ssl);
+    if ((peer = SSL_get1_peer_certificate(ssl)) != NULL)
+        match = luasec_names_match(peer, name);
+    X509_free(peer);
+    printf("verify=%ld names-match=%d\n", verify, match);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return verify == X509_V_OK && match ? 0 : 1;
+}
+
 /* Exit 0 when the verification passed and the program's own check says yes, 1 otherwise. */
 static int run_own_check(const char *name)
 {
@@ -199,6 +346,8 @@ int main(int argc, char **argv)
         return argc == 6 ? run_fork(argv[4], argv[5]) : 2;
     if (strcmp(mode, "own-check") == 0)
         return run_own_check(argv[4]);
+    if (strncmp(mode, "xmpp-", 5) == 0)
+        return run_xmpp(mode + 5, argv[4]);
     if (strcmp(mode, "ctx-only") == 0) {
         SSL_CTX_free(client_ctx(0));
         return 0;

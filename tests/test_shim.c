@@ -231,9 +231,10 @@ static ts_cert *issue(ts_ca *ca, const char *name, int self_signed)
 /*
  * A sequential TLS server on a port of our choosing (0: any): a bare handshake (MINI_TLS), an SMTP STARTTLS
  * dialogue (MINI_SMTP: "220" greeting, EHLO -> 250 STARTTLS, STARTTLS -> 220, handshake, then EHLO/QUIT inside
- * TLS), or HTTP inside TLS as http_handler answers it (MINI_HTTP).
+ * TLS), HTTP inside TLS as http_handler answers it (MINI_HTTP), or an XMPP server's STARTTLS (MINI_XMPP: the
+ * stream header, features with starttls, proceed, handshake).
  */
-enum { MINI_TLS, MINI_SMTP, MINI_HTTP };
+enum { MINI_TLS, MINI_SMTP, MINI_HTTP, MINI_XMPP };
 
 typedef struct mini {
     SSL_CTX *ctx;
@@ -272,10 +273,37 @@ static int tls_line(SSL *ssl, char *buf, size_t len)
     return 0;
 }
 
+/* Read until needle was seen (XMPP sends no newlines): 1, or 0 on EOF, timeout or a full buffer. */
+static int plain_until(int fd, const char *needle)
+{
+    char buf[2048];
+    size_t n = 0;
+    while (n < sizeof(buf) - 1 && recv(fd, buf + n, 1, 0) == 1) {
+        buf[++n] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
 static void plain_send(int fd, const char *s)
 {
     if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
         return;
+}
+
+/* The server's side of XMPP STARTTLS, up to the handshake: 1 when the client asked for it. */
+static int xmpp_preamble(int fd)
+{
+    if (!plain_until(fd, "version='1.0'>"))
+        return 0;
+    plain_send(fd, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx."
+                   "jabber.org/streams' id='s1' from='" FOO "' version='1.0'><stream:features><starttls "
+                   "xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>");
+    if (!plain_until(fd, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
+        return 0;
+    plain_send(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    return 1;
 }
 
 static void mini_serve(mini *m, int fd)
@@ -285,6 +313,8 @@ static void mini_serve(mini *m, int fd)
     SSL *ssl = NULL;
 
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (m->mode == MINI_XMPP && !xmpp_preamble(fd))
+        return;
     if (m->mode == MINI_SMTP) {
         plain_send(fd, "220 " FOO " ESMTP posh-test\r\n");
         for (;;) {
@@ -1248,4 +1278,94 @@ Test(shim, approval_withdrawn_when_the_verification_fails)
     run_free(&r);
     ts_tls_stop(s);
     ts_cert_free(self);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* §5 XMPP without a name for OpenSSL: the stream header's `to`, and LuaSec's name path (issue 11)        */
+
+/* The probe's XMPP client against a STARTTLS server presenting cert; returns its output, sets *status. */
+static char *xmpp_probe(const char *variant, ts_cert *cert, const run_opts *o, int *status)
+{
+    mini *m = mini_start(cert, 0, MINI_XMPP);
+    char mode[32], port[16];
+    snprintf(mode, sizeof(mode), "xmpp-%s", variant);
+    snprintf(port, sizeof(port), "%d", m->port);
+    const char *argv[] = {POSH_SHIM_PROBE, mode, port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, o);
+    mini_stop(m);
+    *status = r.status;
+    return r.out;
+}
+
+Test(shim, xmpp_stream_header_names_the_reference)
+{
+    const char *env[] = {"POSH_LOG=stderr", NULL};
+    run_opts plain = {.service = "xmpp-server"}, shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    int status;
+    char *out;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    out = xmpp_probe("send", f.svc, &plain, &status);
+    cr_expect_eq(status, 1, "without the shim the program's own check refuses:\n%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=0") != NULL, "%s", out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+    free(out);
+
+    out = xmpp_probe("send", f.svc, &shim, &status);
+    cr_expect_eq(status, 0, "header sent with send(): POSH for its `to`, LuaSec's path answered:\n%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=1") != NULL, "%s", out);
+    free(out);
+    out = xmpp_probe("write", f.svc, &shim, &status);
+    cr_expect_eq(status, 0, "header sent with write():\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "one lookup per process, for the stream header's `to`");
+
+    /* The document vouches for another certificate: LuaSec's check gets OpenSSL's answer. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    out = xmpp_probe("send", f.svc, &shim, &status);
+    cr_expect_eq(status, 1, "%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=0") != NULL, "%s", out);
+    cr_expect(strstr(out, "rejected: foo.example.com _xmpp-server._tcp") != NULL, "%s", out);
+    free(out);
+}
+
+Test(shim, xmpp_provider_certificate_without_subject_alt_name)
+{
+    /* LuaSec finds no subjectAltName and reads the CN: the vouched connection shows one holding the name. */
+    ts_cert_opts o = {.cn = "xmpp.hosting.example.net", .not_before_days = -1, .not_after_days = 30};
+    ts_cert *cn_only = ts_cert_issue(f.ca, &o);
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    int status;
+    char *out;
+
+    cr_assert_not_null(cn_only);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(cn_only, 3600));
+    out = xmpp_probe("send", cn_only, &shim, &status);
+    cr_expect_eq(status, 0, "%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=1") != NULL, "%s", out);
+    free(out);
+    ts_cert_free(cn_only);
+}
+
+Test(shim, xmpp_record_does_not_outlive_its_socket)
+{
+    /*
+     * A socket sends a stream header naming foo.example.com and goes; its descriptor number then carries the
+     * real connection, whose own header the shim cannot read (writev). The old record must not speak for it:
+     * neither after close() nor after dup2() replaced the socket under the same number.
+     */
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    int status;
+    char *out;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    out = xmpp_probe("close-reuse", f.svc, &shim, &status);
+    cr_expect_eq(status, 1, "%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=0") != NULL, "%s", out);
+    free(out);
+    out = xmpp_probe("dup2-reuse", f.svc, &shim, &status);
+    cr_expect_eq(status, 1, "%s", out);
+    cr_expect(strstr(out, "verify=0 names-match=0") != NULL, "%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no reference, no POSH");
 }
