@@ -51,6 +51,9 @@ void bench_decision(bench_env *env);
 void bench_cold_lookup(bench_env *env);
 void bench_many_domains(bench_env *env);
 void bench_single_flight(bench_env *env);
+void bench_shim_send(bool smoke);   /* the shim's libc hooks in a send-heavy program, with and without */
+/* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
+int bench_send_loop_main(long n);
 
 /* ---- figures ---- */
 typedef enum bench_kind {

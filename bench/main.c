@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many", "single"};
+static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many", "single", "shimsend"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static void usage(FILE *out)
@@ -17,7 +17,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: posh-bench [--smoke] [--json FILE] [--only SECTION[,SECTION...]]\n"
                  "  --smoke   a seconds-long run: every section, small counts, no timing verdicts\n"
                  "  --json    also write the JSON report to FILE\n"
-                 "  --only    run these sections: memory, handshake, decision, cold, many, single\n"
+                 "  --only    run these sections: memory, handshake, decision, cold, many, single, shimsend\n"
                  "exit status: 0 done (see the verdicts), 1 a benchmark failed, 2 usage;\n"
                  "in smoke mode also 1 when a count target (single flight, connections) is missed\n");
 }
@@ -42,6 +42,8 @@ int main(int argc, char **argv)
     bench_env env;
     int misses;
 
+    if (argc == 3 && strcmp(argv[1], "--send-loop") == 0)
+        return bench_send_loop_main(atol(argv[2]));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--smoke") == 0) {
             smoke = true;
@@ -86,6 +88,8 @@ int main(int argc, char **argv)
         bench_many_domains(&env);
     if (selected(only, "single"))
         bench_single_flight(&env);
+    if (selected(only, "shimsend"))
+        bench_shim_send(smoke);
     misses = bench_report(&env, json);
     bench_env_fini(&env);
     return smoke && misses > 0 ? 1 : 0;

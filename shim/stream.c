@@ -5,8 +5,8 @@
  *
  * write(), send() and sendto() are interposed. A call whose data does not start with '<' (or, once a header
  * was recorded, with a TLS handshake record) is passed on after a one-byte test; nothing the program sends is
- * ever changed. A call starting with '<' on a socket is scanned (its first STREAM_SCAN_MAX bytes) for a stream
- * start tag, and its `to` recorded for that socket, identified by descriptor and inode so that a reused
+ * ever changed. A call starting with '<' whose data opens with a stream start tag (after an optional XML
+ * declaration; within its first STREAM_SCAN_MAX bytes) on a socket has its `to` recorded for that socket, identified by descriptor and inode so that a reused
  * descriptor never inherits another socket's record. Nothing is looked at once the program sent a TLS
  * handshake record on the socket (its handshake began), the record is consumed by that handshake's
  * verification, and close() forgets it. The table is bounded; when full, a new header is not recorded (that
@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #define STREAM_RECORDS_MAX 1024  /* sockets with a recorded header and no verification or close yet */
-#define STREAM_SCAN_MAX 4096     /* bytes of one call searched for the start tag */
+#define STREAM_SCAN_MAX 4096     /* bytes of one call read for the start tag and its attributes */
 
 typedef ssize_t (*write_fn)(int fd, const void *buf, size_t len);
 typedef ssize_t (*send_fn)(int fd, const void *buf, size_t len, int flags);
@@ -116,18 +116,30 @@ static int is_name_char(char c)
            c == '-' || c == '.';
 }
 
-/* The offset just past a stream start tag's name ("<stream:stream" or "<stream" in a default namespace), or 0. */
+/*
+ * The offset just past the stream start tag's name, or 0. As RFC 6120 section 4.2 has it, the stream header
+ * opens what a program sends on the stream, after an optional XML declaration; so only that position is looked
+ * at: an XML stanza ("<message ...") costs a two-byte test. The element is "stream:stream", or "stream" when the
+ * streams namespace is the default one.
+ */
 static size_t stream_tag(const char *p, size_t len)
 {
     static const char *const names[] = {"<stream:stream", "<stream"};
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (p[i] != '<')
-            continue;
-        for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-            size_t n = strlen(names[k]);
-            if (i + n < len && memcmp(p + i, names[k], n) == 0 && (is_space(p[i + n]) || p[i + n] == '>'))
-                return i + n;
-        }
+    size_t at = 0;
+
+    if (len >= 5 && memcmp(p, "<?xml", 5) == 0) {
+        const char *end = memmem(p, len, "?>", 2);
+        if (end == NULL)
+            return 0;
+        for (at = (size_t)(end - p) + 2; at < len && is_space(p[at]); at++)
+            ;
+    }
+    if (at + 1 >= len || p[at] != '<' || p[at + 1] != 's')
+        return 0;
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        size_t n = strlen(names[k]);
+        if (at + n < len && memcmp(p + at, names[k], n) == 0 && (is_space(p[at + n]) || p[at + n] == '>'))
+            return at + n;
     }
     return 0;
 }
