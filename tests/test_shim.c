@@ -471,11 +471,17 @@ static int prog_s_client(target t, const run_opts *o, char **out)
     return finish(r, r.status == 0 && strstr(r.out, "Verification: OK") != NULL, out);
 }
 
+/* curl's URL for t and its --resolve entry (to 127.0.0.1), each into 300 bytes. */
+static void curl_target(target t, char url[300], char resolve[300])
+{
+    snprintf(url, 300, "https://%s:%d/", t.name, t.port);
+    snprintf(resolve, 300, "%s:%d:127.0.0.1", t.name, t.port);
+}
+
 static int prog_curl(target t, const run_opts *o, char **out)
 {
     char url[300], resolve[300];
-    snprintf(url, sizeof(url), "https://%s:%d/", t.name, t.port);
-    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", t.name, t.port);
+    curl_target(t, url, resolve);
     const char *argv[] = {"/usr/bin/curl", "-sS", "--max-time", "30", "--cacert", f.ca_file, "--resolve", resolve,
                           url, NULL};
     run_result r = run(argv, o);
@@ -801,9 +807,8 @@ Test(shim, curl_insecure_is_left_alone)
 {
     const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
     run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
-    char url[128], resolve[128];
-    snprintf(url, sizeof(url), "https://%s:%d/", FOO, ts_tls_port(svc_server));
-    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", FOO, ts_tls_port(svc_server));
+    char url[300], resolve[300];
+    curl_target(svc_target(), url, resolve);
     const char *argv[] = {"/usr/bin/curl", "-sS", "-k", "--resolve", resolve, url, NULL};
     run_result r = run(argv, &shim);
     cr_expect_eq(r.status, 0, "%s", r.out);
@@ -1235,8 +1240,7 @@ Test(shim, curl_resumed_session_keeps_its_approval)
     const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
     run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
     char url[300], resolve[300];
-    snprintf(url, sizeof(url), "https://%s:%d/", FOO, ts_tls_port(svc_server));
-    snprintf(resolve, sizeof(resolve), "%s:%d:127.0.0.1", FOO, ts_tls_port(svc_server));
+    curl_target(svc_target(), url, resolve);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     const char *argv[] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30", "--cacert", f.ca_file, "--resolve",
                           resolve, url, url, NULL};

@@ -79,12 +79,25 @@ static int tcp_connect(int port)
     return fd;
 }
 
+/* The handshake of ssl over fd, and what OpenSSL and POSH decided. */
+static hs handshake_on(SSL *ssl, int fd)
+{
+    hs h = {0};
+    SSL_set_fd(ssl, fd);
+    h.connected = SSL_connect(ssl) == 1;
+    h.verify_result = SSL_get_verify_result(ssl);
+    h.status = SSL_get_posh_status(ssl);
+    h.err = SSL_get_posh_error(ssl);
+    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
+    return h;
+}
+
 /* One handshake; host (SSL_set1_host) and sni may be NULL; tweak may adjust the SSL before connecting. */
 static hs handshake_with(SSL_CTX *ctx, const char *host, const char *sni, void (*tweak)(SSL *))
 {
-    hs h = {0};
     SSL *ssl = SSL_new(ctx);
     int fd = tcp_connect(ts_tls_port(server));
+    hs h;
     cr_assert_not_null(ssl);
     if (sni != NULL)
         SSL_set_tlsext_host_name(ssl, sni);
@@ -92,12 +105,7 @@ static hs handshake_with(SSL_CTX *ctx, const char *host, const char *sni, void (
         SSL_set1_host(ssl, host);
     if (tweak != NULL)
         tweak(ssl);
-    SSL_set_fd(ssl, fd);
-    h.connected = SSL_connect(ssl) == 1;
-    h.verify_result = SSL_get_verify_result(ssl);
-    h.status = SSL_get_posh_status(ssl);
-    h.err = SSL_get_posh_error(ssl);
-    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
+    h = handshake_on(ssl, fd);
     SSL_free(ssl);
     close(fd);
     return h;
@@ -387,14 +395,8 @@ Test(verify, reference_identifier_order)
 /* A full handshake of ssl on a new TCP connection; ssl keeps its settings. */
 static hs reconnect(SSL *ssl)
 {
-    hs h = {0};
     int fd = tcp_connect(ts_tls_port(server));
-    SSL_set_fd(ssl, fd);
-    h.connected = SSL_connect(ssl) == 1;
-    h.verify_result = SSL_get_verify_result(ssl);
-    h.status = SSL_get_posh_status(ssl);
-    h.err = SSL_get_posh_error(ssl);
-    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
+    hs h = handshake_on(ssl, fd);
     SSL_shutdown(ssl);
     close(fd);
     cr_assert_eq(SSL_clear(ssl), 1);
