@@ -740,8 +740,8 @@ Test(federation, shim_fingerprints_accepted)
 }
 
 /* 3. With the shim, B presents an impostor: the provider's name, another key. Both documents vouch only for
- * the real certificate. Refused. (Once the shim learns the reference identifier from the stream header, this
- * refusal comes from POSH and the test should also expect requests at foo.example.com.) */
+ * the real certificate. Refused, by POSH: the reference identifier came from the stream header, the documents
+ * were fetched, and they name another certificate. */
 Test(federation, shim_impostor_refused)
 {
     char *ref = reference_to_hosting(), *doc = fingerprints_of_svc();
@@ -763,6 +763,8 @@ Test(federation, shim_impostor_refused)
     }
     run_scenario(s, o);
     expect_verdict(s, o);
+    EXPECT(fx_requests(&f, FOO, RFC7711_PATH) >= 1, "%s: POSH did not run for the stream header's `to`", s->what);
+    EXPECT(fx_requests(&f, HOSTING, RFC7711_PATH) >= 1, "%s: the reference was not followed", s->what);
     report_if_failed(s, o);
     outcome_free(o);
     ts_cert_free(impostor);
