@@ -181,18 +181,10 @@ typedef struct child {
     int status;                    /* once reaped: exit code, 128 + signal, -1 killed at the deadline */
 } child;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Start argv with exactly env (NULL-terminated); output to dir/name.out. */
 static void spawn(child *c, const char *name, const char *const argv[], char *const env[])
 {
     int out_fd, in_fd;
-    pid_t parent = getpid();
 
     memset(c, 0, sizeof(*c));
     cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
@@ -200,22 +192,8 @@ static void spawn(child *c, const char *name, const char *const argv[], char *co
     out_fd = open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     cr_assert(out_fd >= 0 && in_fd >= 0);
-    c->pid = fork();
-    cr_assert_geq(c->pid, 0);
-    if (c->pid == 0) {
-        /* Async-signal-safe calls only: the test has threads. Dies with the test. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(126);
-        dup2(in_fd, 0);
-        dup2(out_fd, 1);
-        dup2(out_fd, 2);
-        setpgid(0, 0);
-        execve(argv[0], (char *const *)argv, env);
-        _exit(127);
-    }
+    c->pid = ts_spawn(argv, env, in_fd, out_fd, 1);  /* dies with the test */
+    cr_assert_geq(c->pid, 0, "%s", ts_error());
     close(out_fd);
     close(in_fd);
 }
@@ -236,15 +214,15 @@ static int child_exited(child *c)
 /* Wait up to timeout_ms for it to exit; then SIGTERM, and SIGKILL to its process group after 5 s. */
 static void child_stop(child *c, int timeout_ms, int sig)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    while (!child_exited(c) && now_ms() < deadline)
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    while (!child_exited(c) && ts_now_ms() < deadline)
         usleep(10000);
     if (c->pid <= 0)
         return;
     if (sig != 0) {
         kill(c->pid, sig);
-        deadline = now_ms() + 5000;
-        while (!child_exited(c) && now_ms() < deadline)
+        deadline = ts_now_ms() + 5000;
+        while (!child_exited(c) && ts_now_ms() < deadline)
             usleep(10000);
     }
     if (c->pid > 0) {
@@ -411,8 +389,8 @@ static void prosody_start(prosody *p, const prosody_opts *o)
     env_free(env);
 
     /* Ready when the s2s port and the admin socket accept; a Prosody that exits is a failure at once. */
-    deadline = now_ms() + START_MS;
-    while (now_ms() < deadline && !child_exited(&p->proc)) {
+    deadline = ts_now_ms() + START_MS;
+    while (ts_now_ms() < deadline && !child_exited(&p->proc)) {
         if (tcp_accepts(p->port) && unix_socket_accepts(p->sock))
             return;
         usleep(20000);
@@ -566,7 +544,7 @@ static void run_scenario(const scenario *s, outcome *o)
     env_free(env);
 
     /* A's verdict on the outgoing stream: complete, forbidden, or the connection failed. */
-    deadline = now_ms() + DECIDE_MS;
+    deadline = ts_now_ms() + DECIDE_MS;
     for (;;) {
         free(o->a_log);
         o->a_log = read_or_empty(a.log);
@@ -577,7 +555,7 @@ static void run_scenario(const scenario *s, outcome *o)
             o->decided = 1;
             o->got = FED_REFUSED;
         }
-        if (o->decided || now_ms() >= deadline)
+        if (o->decided || ts_now_ms() >= deadline)
             break;
         usleep(20000);
     }
@@ -585,14 +563,14 @@ static void run_scenario(const scenario *s, outcome *o)
      * only if foo.example.com's certificate carries its name (POSH is for the initiating side only), so the
      * pong is awaited only when the certificate carries the name. */
     if (o->decided && o->got == FED_ACCEPTED) {
-        deadline = now_ms() + DECIDE_MS;
+        deadline = ts_now_ms() + DECIDE_MS;
         do {
             free(o->b_log);
             o->b_log = read_or_empty(b.log);
             if (HAS_LINE(o->b_log, "Received[s2sin]: <iq", "type='get'", "from='" ORIGIN "'"))
                 break;
             usleep(20000);
-        } while (now_ms() < deadline);
+        } while (ts_now_ms() < deadline);
     }
     child_stop(&ping, s->await_pong ? DECIDE_MS : 0, SIGTERM);
     o->ping_status = ping.status;

@@ -93,13 +93,6 @@ static void env_free(char **env)
     free(env);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Start argv; its output goes to a new file whose path is returned in out_path. */
 static pid_t spawn(const char *const argv[], const run_opts *o, char **out_path)
 {
@@ -121,20 +114,8 @@ static pid_t spawn(const char *const argv[], const run_opts *o, char **out_path)
     }
     cr_assert_geq(in_fd, 0);
     cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
-    pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        /* Only async-signal-safe calls from here to exec: the test has threads. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        dup2(in_fd, 0);
-        dup2(out_fd, 1);
-        dup2(out_fd, 2);
-        setpgid(0, 0);
-        execve(argv[0], (char *const *)argv, env);
-        _exit(127);
-    }
+    pid = ts_spawn(argv, env, in_fd, out_fd, 0);
+    cr_assert_geq(pid, 0, "%s", ts_error());
     close(out_fd);
     close(in_fd);
     free(in_path);
@@ -146,11 +127,11 @@ static pid_t spawn(const char *const argv[], const run_opts *o, char **out_path)
 static run_result reap(pid_t pid, char *out_path, int timeout_ms)
 {
     run_result r = {.status = -1};
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = ts_now_ms() + timeout_ms;
     int status;
     pid_t got;
 
-    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < deadline)
         usleep(10000);
     if (got == 0) {
         kill(-pid, SIGKILL);
@@ -907,9 +888,9 @@ Test(shim, no_recursion_into_the_posh_fetch)
     const char *env[] = {env_ct, "POSH_LOG=stderr", NULL};
     run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
     char *out = NULL;
-    int64_t t0 = now_ms();
+    int64_t t0 = ts_now_ms();
     cr_expect(!prog_s_client((target){ts_tls_port(svc_server), BAR}, &shim, &out), "%s", out);
-    cr_expect_lt(now_ms() - t0, 20000, "no hang");
+    cr_expect_lt(ts_now_ms() - t0, 20000, "no hang");
     /* libcurl's own name check of the web server's certificate ran, unanswered by the shim. */
     cr_expect(strstr(out, "no alternative certificate subject name matches target host name '" BAR "'") != NULL,
               "the fetch failed on its own TLS check:\n%s", out);

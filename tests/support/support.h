@@ -43,6 +43,15 @@ int ts_write_file(const char *path, const void *data, size_t len);
 char *ts_read_file(const char *path, size_t *len);
 /* Poll connect() to 127.0.0.1:port until it is accepted: 0, or -1 after timeout_ms. */
 int ts_wait_port(int port, int timeout_ms);
+/* Milliseconds on the monotonic clock. */
+int64_t ts_now_ms(void);
+/*
+ * Fork and exec argv[0] with exactly env: stdin from in_fd, stdout and stderr to out_fd, in a process group of
+ * its own, all signals unblocked. die_with_parent: it gets SIGKILL when the calling thread ends (a crashed test
+ * leaves nothing running). Only async-signal-safe calls between fork and exec (tests have threads). The pid,
+ * or -1 when fork failed; the caller keeps its descriptors.
+ */
+pid_t ts_spawn(const char *const argv[], char *const env[], int in_fd, int out_fd, int die_with_parent);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* pki.c - EC P-256 keys, SHA-256 signatures, serial numbers unique within the process (random + counter). */

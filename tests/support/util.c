@@ -9,10 +9,12 @@
 #include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -199,4 +201,32 @@ int ts_wait_port(int port, int timeout_ms)
     }
     ts_set_error("ts_wait_port: 127.0.0.1:%d not accepting after %d ms: %s", port, timeout_ms, strerror(err));
     return -1;
+}
+
+int64_t ts_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+pid_t ts_spawn(const char *const argv[], char *const env[], int in_fd, int out_fd, int die_with_parent)
+{
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (die_with_parent && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+            _exit(126);
+        dup2(in_fd, 0);
+        dup2(out_fd, 1);
+        dup2(out_fd, 2);
+        setpgid(0, 0);
+        execve(argv[0], (char *const *)argv, env);
+        _exit(127);
+    }
+    if (pid < 0)
+        ts_set_error("ts_spawn %s: fork: %s", argv[0], strerror(errno));
+    return pid;
 }
