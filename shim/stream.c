@@ -5,14 +5,15 @@
  *
  * write(), send() and sendto() are interposed. A call whose data does not start with '<' (or, once a header
  * was recorded, with a TLS handshake record) is passed on after a one-byte test; nothing the program sends is
- * ever changed. A call starting with '<' whose data opens with a stream start tag (after an optional XML
- * declaration; within its first STREAM_SCAN_MAX bytes) on a socket has its `to` recorded for that socket, identified by descriptor and inode so that a reused
+ * ever changed. A call starting with '<' whose data opens with a stream start tag (stream_header.c reads it)
+ * on a socket has its `to` recorded for that socket, identified by descriptor and inode so that a reused
  * descriptor never inherits another socket's record. Nothing is looked at once the program sent a TLS
  * handshake record on the socket (its handshake began), the record is consumed by that handshake's
  * verification, and close() forgets it. The table is bounded; when full, a new header is not recorded (that
  * connection then gets no POSH: fail closed).
  */
 #include "shim_internal.h"
+#include "stream_header.h"
 
 #include <dlfcn.h>
 #include <stdatomic.h>
@@ -23,7 +24,6 @@
 #include <unistd.h>
 
 #define STREAM_RECORDS_MAX 1024  /* sockets with a recorded header and no verification or close yet */
-#define STREAM_SCAN_MAX 4096     /* bytes of one call read for the start tag and its attributes */
 
 typedef ssize_t (*write_fn)(int fd, const void *buf, size_t len);
 typedef ssize_t (*send_fn)(int fd, const void *buf, size_t len, int flags);
@@ -103,100 +103,16 @@ static stream_record *record_new(int fd)
     return r;
 }
 
-/* ---- reading a stream header ---- */
-
-static int is_space(char c)
+/* The program sent a stream start tag on fd: record its `to` (raw; "" when it had none or it was unreadable). */
+static void note_header(int fd, const char *raw)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-static int is_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ':' || c == '_' ||
-           c == '-' || c == '.';
-}
-
-/*
- * The offset just past the stream start tag's name, or 0. As RFC 6120 section 4.2 has it, the stream header
- * opens what a program sends on the stream, after an optional XML declaration; so only that position is looked
- * at: an XML stanza ("<message ...") costs a two-byte test. The element is "stream:stream", or "stream" when the
- * streams namespace is the default one.
- */
-static size_t stream_tag(const char *p, size_t len)
-{
-    static const char *const names[] = {"<stream:stream", "<stream"};
-    size_t at = 0;
-
-    if (len >= 5 && memcmp(p, "<?xml", 5) == 0) {
-        const char *end = memmem(p, len, "?>", 2);
-        if (end == NULL)
-            return 0;
-        for (at = (size_t)(end - p) + 2; at < len && is_space(p[at]); at++)
-            ;
-    }
-    if (at + 1 >= len || p[at] != '<' || p[at + 1] != 's')
-        return 0;
-    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-        size_t n = strlen(names[k]);
-        if (at + n < len && memcmp(p + at, names[k], n) == 0 && (is_space(p[at + n]) || p[at + n] == '>'))
-            return at + n;
-    }
-    return 0;
-}
-
-/*
- * The tag's attributes up to its '>': the value of `to` into to (raw, bounded). Returns 1 for a complete tag
- * (to "" when it has no `to`), 0 for anything else (cut off, malformed): then no reference is taken from it.
- */
-static int stream_to_attr(const char *p, size_t len, size_t at, char *to, size_t tolen)
-{
-    to[0] = '\0';
-    for (;;) {
-        size_t name, name_len, value;
-        char quote;
-        while (at < len && is_space(p[at]))
-            at++;
-        if (at >= len)
-            return 0;
-        if (p[at] == '>' || (p[at] == '/' && at + 1 < len && p[at + 1] == '>'))
-            return 1;
-        for (name = at; at < len && is_name_char(p[at]); at++)
-            ;
-        name_len = at - name;
-        while (at < len && is_space(p[at]))
-            at++;
-        if (name_len == 0 || at >= len || p[at] != '=')
-            return 0;
-        for (at++; at < len && is_space(p[at]); at++)
-            ;
-        if (at >= len || (p[at] != '\'' && p[at] != '"'))
-            return 0;
-        quote = p[at++];
-        for (value = at; at < len && p[at] != quote && p[at] != '<'; at++)
-            ;
-        if (at >= len || p[at] != quote)
-            return 0;
-        if (name_len == 2 && memcmp(p + name, "to", 2) == 0) {
-            if (at - value >= tolen)
-                return 0;
-            memcpy(to, p + value, at - value);
-            to[at - value] = '\0';
-        }
-        at++;
-    }
-}
-
-/* The program sent a stream start tag on fd: record its `to` (or that it had none usable). */
-static void note_header(int fd, const char *p, size_t len, size_t tag_end)
-{
-    char raw[POSH_MAX_DOMAIN_LEN + 2], to[POSH_MAX_DOMAIN_LEN + 2] = "";
+    char to[POSH_MAX_DOMAIN_LEN + 2] = "";
     struct stat st;
     stream_record *r;
 
     if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
         return; /* a file that merely holds XML */
-    if (stream_to_attr(p, len, tag_end, raw, sizeof(raw)) && raw[0] != '\0' &&
-        posh_domain_normalize(raw, to, sizeof(to)) != POSH_OK)
+    if (raw[0] != '\0' && posh_domain_normalize(raw, to, sizeof(to)) != POSH_OK)
         to[0] = '\0';
     pthread_mutex_lock(&stream_lock);
     r = record_find(fd);
@@ -231,7 +147,7 @@ static void note_tls(int fd)
 static void observe(int fd, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
-    size_t tag_end;
+    char raw[POSH_MAX_DOMAIN_LEN + 2];
 
     if (len == 0 || p == NULL)
         return;
@@ -242,10 +158,8 @@ static void observe(int fd, const void *buf, size_t len)
     }
     if (p[0] != '<')
         return;
-    if (len > STREAM_SCAN_MAX)
-        len = STREAM_SCAN_MAX;
-    if ((tag_end = stream_tag((const char *)p, len)) != 0)
-        note_header(fd, (const char *)p, len, tag_end);
+    if (shim_stream_header_to((const char *)p, len, raw, sizeof(raw)) != 0)
+        note_header(fd, raw);
 }
 
 int shim_stream_to(SSL *ssl, char *out, size_t outlen)
