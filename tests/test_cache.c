@@ -84,7 +84,13 @@ Test(cache, min_rule_restarts_from_source)
     fake_now += 1;
     cr_assert_eq(look(c, "xmpp-server"), POSH_OK);
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "the reference's lower expires decides");
-    cr_expect_eq(fx_requests(&f, HOSTING, "/posh/foo.json"), 2, "and the whole process runs again");
+    cr_expect_eq(fx_requests(&f, HOSTING, "/posh/foo.json"), 1,
+                 "the process runs again from the source domain; the target, cached by its URL, is fresh "
+                 "under its own expires");
+    fake_now = 1500;
+    cr_assert_eq(look(c, "xmpp-server"), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3);
+    cr_expect_eq(fx_requests(&f, HOSTING, "/posh/foo.json"), 2, "the target's own expires passed: fetched again");
     posh_client_free(c);
 }
 
