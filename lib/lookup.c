@@ -248,9 +248,12 @@ static posh_err fetch_source(CURL *curl, const posh_config *cfg, const char *dom
  * provider's URL gets, and caches, exactly what any other domain naming it would get.
  *
  * Lifetime: the target's own expires, capped by the maximum TTL, on the client's clock from when its fetch
- * began. A failure (4xx: POSH_ERR_REFERENCE_TARGET; a reference to a reference; 5xx, timeout, bad JSON, ...)
+ * began. A failure (4xx: POSH_ERR_REFERENCE_TARGET; a reference to a reference; 5xx, TLS, bad JSON, ...)
  * lives the negative TTL, so domains pointing at a dead provider cost one fetch per negative TTL between
- * them; POSH_ERR_NOMEM is ours, not the provider's, and lives 0 (stale at once: never served from the cache).
+ * them. Two failures live 0 (stale at once: never served from the cache to a later lookup): POSH_ERR_NOMEM,
+ * which is ours, and POSH_ERR_TIMEOUT, which ran out the referring lookup's budget: a referring domain that
+ * dawdles before answering leaves its target little time, and must not make the target fail for every other
+ * domain that names it (a lookup that waited for such a fill tries again on its own budget).
  * A domain's result built on a target never outlives it: see posh_lookup_uncached.
  *
  * The fill runs on the calling lookup's curl handle and within its deadline; concurrent lookups of the same
@@ -293,7 +296,7 @@ static posh_result *fill_target(void *arg)
         ttl = doc.expires < cfg->max_ttl ? doc.expires : cfg->max_ttl;
         st.message[0] = '\0';
     } else {
-        ttl = err == POSH_ERR_NOMEM ? 0 : cfg->negative_ttl;
+        ttl = err == POSH_ERR_NOMEM || err == POSH_ERR_TIMEOUT ? 0 : cfg->negative_ttl;
     }
     r = posh_result_build(&(posh_result_parts){
         .domain = a->url,
@@ -345,7 +348,17 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
         st.followed_reference = 1;
         fingerprints = NULL; /* the target's result carries them */
         tf = (target_fill){.client = client, .curl = curl, .url = src.url, .deadline_ms = deadline_ms};
-        target = posh_cache_get(client->targets, src.url, posh_config_now(cfg), fill_target, &tf);
+        /*
+         * Another lookup's fill that ran out of its budget says nothing of ours: try again while ours lasts (a
+         * few times at most, should an injected clock run backwards and keep that result fresh).
+         */
+        for (int tries = 0;; tries++) {
+            target = posh_cache_get(client->targets, src.url, posh_config_now(cfg), fill_target, &tf);
+            if (target == NULL || target->err != POSH_ERR_TIMEOUT || tf.ran || tries == 3 ||
+                posh_now_ms() >= deadline_ms)
+                break;
+            posh_result_free(target);
+        }
         if (target == NULL) {
             err = POSH_ERR_NOMEM;
             goto done;
@@ -380,8 +393,9 @@ done:
      * Never longer than the shared target the result was built on: a target fetched earlier for another domain
      * has only the rest of its life left (RFC 7711 section 6: the lower expires of the chain decides, then the
      * whole process runs again from the source domain; the target is fetched again once it is stale itself).
+     * A timeout is not the target's to share (fill_target): the domain's failure lives the negative TTL.
      */
-    if (target != NULL && target->expires_at - started < ttl)
+    if (target != NULL && target->err != POSH_ERR_TIMEOUT && target->expires_at - started < ttl)
         ttl = target->expires_at - started > 0 ? (int64_t)(target->expires_at - started) : 0;
     r = posh_result_build(&(posh_result_parts){
         .domain = domain,

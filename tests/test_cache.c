@@ -490,3 +490,36 @@ Test(cache, single_flight_per_target_url)
     posh_client_free(flight_client);
     free(doc);
 }
+
+/*
+ * A target that does not answer in time: the timeout ran out the referring lookup's budget, which a referring
+ * domain can shrink at will by answering slowly, so it is never cached under the URL (every other domain would
+ * fail with it); each domain's own result is cached negatively as before.
+ */
+Test(cache, target_timeout_not_cached_under_its_url)
+{
+    ts_evil_route_opts hang = {.hang = 1};
+    char connect_to[256];
+
+    add_hosted(2, 300);
+    fx_start(&f);
+    cr_assert_not_null(evil = ts_evil_new(ts_cert_x509(f.web_hosting), ts_cert_key(f.web_hosting)));
+    cr_assert_eq(ts_evil_route(evil, TARGET_PATH, &hang), 0);
+    cr_assert_eq(ts_evil_start(evil), 0);
+    snprintf(connect_to, sizeof(connect_to), "%s:443:127.0.0.1:%d,::127.0.0.1:%d", HOSTING, ts_evil_port(evil),
+             ts_nginx_port(f.nginx));
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_connect_to(cfg, connect_to), POSH_OK);
+    cr_assert_eq(posh_config_set_clock(cfg, fake_clock, &fake_now), POSH_OK);
+    cr_assert_eq(posh_config_set_timeout_ms(cfg, 500), POSH_OK);
+    posh_client *c = posh_client_new(cfg);
+    posh_config_free(cfg);
+    cr_assert_not_null(c);
+    posh_result_free(look_hosted(c, 0, POSH_ERR_TIMEOUT));
+    posh_result_free(look_hosted(c, 1, POSH_ERR_TIMEOUT));
+    cr_expect_eq(ts_evil_requests(evil, TARGET_PATH), 2, "each domain tried the target on its own budget");
+    posh_result_free(look_hosted(c, 0, POSH_ERR_TIMEOUT));
+    cr_expect_eq(ts_evil_requests(evil, TARGET_PATH), 2, "the domain's own failure is cached");
+    cr_expect_eq(hosted_source_fetches(0), 1);
+    posh_client_free(c);
+}
