@@ -153,7 +153,10 @@ POSH_EXPORT posh_err posh_config_set_max_bytes(posh_config *cfg, long n);
 POSH_EXPORT posh_err posh_config_set_max_ttl(posh_config *cfg, long seconds);
 /* Lifetime of cached failures and "no POSH" answers, 0..86400 s (0 = not cached). */
 POSH_EXPORT posh_err posh_config_set_negative_ttl(posh_config *cfg, long seconds);
-/* Maximum number of cached (domain, service) results, 1..10000000; least recently used go first. */
+/*
+ * Maximum number of cached (domain, service) results, 1..10000000; least recently used go first. Reference
+ * targets, cached by URL and shared by the domains that refer to them, have a bound of their own, the same.
+ */
 POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
@@ -184,7 +187,7 @@ POSH_EXPORT void posh_client_free(posh_client *client);
 POSH_EXPORT posh_client *posh_default_client(void);
 POSH_EXPORT const char *posh_default_client_error(void);
 
-/* Forget every cached result. */
+/* Forget every cached result (and every cached reference target). */
 POSH_EXPORT void posh_client_flush(posh_client *client);
 
 typedef struct posh_result posh_result;
@@ -227,14 +230,27 @@ POSH_EXPORT const char *posh_result_domain(const posh_result *result);
 POSH_EXPORT const char *posh_result_service(const posh_result *result);
 /* The clock value (see posh_config_set_clock) after which the result is stale. */
 POSH_EXPORT time_t posh_result_expires_at(const posh_result *result);
-/* Effective lifetime granted when fetched: min(reference expires, fingerprints expires, max TTL). */
+/*
+ * Effective lifetime granted when fetched: min(reference expires, fingerprints expires, max TTL); when the
+ * fingerprints came from a reference target cached by an earlier lookup, what was left of the target's life
+ * counts instead of its expires, so a result never outlives the shared target it was built on.
+ */
 POSH_EXPORT long posh_result_ttl(const posh_result *result);
 /* 1 when the source domain's document was a reference that was followed, else 0. */
 POSH_EXPORT int posh_result_followed_reference(const posh_result *result);
 
-/* Each HTTP request made, in order (redirect hops included). Returns 0 when i is past the end. */
+/*
+ * Each HTTP request the result rests on, in order (redirect hops included): the source domain's, then, after a
+ * reference, its target's. Returns 0 when i is past the end.
+ */
 POSH_EXPORT size_t posh_result_request_count(const posh_result *result);
 POSH_EXPORT int posh_result_request(const posh_result *result, size_t i, const char **url, long *http_status);
+/*
+ * 1 when request i was not made by this lookup: a reference target is cached by its URL and shared by every
+ * domain that refers to it, and a result built on a cached target lists the target's requests as they were
+ * made when it was fetched (for whichever domain came first). 0 for the lookup's own requests, or i past the end.
+ */
+POSH_EXPORT int posh_result_request_shared(const posh_result *result, size_t i);
 
 /* The fingerprint descriptors, in document order. Returns 0 when i or hash_name is unknown. */
 POSH_EXPORT size_t posh_result_descriptor_count(const posh_result *result);

@@ -44,12 +44,14 @@ static void atfork_prepare(void)
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
         pthread_mutex_lock(&c->handles_lock);
         posh_cache_atfork_prepare(c->cache);
+        posh_cache_atfork_prepare(c->targets);
     }
 }
 
 static void atfork_parent(void)
 {
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_cache_atfork_parent(c->targets);
         posh_cache_atfork_parent(c->cache);
         pthread_mutex_unlock(&c->handles_lock);
     }
@@ -59,6 +61,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_cache_atfork_child(c->targets);
         posh_cache_atfork_child(c->cache);
         for (size_t i = 0; i < c->n_idle; i++)
             if (graveyard_n < GRAVEYARD_MAX)
@@ -157,6 +160,7 @@ posh_client *posh_client_new(const posh_config *cfg)
     c->max_idle = MAX_IDLE_HANDLES;
     if ((c->cfg = posh_config_dup(cfg)) == NULL || (c->idle = calloc(c->max_idle, sizeof(CURL *))) == NULL ||
         (c->cache = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
+        (c->targets = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
         posh_connect_to_parse(cfg->connect_to, &c->connect_to, why, sizeof(why)) != POSH_OK)
         goto fail;
     registry_add(c);
@@ -177,6 +181,7 @@ void posh_client_free(posh_client *c)
         curl_easy_cleanup(c->idle[i]);
     free(c->idle);
     posh_cache_free(c->cache);
+    posh_cache_free(c->targets);
     curl_slist_free_all(c->connect_to);
     posh_config_free(c->cfg);
     pthread_mutex_destroy(&c->handles_lock);
@@ -185,8 +190,10 @@ void posh_client_free(posh_client *c)
 
 void posh_client_flush(posh_client *c)
 {
-    if (c != NULL)
-        posh_cache_flush(c->cache);
+    if (c == NULL)
+        return;
+    posh_cache_flush(c->cache);
+    posh_cache_flush(c->targets);
 }
 
 CURL *posh_client_handle_get(posh_client *c)

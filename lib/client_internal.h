@@ -96,10 +96,11 @@ struct posh_result {
     int followed_reference;
     long ttl;
     time_t expires_at;
-    const char *domain;
-    const char *service;
+    const char *domain;        /* a reference target's result (the URL cache): its URL */
+    const char *service;       /* a reference target's result: "" */
     const char *message;
     size_t n_requests;
+    size_t first_shared;       /* requests from here on were made by an earlier lookup (a shared target) */
     const posh_request *requests;
     size_t n_descriptors;
     const posh_result_descriptor *descriptors;
@@ -118,6 +119,14 @@ typedef struct posh_result_parts {
     time_t expires_at;
     const posh_doc *doc;          /* the fingerprints document, or NULL */
     bool allow_sha1;
+    /*
+     * The reference target's own result (from the URL cache), or NULL. Its requests follow the trace's; when
+     * doc is NULL and err is POSH_OK its descriptors are the result's (decided under the same client's rules).
+     */
+    const posh_result *target;
+    bool target_shared;           /* the target's requests were made by an earlier lookup, not by this one */
+    /* RAW: message is working text. MESSAGE: it is made of escaped messages (a target's) and escaped parts. */
+    posh_escape_mode escape;
 } posh_result_parts;
 
 /* NULL when out of memory. */
@@ -130,8 +139,10 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
 posh_result *posh_result_ref(posh_result *r);
 
 /*
- * The whole POSH process for a normalised (domain, svc, proto), without the cache. Always returns a result
- * (NULL only when out of memory) whose err says what happened.
+ * The whole POSH process for a normalised (domain, svc, proto), without the (domain, service) cache: the
+ * source domain's document is always fetched; a reference's target comes from the client's URL cache
+ * (client->targets, fetched there when missing or stale). Always returns a result (NULL only when out of
+ * memory) whose err says what happened.
  */
 posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const char *svc, const char *proto);
 
@@ -154,7 +165,8 @@ void posh_cache_atfork_child(posh_cache *cache);
 /* ---- client (client.c) ---- */
 struct posh_client {
     posh_config *cfg;
-    posh_cache *cache;
+    posh_cache *cache;             /* results by "domain _svc._proto" */
+    posh_cache *targets;           /* reference targets' results by URL (lookup.c says why and how long) */
     struct curl_slist *connect_to;
     pthread_mutex_t handles_lock;  /* guards the idle handle pool (keeps connections warm between lookups) */
     CURL **idle;

@@ -29,13 +29,28 @@ static size_t descriptor_bytes(const posh_descriptor *d)
     return n;
 }
 
+/* The digest bytes of a built result (the descriptors' digests stored back to back). */
+static size_t result_digest_bytes(const posh_result *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_descriptors; i++)
+        for (int h = 0; h < POSH_HASH_COUNT; h++)
+            if (r->descriptors[i].present & (1u << h))
+                n += posh_hash_len((posh_hash)h);
+    return n;
+}
+
 posh_result *posh_result_build(const posh_result_parts *p)
 {
-    size_t n_req = p->trace != NULL ? p->trace->n : 0;
-    size_t n_desc = p->doc != NULL ? p->doc->n_descriptors : 0;
+    const posh_result *t = p->target;
+    size_t n_own = p->trace != NULL ? p->trace->n : 0;
+    size_t n_req = n_own + (t != NULL ? t->n_requests : 0);
+    /* The fingerprints: a document parsed by this lookup, or those of the shared target's result. */
+    bool from_target = p->doc == NULL && t != NULL && p->err == POSH_OK;
+    size_t n_desc = p->doc != NULL ? p->doc->n_descriptors : from_target ? t->n_descriptors : 0;
     char message[POSH_MSG_LEN];
     /* The one place a lookup's message becomes public: what a server sent is escaped here (posh_internal.h). */
-    size_t mlen = posh_escape(message, sizeof(message), p->message, POSH_ESCAPE_RAW) + 1;
+    size_t mlen = posh_escape(message, sizeof(message), p->message, p->escape) + 1;
     size_t dlen = strlen(p->domain) + 1, slen = strlen(p->service) + 1;
     size_t digests = 0, strings = dlen + slen + mlen, size, off;
     posh_request *req;
@@ -45,8 +60,10 @@ posh_result *posh_result_build(const posh_result_parts *p)
     char *str;
 
     for (size_t i = 0; i < n_req; i++)
-        strings += strlen(p->trace->req[i].url) + 1;
-    for (size_t i = 0; i < n_desc; i++)
+        strings += strlen(i < n_own ? p->trace->req[i].url : t->requests[i - n_own].url) + 1;
+    if (from_target)
+        digests = result_digest_bytes(t);
+    for (size_t i = 0; p->doc != NULL && i < n_desc; i++)
         digests += descriptor_bytes(&p->doc->descriptors[i]);
     size = align8(sizeof(*r)) + align8(n_req * sizeof(*req)) + align8(n_desc * sizeof(*desc)) + digests + strings;
     if ((r = calloc(1, size)) == NULL)
@@ -74,12 +91,18 @@ posh_result *posh_result_build(const posh_result_parts *p)
     COPY_STRING(r->service, p->service, slen);
     COPY_STRING(r->message, message, mlen);
     for (size_t i = 0; i < n_req; i++) {
-        req[i].status = p->trace->req[i].status;
-        COPY_STRING(req[i].url, p->trace->req[i].url, strlen(p->trace->req[i].url) + 1);
+        const posh_request *from = i < n_own ? &p->trace->req[i] : &t->requests[i - n_own];
+        req[i].status = from->status;
+        COPY_STRING(req[i].url, from->url, strlen(from->url) + 1);
     }
 #undef COPY_STRING
+    if (from_target) {
+        /* Same client, same SHA-1 rule: the target's decided hashes hold for this result too. */
+        memcpy(desc, t->descriptors, n_desc * sizeof(*desc));
+        memcpy(dig, t->digests, digests);
+    }
     off = 0;
-    for (size_t i = 0; i < n_desc; i++) {
+    for (size_t i = 0; p->doc != NULL && i < n_desc; i++) {
         const posh_descriptor *d = &p->doc->descriptors[i];
         desc[i].present = (uint8_t)d->present;
         desc[i].decided = (int8_t)posh_descriptor_pick(d, p->allow_sha1);
@@ -92,6 +115,7 @@ posh_result *posh_result_build(const posh_result_parts *p)
         }
     }
     r->n_requests = n_req;
+    r->first_shared = t != NULL && p->target_shared ? n_own : n_req;
     r->requests = req;
     r->n_descriptors = n_desc;
     r->descriptors = desc;
@@ -213,18 +237,97 @@ static posh_err fetch_source(CURL *curl, const posh_config *cfg, const char *dom
     return POSH_ERR_NO_POSH;
 }
 
+/*
+ * Reference targets are cached by URL (client->targets) and shared by every (domain, service) that refers to
+ * them, so 1,000 hosted domains naming one provider document cost one fetch of it, not 1,000.
+ *
+ * Key: the URL exactly as the reference gives it (it passed posh_url_is_https when parsed). Sharing it across
+ * source domains poisons nothing: the bytes under a URL are whatever that URL's own host serves over HTTPS
+ * verified against that host (and every redirect hop verified against its own), whichever domain referred to
+ * it. A referring domain chooses which URL, never what is stored under it: a hostile domain naming a
+ * provider's URL gets, and caches, exactly what any other domain naming it would get.
+ *
+ * Lifetime: the target's own expires, capped by the maximum TTL, on the client's clock from when its fetch
+ * began. A failure (4xx: POSH_ERR_REFERENCE_TARGET; a reference to a reference; 5xx, TLS, bad JSON, ...)
+ * lives the negative TTL, so domains pointing at a dead provider cost one fetch per negative TTL between
+ * them. Two failures live 0 (stale at once: never served from the cache to a later lookup): POSH_ERR_NOMEM,
+ * which is ours, and POSH_ERR_TIMEOUT, which ran out the referring lookup's budget: a referring domain that
+ * dawdles before answering leaves its target little time, and must not make the target fail for every other
+ * domain that names it (a lookup that waited for such a fill tries again on its own budget).
+ * A domain's result built on a target never outlives it: see posh_lookup_uncached.
+ *
+ * The fill runs on the calling lookup's curl handle and within its deadline; concurrent lookups of the same
+ * URL wait for it (the cache's single flight). A domain lookup waiting here holds no lock: its own domain
+ * entry is merely marked pending, and a target fill never waits on a domain entry, so there is no cycle.
+ */
+typedef struct target_fill {
+    posh_client *client;
+    CURL *curl;
+    const char *url;
+    int64_t deadline_ms;
+    bool ran;                  /* this lookup fetched the target (else it came from the URL cache) */
+} target_fill;
+
+static posh_result *fill_target(void *arg)
+{
+    target_fill *a = arg;
+    const posh_config *cfg = a->client->cfg;
+    time_t started = posh_config_now(cfg);
+    posh_doc doc = {0};
+    int64_t ttl = 0;
+    lookup_state st;
+    posh_result *r;
+    bool missing;
+    posh_err err;
+
+    a->ran = true;
+    st.message[0] = '\0';
+    st.trace.n = 0;
+    st.followed_reference = 0;
+    err = fetch_doc(a->curl, cfg, a->url, a->deadline_ms, &st, &doc, &missing);
+    if (err == POSH_OK && missing) {
+        err = POSH_ERR_REFERENCE_TARGET; /* st.message names the URL and the status */
+    } else if (err == POSH_OK && doc.kind == POSH_DOC_REFERENCE) {
+        posh_msg(st.message, sizeof(st.message), "%s: a reference may not point to another reference (%s)", a->url,
+                 doc.url);
+        err = POSH_ERR_REFERENCE_CHAIN;
+    }
+    if (err == POSH_OK) {
+        ttl = doc.expires < cfg->max_ttl ? doc.expires : cfg->max_ttl;
+        st.message[0] = '\0';
+    } else {
+        ttl = err == POSH_ERR_NOMEM || err == POSH_ERR_TIMEOUT ? 0 : cfg->negative_ttl;
+    }
+    r = posh_result_build(&(posh_result_parts){
+        .domain = a->url,
+        .service = "",
+        .err = err,
+        .message = st.message,
+        .trace = &st.trace,
+        .ttl = (long)ttl,
+        .expires_at = started + (time_t)ttl,
+        .doc = err == POSH_OK ? &doc : NULL,
+        .allow_sha1 = !cfg->no_sha1,
+    });
+    trace_clear(&st.trace);
+    posh_doc_clear(&doc);
+    return r;
+}
+
 posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const char *svc, const char *proto)
 {
     const posh_config *cfg = client->cfg;
-    posh_doc src = {0}, target = {0};
+    posh_doc src = {0};
     const posh_doc *fingerprints = NULL;
+    posh_result *target = NULL;
+    target_fill tf = {0};
+    posh_escape_mode escape = POSH_ESCAPE_RAW;
     int64_t deadline_ms = posh_now_ms() + cfg->timeout_ms;
     time_t started = posh_config_now(cfg);
     int64_t ttl = 0;
     char service[2 * POSH_MAX_SERVICE_LEN + 4];
     lookup_state st;
     posh_result *r;
-    bool missing;
     CURL *curl;
     posh_err err;
 
@@ -243,23 +346,39 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
     fingerprints = &src;
     if (src.kind == POSH_DOC_REFERENCE) {
         st.followed_reference = 1;
-        err = fetch_doc(curl, cfg, src.url, deadline_ms, &st, &target, &missing);
-        if (err == POSH_OK && missing) {
-            char why[POSH_MSG_LEN];
-            memcpy(why, st.message, sizeof(why));
-            posh_msg(st.message, sizeof(st.message), "reference from %s to %s: document not found (%s)", domain,
-                     src.url, why);
-            err = POSH_ERR_REFERENCE_TARGET;
-        } else if (err == POSH_OK && target.kind == POSH_DOC_REFERENCE) {
-            posh_msg(st.message, sizeof(st.message), "%s: a reference may not point to another reference (%s)",
-                     src.url, target.url);
-            err = POSH_ERR_REFERENCE_CHAIN;
+        fingerprints = NULL; /* the target's result carries them */
+        tf = (target_fill){.client = client, .curl = curl, .url = src.url, .deadline_ms = deadline_ms};
+        /*
+         * Another lookup's fill that ran out of its budget says nothing of ours: try again while ours lasts (a
+         * few times at most, should an injected clock run backwards and keep that result fresh).
+         */
+        for (int tries = 0;; tries++) {
+            target = posh_cache_get(client->targets, src.url, posh_config_now(cfg), fill_target, &tf);
+            if (target == NULL || target->err != POSH_ERR_TIMEOUT || tf.ran || tries == 3 ||
+                posh_now_ms() >= deadline_ms)
+                break;
+            posh_result_free(target);
         }
-        if (err != POSH_OK)
+        if (target == NULL) {
+            err = POSH_ERR_NOMEM;
             goto done;
-        if (target.expires < ttl)
-            ttl = target.expires;
-        fingerprints = &target;
+        }
+        err = target->err;
+        if (err != POSH_OK) {
+            /* The target's message is escaped already (it is a result's); what we add to it is escaped here. */
+            escape = POSH_ESCAPE_MESSAGE;
+            if (err == POSH_ERR_REFERENCE_TARGET) {
+                char url[POSH_MSG_LEN];
+                posh_escape(url, sizeof(url), src.url, POSH_ESCAPE_RAW);
+                posh_msg(st.message, sizeof(st.message), "reference from %s to %s: document not found (%s)", domain,
+                         url, target->message);
+            } else {
+                posh_msg(st.message, sizeof(st.message), "%s", target->message);
+            }
+            goto done;
+        }
+        if (target->ttl < ttl)
+            ttl = target->ttl;
     }
     if (ttl > cfg->max_ttl)
         ttl = cfg->max_ttl;
@@ -270,6 +389,14 @@ done:
         fingerprints = NULL;
         ttl = err == POSH_ERR_NOMEM ? 0 : cfg->negative_ttl;
     }
+    /*
+     * Never longer than the shared target the result was built on: a target fetched earlier for another domain
+     * has only the rest of its life left (RFC 7711 section 6: the lower expires of the chain decides, then the
+     * whole process runs again from the source domain; the target is fetched again once it is stale itself).
+     * A timeout is not the target's to share (fill_target): the domain's failure lives the negative TTL.
+     */
+    if (target != NULL && target->err != POSH_ERR_TIMEOUT && target->expires_at - started < ttl)
+        ttl = target->expires_at - started > 0 ? (int64_t)(target->expires_at - started) : 0;
     r = posh_result_build(&(posh_result_parts){
         .domain = domain,
         .service = service,
@@ -281,6 +408,9 @@ done:
         .expires_at = started + (time_t)ttl,
         .doc = fingerprints,
         .allow_sha1 = !cfg->no_sha1,
+        .target = target,
+        .target_shared = !tf.ran,
+        .escape = escape,
     });
     /* Logged from the result: its message is the escaped one, the same text the application sees. */
     if (err != POSH_OK)
@@ -288,7 +418,7 @@ done:
                  r != NULL ? r->message : "(no result: out of memory)");
     trace_clear(&st.trace);
     posh_doc_clear(&src);
-    posh_doc_clear(&target);
+    posh_result_free(target);
     return r;
 }
 
@@ -332,6 +462,11 @@ int posh_result_followed_reference(const posh_result *r)
 size_t posh_result_request_count(const posh_result *r)
 {
     return r == NULL ? 0 : r->n_requests;
+}
+
+int posh_result_request_shared(const posh_result *r, size_t i)
+{
+    return r != NULL && i < r->n_requests && i >= r->first_shared;
 }
 
 int posh_result_request(const posh_result *r, size_t i, const char **url, long *http_status)
