@@ -39,7 +39,7 @@ static struct {
 } real;
 
 typedef struct stream_record {
-    int fd;                              /* -1: free slot */
+    atomic_int fd;                       /* -1: free slot; cleared without the lock by close() */
     dev_t dev;                           /* the socket's identity: a reused descriptor is another socket */
     ino_t ino;
     int tls_began;                       /* a TLS handshake record was sent: nothing more is looked at */
@@ -48,7 +48,7 @@ typedef struct stream_record {
 
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;
 static stream_record records[STREAM_RECORDS_MAX];
-static size_t n_slots;                   /* slots ever used: the scans stop there */
+static atomic_size_t n_slots;            /* slots ever used: the scans stop there */
 static atomic_int live;                  /* records held: while 0, close() and TLS records cost one load */
 static atomic_int full_logged;
 
@@ -71,35 +71,47 @@ void shim_stream_init(void)
     pthread_atfork(stream_lock_acquire, stream_lock_release, stream_lock_release);
 }
 
-/* ---- the table (stream_lock held) ---- */
+/*
+ * ---- the table ----
+ * Filled and read under stream_lock. close() may run in a signal handler or a vfork child, so it takes no lock:
+ * it frees a slot with one compare-and-swap on its fd, as record_drop does; a slot is reused only under the
+ * lock, with its fd stored last.
+ */
 
 static stream_record *record_find(int fd)
 {
-    for (size_t i = 0; i < n_slots; i++)
-        if (records[i].fd == fd)
+    size_t n = atomic_load(&n_slots);
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&records[i].fd) == fd)
             return &records[i];
     return NULL;
 }
 
-static void record_drop(stream_record *r)
+/* Free r if it still holds fd (close() may have freed it meanwhile). */
+static void record_drop(stream_record *r, int fd)
 {
-    r->fd = -1;
-    atomic_fetch_sub(&live, 1);
+    if (atomic_compare_exchange_strong(&r->fd, &fd, -1))
+        atomic_fetch_sub(&live, 1);
 }
 
 static stream_record *record_new(int fd)
 {
+    size_t n = atomic_load(&n_slots);
     stream_record *r = NULL;
-    for (size_t i = 0; i < n_slots && r == NULL; i++)
-        if (records[i].fd == -1)
+    for (size_t i = 0; i < n && r == NULL; i++)
+        if (atomic_load(&records[i].fd) == -1)
             r = &records[i];
-    if (r == NULL && n_slots < STREAM_RECORDS_MAX)
-        r = &records[n_slots++];
+    if (r == NULL && n < STREAM_RECORDS_MAX) {
+        r = &records[n];
+        atomic_store(&r->fd, -1);
+        atomic_store(&n_slots, n + 1);
+    }
     if (r == NULL)
         return NULL;
-    memset(r, 0, sizeof(*r));
-    r->fd = fd;
+    r->tls_began = 0;
+    r->to[0] = '\0';
     atomic_fetch_add(&live, 1);
+    atomic_store(&r->fd, fd);
     return r;
 }
 
@@ -117,7 +129,7 @@ static void note_header(int fd, const char *raw)
     pthread_mutex_lock(&stream_lock);
     r = record_find(fd);
     if (r != NULL && (r->dev != st.st_dev || r->ino != st.st_ino)) {
-        record_drop(r); /* the descriptor now names another socket */
+        record_drop(r, fd); /* the descriptor now names another socket */
         r = NULL;
     }
     if (r == NULL)
@@ -178,7 +190,7 @@ int shim_stream_to(SSL *ssl, char *out, size_t outlen)
             memcpy(out, r->to, strlen(r->to) + 1);
             found = 1;
         }
-        record_drop(r); /* consumed by this verification (or stale) */
+        record_drop(r, fd); /* consumed by this verification (or stale) */
     }
     pthread_mutex_unlock(&stream_lock);
     return found;
@@ -218,11 +230,9 @@ SHIM_EXPORT int close(int fd)
 {
     shim_ready();
     if (atomic_load(&live) > 0) {
-        stream_record *r;
-        pthread_mutex_lock(&stream_lock);
-        if ((r = record_find(fd)) != NULL)
-            record_drop(r);
-        pthread_mutex_unlock(&stream_lock);
+        stream_record *r = record_find(fd);  /* no lock: see the table */
+        if (r != NULL)
+            record_drop(r, fd);
     }
     if (real.close == NULL)
         return (int)syscall(SYS_close, fd);
