@@ -31,11 +31,12 @@ typedef ssize_t (*sendto_fn)(int fd, const void *buf, size_t len, int flags, con
                              socklen_t tolen);
 typedef int (*close_fn)(int fd);
 
+/* Set once at start-up (shim_ready); read on every call without a lock, hence atomic. */
 static struct {
-    write_fn write;
-    send_fn send;
-    sendto_fn sendto;
-    close_fn close;
+    _Atomic(write_fn) write;
+    _Atomic(send_fn) send;
+    _Atomic(sendto_fn) sendto;
+    _Atomic(close_fn) close;
 } real;
 
 typedef struct stream_record {
@@ -64,10 +65,10 @@ static void stream_lock_release(void)
 
 void shim_stream_init(void)
 {
-    real.write = (write_fn)shim_resolve("write", NULL, (void *)write);
-    real.send = (send_fn)shim_resolve("send", NULL, (void *)send);
-    real.sendto = (sendto_fn)shim_resolve("sendto", NULL, (void *)sendto);
-    real.close = (close_fn)shim_resolve("close", NULL, (void *)close);
+    atomic_store(&real.write, (write_fn)shim_resolve("write", NULL, (void *)write));
+    atomic_store(&real.send, (send_fn)shim_resolve("send", NULL, (void *)send));
+    atomic_store(&real.sendto, (sendto_fn)shim_resolve("sendto", NULL, (void *)sendto));
+    atomic_store(&real.close, (close_fn)shim_resolve("close", NULL, (void *)close));
     pthread_atfork(stream_lock_acquire, stream_lock_release, stream_lock_release);
 }
 
@@ -155,24 +156,46 @@ static void note_tls(int fd)
     pthread_mutex_unlock(&stream_lock);
 }
 
-/* What one write/send call means for the record; the common case costs a byte compare. */
+/*
+ * Could this call matter to a record? Inline in every write/send: all most calls cost. A stream header opens
+ * with "<s" or "<?" (XML declaration); a TLS record with 0x16 (a handshake) and matters only once a header was
+ * recorded.
+ */
+static inline int worth_a_look(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    if (len < 2 || p == NULL)
+        return 0;
+    if (p[0] == '<')
+        return p[1] == 's' || p[1] == '?';
+    return p[0] == 0x16 && atomic_load_explicit(&live, memory_order_relaxed) > 0;
+}
+
+/* What one write/send call that passed worth_a_look means for the record. */
 static void observe(int fd, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     char raw[POSH_MAX_DOMAIN_LEN + 2];
 
-    if (len == 0 || p == NULL)
-        return;
     if (p[0] == 0x16) {
-        if (atomic_load(&live) > 0 && len >= 3 && p[1] == 0x03)
+        if (len >= 3 && p[1] == 0x03)
             note_tls(fd);
         return;
     }
-    if (p[0] != '<')
-        return;
     if (shim_stream_header_to((const char *)p, len, raw, sizeof(raw)) != 0)
         note_header(fd, raw);
 }
+
+/* The real function, resolving it on a call that comes before the shim's constructor. */
+#define REAL(name)                                                                                             \
+    __extension__({                                                                                            \
+        __typeof__(atomic_load(&real.name)) f_ = atomic_load_explicit(&real.name, memory_order_acquire);       \
+        if (__builtin_expect(f_ == NULL, 0)) {                                                                 \
+            shim_ready();                                                                                      \
+            f_ = atomic_load(&real.name);                                                                      \
+        }                                                                                                      \
+        f_;                                                                                                    \
+    })
 
 int shim_stream_to(SSL *ssl, char *out, size_t outlen)
 {
@@ -198,43 +221,68 @@ int shim_stream_to(SSL *ssl, char *out, size_t outlen)
 
 /* ---- the interposed functions ---- */
 
+/*
+ * The interposed senders. The common call (resolved, nothing worth a look) is a load, a few tests and a tail
+ * call, with no stack frame: everything else is in the out-of-line *_slow functions.
+ */
+
+static __attribute__((noinline)) ssize_t write_slow(int fd, const void *buf, size_t len)
+{
+    write_fn f = REAL(write);
+    if (worth_a_look(buf, len))
+        observe(fd, buf, len);
+    return f != NULL ? f(fd, buf, len) : syscall(SYS_write, fd, buf, len);
+}
+
+static __attribute__((noinline)) ssize_t send_slow(int fd, const void *buf, size_t len, int flags)
+{
+    send_fn f = REAL(send);
+    if (worth_a_look(buf, len))
+        observe(fd, buf, len);
+    return f != NULL ? f(fd, buf, len, flags) : syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static __attribute__((noinline)) ssize_t sendto_slow(int fd, const void *buf, size_t len, int flags,
+                                                     const struct sockaddr *to, socklen_t tolen)
+{
+    sendto_fn f = REAL(sendto);
+    if (worth_a_look(buf, len))
+        observe(fd, buf, len);
+    return f != NULL ? f(fd, buf, len, flags, to, tolen) : syscall(SYS_sendto, fd, buf, len, flags, to, tolen);
+}
+
 SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
-    shim_ready();
-    observe(fd, buf, len);
-    if (real.write == NULL)
-        return syscall(SYS_write, fd, buf, len);
-    return real.write(fd, buf, len);
+    write_fn f = atomic_load_explicit(&real.write, memory_order_acquire);
+    if (__builtin_expect(f != NULL && !worth_a_look(buf, len), 1))
+        return f(fd, buf, len);
+    return write_slow(fd, buf, len);
 }
 
 SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
-    shim_ready();
-    observe(fd, buf, len);
-    if (real.send == NULL)
-        return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
-    return real.send(fd, buf, len, flags);
+    send_fn f = atomic_load_explicit(&real.send, memory_order_acquire);
+    if (__builtin_expect(f != NULL && !worth_a_look(buf, len), 1))
+        return f(fd, buf, len, flags);
+    return send_slow(fd, buf, len, flags);
 }
 
 SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
                            socklen_t tolen)
 {
-    shim_ready();
-    observe(fd, buf, len);
-    if (real.sendto == NULL)
-        return syscall(SYS_sendto, fd, buf, len, flags, to, tolen);
-    return real.sendto(fd, buf, len, flags, to, tolen);
+    sendto_fn f = atomic_load_explicit(&real.sendto, memory_order_acquire);
+    if (__builtin_expect(f != NULL && !worth_a_look(buf, len), 1))
+        return f(fd, buf, len, flags, to, tolen);
+    return sendto_slow(fd, buf, len, flags, to, tolen);
 }
 
 SHIM_EXPORT int close(int fd)
 {
-    shim_ready();
-    if (atomic_load(&live) > 0) {
+    close_fn f = REAL(close);
+    if (atomic_load_explicit(&live, memory_order_relaxed) > 0) {
         stream_record *r = record_find(fd);  /* no lock: see the table */
         if (r != NULL)
             record_drop(r, fd);
     }
-    if (real.close == NULL)
-        return (int)syscall(SYS_close, fd);
-    return real.close(fd);
+    return f != NULL ? f(fd) : (int)syscall(SYS_close, fd);
 }
