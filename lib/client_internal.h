@@ -29,6 +29,8 @@ struct posh_config {
 
 /* Deep copy of src into a new config (NULL when out of memory). */
 posh_config *posh_config_dup(const posh_config *src);
+/* Parse a --connect-to list into a curl list. POSH_ERR_CONFIG with msg when malformed. */
+posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen);
 /* The config's clock. */
 time_t posh_config_now(const posh_config *cfg);
 
@@ -78,7 +80,7 @@ void posh_fetch_result_clear(posh_fetch_result *r);
 posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to);
 int64_t posh_now_ms(void);
 
-/* ---- results (lookup.c) ---- */
+/* ---- results (result.c) ---- */
 /* One fingerprint descriptor, compact: the digests present are stored back to back in enum order. */
 typedef struct posh_result_descriptor {
     uint8_t present;          /* bit (1u << posh_hash) for each hash present */
@@ -138,6 +140,7 @@ posh_result *posh_result_from_doc(const char *domain, const char *service, const
 posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index);
 posh_result *posh_result_ref(posh_result *r);
 
+/* ---- the POSH process (lookup.c) ---- */
 /*
  * The whole POSH process for a normalised (domain, svc, proto), without the (domain, service) cache: the
  * source domain's document is always fetched; a reference's target comes from the client's URL cache
@@ -179,8 +182,6 @@ struct posh_client {
 /* Take an easy handle from the client's pool (or a new one); give it back when done. NULL: out of memory. */
 CURL *posh_client_handle_get(posh_client *client);
 void posh_client_handle_put(posh_client *client, CURL *curl);
-/* Parse a --connect-to list into a curl list. POSH_ERR_CONFIG with msg when malformed. */
-posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen);
 
 /* ---- verify.c: what the LD_PRELOAD shim (shim/) needs; unused by the library itself ---- */
 typedef struct posh_shim_hooks {

@@ -1,0 +1,251 @@
+/*
+ * result.c - the result of a lookup: one immutable, reference-counted allocation holding what happened (the
+ * requests, the error and its message, the lifetime) and the fingerprints to match, and its accessors.
+ */
+#include "client_internal.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+static size_t descriptor_bytes(const posh_descriptor *d)
+{
+    size_t n = 0;
+    for (int h = 0; h < POSH_HASH_COUNT; h++)
+        if (d->present & (1u << h))
+            n += posh_hash_len((posh_hash)h);
+    return n;
+}
+
+/* The digest bytes of a built result (the descriptors' digests stored back to back). */
+static size_t result_digest_bytes(const posh_result *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_descriptors; i++)
+        for (int h = 0; h < POSH_HASH_COUNT; h++)
+            if (r->descriptors[i].present & (1u << h))
+                n += posh_hash_len((posh_hash)h);
+    return n;
+}
+
+posh_result *posh_result_build(const posh_result_parts *p)
+{
+    const posh_result *t = p->target;
+    size_t n_own = p->trace != NULL ? p->trace->n : 0;
+    size_t n_req = n_own + (t != NULL ? t->n_requests : 0);
+    /* The fingerprints: a document parsed by this lookup, or those of the shared target's result. */
+    bool from_target = p->doc == NULL && t != NULL && p->err == POSH_OK;
+    size_t n_desc = p->doc != NULL ? p->doc->n_descriptors : from_target ? t->n_descriptors : 0;
+    char message[POSH_MSG_LEN];
+    /* The one place a lookup's message becomes public: what a server sent is escaped here (posh_internal.h). */
+    size_t mlen = posh_escape(message, sizeof(message), p->message, p->escape) + 1;
+    size_t dlen = strlen(p->domain) + 1, slen = strlen(p->service) + 1;
+    size_t digests = 0, strings = dlen + slen + mlen, size, off;
+    posh_request *req;
+    posh_result_descriptor *desc;
+    unsigned char *dig;
+    posh_result *r;
+    char *str;
+
+    for (size_t i = 0; i < n_req; i++)
+        strings += strlen(i < n_own ? p->trace->req[i].url : t->requests[i - n_own].url) + 1;
+    if (from_target)
+        digests = result_digest_bytes(t);
+    for (size_t i = 0; p->doc != NULL && i < n_desc; i++)
+        digests += descriptor_bytes(&p->doc->descriptors[i]);
+    size = align8(sizeof(*r)) + align8(n_req * sizeof(*req)) + align8(n_desc * sizeof(*desc)) + digests + strings;
+    if ((r = calloc(1, size)) == NULL)
+        return NULL;
+    off = align8(sizeof(*r));
+    req = (posh_request *)((char *)r + off);
+    off += align8(n_req * sizeof(*req));
+    desc = (posh_result_descriptor *)((char *)r + off);
+    off += align8(n_desc * sizeof(*desc));
+    dig = (unsigned char *)r + off;
+    str = (char *)dig + digests;
+
+    r->refs = 1;
+    r->err = p->err;
+    r->followed_reference = p->followed_reference;
+    r->ttl = p->ttl;
+    r->expires_at = p->expires_at;
+#define COPY_STRING(dst, src, len)                                                                             \
+    do {                                                                                                       \
+        memcpy(str, (src), (len));                                                                             \
+        (dst) = str;                                                                                           \
+        str += (len);                                                                                          \
+    } while (0)
+    COPY_STRING(r->domain, p->domain, dlen);
+    COPY_STRING(r->service, p->service, slen);
+    COPY_STRING(r->message, message, mlen);
+    for (size_t i = 0; i < n_req; i++) {
+        const posh_request *from = i < n_own ? &p->trace->req[i] : &t->requests[i - n_own];
+        req[i].status = from->status;
+        COPY_STRING(req[i].url, from->url, strlen(from->url) + 1);
+    }
+#undef COPY_STRING
+    if (from_target) {
+        /* Same client, same SHA-1 rule: the target's decided hashes hold for this result too. */
+        memcpy(desc, t->descriptors, n_desc * sizeof(*desc));
+        memcpy(dig, t->digests, digests);
+    }
+    off = 0;
+    for (size_t i = 0; p->doc != NULL && i < n_desc; i++) {
+        const posh_descriptor *d = &p->doc->descriptors[i];
+        desc[i].present = (uint8_t)d->present;
+        desc[i].decided = (int8_t)posh_descriptor_pick(d, p->allow_sha1);
+        desc[i].offset = (uint16_t)off;
+        for (int h = 0; h < POSH_HASH_COUNT; h++) {
+            if (d->present & (1u << h)) {
+                memcpy(dig + off, d->digest[h], posh_hash_len((posh_hash)h));
+                off += posh_hash_len((posh_hash)h);
+            }
+        }
+    }
+    r->n_requests = n_req;
+    r->first_shared = t != NULL && p->target_shared ? n_own : n_req;
+    r->requests = req;
+    r->n_descriptors = n_desc;
+    r->descriptors = desc;
+    r->digests = dig;
+    return r;
+}
+
+posh_result *posh_result_from_doc(const char *domain, const char *service, const posh_doc *doc, time_t now,
+                                  long max_ttl)
+{
+    long ttl = doc->expires < max_ttl ? (long)doc->expires : max_ttl;
+    return posh_result_build(&(posh_result_parts){.domain = domain, .service = service, .err = POSH_OK,
+                                                  .ttl = ttl, .expires_at = now + ttl, .doc = doc,
+                                                  .allow_sha1 = true});
+}
+
+/* Where the digest of hash h of descriptor d starts, or NULL if d does not carry h. */
+static const unsigned char *descriptor_digest(const posh_result *r, const posh_result_descriptor *d, int h)
+{
+    size_t off = d->offset;
+    if (h < 0 || (d->present & (1u << h)) == 0)
+        return NULL;
+    for (int i = 0; i < h; i++)
+        if (d->present & (1u << i))
+            off += posh_hash_len((posh_hash)i);
+    return r->digests + off;
+}
+
+posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
+{
+    posh_digests digests = {.der = der, .der_len = der_len};
+    *index = -1;
+    for (size_t i = 0; i < r->n_descriptors; i++) {
+        const posh_result_descriptor *d = &r->descriptors[i];
+        const unsigned char *want = descriptor_digest(r, d, d->decided), *got;
+        if (want == NULL)
+            continue; /* nothing usable: the descriptor can never match */
+        if ((got = posh_digests_get(&digests, (posh_hash)d->decided)) == NULL)
+            return POSH_ERR_CERTIFICATE;
+        if (CRYPTO_memcmp(got, want, posh_hash_len((posh_hash)d->decided)) == 0) {
+            *index = (int)i;
+            return POSH_OK;
+        }
+    }
+    return POSH_OK;
+}
+
+posh_result *posh_result_ref(posh_result *r)
+{
+    __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+    return r;
+}
+
+void posh_result_free(posh_result *r)
+{
+    if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    free(r);
+}
+
+/* ---- the public result accessors ---- */
+
+posh_err posh_result_error(const posh_result *r)
+{
+    return r == NULL ? POSH_ERR_INVALID_ARGUMENT : r->err;
+}
+
+const char *posh_result_message(const posh_result *r)
+{
+    return r == NULL ? "" : r->message;
+}
+
+const char *posh_result_domain(const posh_result *r)
+{
+    return r == NULL ? "" : r->domain;
+}
+
+const char *posh_result_service(const posh_result *r)
+{
+    return r == NULL ? "" : r->service;
+}
+
+time_t posh_result_expires_at(const posh_result *r)
+{
+    return r == NULL ? 0 : r->expires_at;
+}
+
+long posh_result_ttl(const posh_result *r)
+{
+    return r == NULL ? 0 : r->ttl;
+}
+
+int posh_result_followed_reference(const posh_result *r)
+{
+    return r == NULL ? 0 : r->followed_reference;
+}
+
+size_t posh_result_request_count(const posh_result *r)
+{
+    return r == NULL ? 0 : r->n_requests;
+}
+
+int posh_result_request_shared(const posh_result *r, size_t i)
+{
+    return r != NULL && i < r->n_requests && i >= r->first_shared;
+}
+
+int posh_result_request(const posh_result *r, size_t i, const char **url, long *http_status)
+{
+    if (r == NULL || i >= r->n_requests)
+        return 0;
+    if (url != NULL)
+        *url = r->requests[i].url;
+    if (http_status != NULL)
+        *http_status = r->requests[i].status;
+    return 1;
+}
+
+size_t posh_result_descriptor_count(const posh_result *r)
+{
+    return r == NULL ? 0 : r->n_descriptors;
+}
+
+int posh_result_descriptor_hash(const posh_result *r, size_t i, const char *hash_name, char *buf, size_t buflen)
+{
+    const unsigned char *digest;
+    int h;
+    size_t need;
+    if (r == NULL || hash_name == NULL || buf == NULL || i >= r->n_descriptors)
+        return 0;
+    h = posh_hash_from_name(hash_name, strlen(hash_name));
+    digest = descriptor_digest(r, &r->descriptors[i], h);
+    if (digest == NULL)
+        return 0;
+    need = 4 * ((posh_hash_len((posh_hash)h) + 2) / 3) + 1;
+    if (buflen < need)
+        return 0;
+    posh_b64_encode(digest, posh_hash_len((posh_hash)h), buf, buflen);
+    return 1;
+}
