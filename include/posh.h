@@ -158,6 +158,20 @@ POSH_EXPORT posh_err posh_config_set_negative_ttl(posh_config *cfg, long seconds
  * targets, cached by URL and shared by the domains that refer to them, have a bound of their own, the same.
  */
 POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
+/*
+ * A persistent cache directory (opt-in; NULL or "": none, the default; also POSH_CACHE_DIR): successful
+ * results are written there and a new client (a new process) of the same user starts warm from it. It is a
+ * trust store, so it is used only when, opened without following a symbolic link, it is a directory owned by
+ * the effective user and not writable by group or others (a missing directory is created with mode 0700);
+ * otherwise it is not used, posh_client_new() logs why once, and the client caches in memory only. Entries
+ * are written atomically (temporary file and rename), hold the documents as fetched and are parsed again on
+ * load; expiry there is judged on the wall clock (time()), and an entry fetched "in the future" (the clock
+ * went back) is stale. Anything odd (truncated, corrupted, oversized, another format, another domain, not a
+ * regular file of ours) is ignored and replaced by the next fetch. At most the cache size (entries, oldest
+ * modified first out) and 64 MiB. Failures and "no POSH" are never written. Disk problems never fail a
+ * lookup: it fetches. Several processes may share one directory. See README "Persistent cache".
+ */
+POSH_EXPORT posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path);
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
 POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);
@@ -187,7 +201,7 @@ POSH_EXPORT void posh_client_free(posh_client *client);
 POSH_EXPORT posh_client *posh_default_client(void);
 POSH_EXPORT const char *posh_default_client_error(void);
 
-/* Forget every cached result (and every cached reference target). */
+/* Forget every cached result (and every cached reference target), also those of the persistent cache. */
 POSH_EXPORT void posh_client_flush(posh_client *client);
 
 typedef struct posh_result posh_result;

@@ -120,6 +120,7 @@ posh_client *posh_client_new(const posh_config *cfg)
         (c->targets = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
         posh_connect_to_parse(cfg->connect_to, &c->connect_to, why, sizeof(why)) != POSH_OK)
         goto fail;
+    c->store = posh_store_open(c->cfg); /* NULL: none, or unsafe (logged); memory only */
     registry_add(c);
     posh_config_free(defaults);
     return c;
@@ -139,6 +140,7 @@ void posh_client_free(posh_client *c)
     free(c->idle);
     posh_cache_free(c->cache);
     posh_cache_free(c->targets);
+    posh_store_free(c->store);
     curl_slist_free_all(c->connect_to);
     posh_config_free(c->cfg);
     pthread_mutex_destroy(&c->handles_lock);
@@ -151,6 +153,7 @@ void posh_client_flush(posh_client *c)
         return;
     posh_cache_flush(c->cache);
     posh_cache_flush(c->targets);
+    posh_store_flush(c->store);
 }
 
 CURL *posh_client_handle_get(posh_client *c)
@@ -192,9 +195,17 @@ typedef struct fill_args {
     const char *domain, *svc, *proto;
 } fill_args;
 
+/* A memory miss: the persistent cache's entry if it is sound and fresh, else the lookup (which persists it). */
 static posh_result *fill_lookup(void *arg)
 {
     fill_args *a = arg;
+    posh_result *r;
+    if (a->client->store != NULL) {
+        char service[2 * POSH_MAX_SERVICE_LEN + 4];
+        snprintf(service, sizeof(service), "_%s._%s", a->svc, a->proto);
+        if ((r = posh_store_load(a->client, a->domain, service)) != NULL)
+            return r;
+    }
     return posh_lookup_uncached(a->client, a->domain, a->svc, a->proto);
 }
 

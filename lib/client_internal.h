@@ -24,6 +24,9 @@ struct posh_config {
     unsigned layouts;
     time_t (*now)(void *arg);
     void *now_arg;
+    char *cache_dir;           /* the persistent cache directory, or NULL */
+    time_t (*wall_now)(void *arg);  /* the persistent cache's clock: wall-clock seconds (time(NULL)) */
+    void *wall_now_arg;
     char error[POSH_MSG_LEN];
 };
 
@@ -33,6 +36,13 @@ posh_config *posh_config_dup(const posh_config *src);
 posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen);
 /* The config's clock. */
 time_t posh_config_now(const posh_config *cfg);
+/*
+ * The persistent cache's clock: wall-clock seconds, time(NULL) unless a test sets another (NULL restores it).
+ * Separate from posh_config_set_clock, which may be monotonic: an entry written by one process is judged by
+ * another, and only the wall clock is shared between them.
+ */
+time_t posh_config_wall_now(const posh_config *cfg);
+void posh_config_set_wall_clock(posh_config *cfg, time_t (*now)(void *arg), void *arg);
 
 /*
  * The one way libposh reads a POSH_* variable: secure_getenv(), so that a privileged process (setuid, setgid,
@@ -107,6 +117,15 @@ struct posh_result {
     size_t n_descriptors;
     const posh_result_descriptor *descriptors;
     const unsigned char *digests;
+    /*
+     * A reference target's result, when the client has a persistent cache: its document as fetched, for the
+     * entries of the domains that refer to it (store.c). NULL otherwise.
+     */
+    int64_t fetched_wall;      /* the persistent cache's clock when the fetch began */
+    const char *doc;
+    size_t doc_len;
+    const char *doc_url;       /* the URL it came from (after redirects) */
+    long doc_status;
 };
 
 /* What a lookup found, gathered while it runs; posh_result_build() makes the compact result of it. */
@@ -129,6 +148,12 @@ typedef struct posh_result_parts {
     bool target_shared;           /* the target's requests were made by an earlier lookup, not by this one */
     /* RAW: message is working text. MESSAGE: it is made of escaped messages (a target's) and escaped parts. */
     posh_escape_mode escape;
+    bool from_store;              /* loaded from the persistent cache: every request was an earlier process's */
+    int64_t fetched_wall;         /* kept with the document below */
+    const char *raw_doc;          /* the document as fetched, kept in the result (a target's, with a store) */
+    size_t raw_doc_len;
+    const char *raw_url;
+    long raw_status;
 } posh_result_parts;
 
 /* NULL when out of memory. */
@@ -165,9 +190,27 @@ void posh_cache_atfork_prepare(posh_cache *cache);
 void posh_cache_atfork_parent(posh_cache *cache);
 void posh_cache_atfork_child(posh_cache *cache);
 
+/* ---- the persistent cache (store.c; the format and the file system parts: posh_internal.h) ---- */
+typedef struct posh_store posh_store;
+/* The store of cfg's cache directory; NULL when none is configured or it is unsafe (then logged, once). */
+posh_store *posh_store_open(const posh_config *cfg);
+void posh_store_free(posh_store *store);
+/*
+ * The result for (domain, service "_svc._proto") from the directory, re-judged now: NULL when there is no
+ * usable entry (missing, stale, or refused: logged). Its lifetime is what is left of the entry's.
+ */
+posh_result *posh_store_load(posh_client *client, const char *domain, const char *service);
+/* Persist a successful lookup: the source document as fetched (url, status, bytes) and the target's result. */
+void posh_store_save(posh_client *client, const char *domain, const char *service, int64_t fetched_wall,
+                     const char *src_url, long src_status, const char *src_doc, size_t src_len,
+                     const posh_result *target);
+/* Remove every entry. */
+void posh_store_flush(posh_store *store);
+
 /* ---- client (client.c) ---- */
 struct posh_client {
     posh_config *cfg;
+    posh_store *store;             /* the persistent cache, or NULL */
     posh_cache *cache;             /* results by "domain _svc._proto" */
     posh_cache *targets;           /* reference targets' results by URL (lookup.c says why and how long) */
     struct curl_slist *connect_to;

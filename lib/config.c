@@ -25,6 +25,12 @@ static time_t monotonic_seconds(void *arg)
     return ts.tv_sec;
 }
 
+static time_t wall_seconds(void *arg)
+{
+    (void)arg;
+    return time(NULL);
+}
+
 posh_config *posh_config_new(void)
 {
     posh_config *cfg = calloc(1, sizeof(*cfg));
@@ -39,6 +45,7 @@ posh_config *posh_config_new(void)
     cfg->mode = POSH_MODE_NAME;
     cfg->layouts = POSH_LAYOUT_ALL;
     cfg->now = monotonic_seconds;
+    cfg->wall_now = wall_seconds;
     return cfg;
 }
 
@@ -49,6 +56,7 @@ void posh_config_free(posh_config *cfg)
     free(cfg->ca_file);
     free(cfg->ca_path);
     free(cfg->connect_to);
+    free(cfg->cache_dir);
     free(cfg);
 }
 
@@ -67,9 +75,9 @@ posh_config *posh_config_dup(const posh_config *src)
     if (cfg == NULL)
         return NULL;
     *cfg = *src;
-    cfg->ca_file = cfg->ca_path = cfg->connect_to = NULL;
+    cfg->ca_file = cfg->ca_path = cfg->connect_to = cfg->cache_dir = NULL;
     if (dup_string(&cfg->ca_file, src->ca_file) != 0 || dup_string(&cfg->ca_path, src->ca_path) != 0 ||
-        dup_string(&cfg->connect_to, src->connect_to) != 0) {
+        dup_string(&cfg->connect_to, src->connect_to) != 0 || dup_string(&cfg->cache_dir, src->cache_dir) != 0) {
         posh_config_free(cfg);
         return NULL;
     }
@@ -79,6 +87,17 @@ posh_config *posh_config_dup(const posh_config *src)
 time_t posh_config_now(const posh_config *cfg)
 {
     return cfg->now(cfg->now_arg);
+}
+
+time_t posh_config_wall_now(const posh_config *cfg)
+{
+    return cfg->wall_now(cfg->wall_now_arg);
+}
+
+void posh_config_set_wall_clock(posh_config *cfg, time_t (*now)(void *arg), void *arg)
+{
+    cfg->wall_now = now != NULL ? now : wall_seconds;
+    cfg->wall_now_arg = now != NULL ? arg : NULL;
 }
 
 const char *posh_config_error(const posh_config *cfg)
@@ -106,6 +125,11 @@ posh_err posh_config_set_ca_file(posh_config *cfg, const char *path)
 posh_err posh_config_set_ca_path(posh_config *cfg, const char *path)
 {
     return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->ca_path, path);
+}
+
+posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path)
+{
+    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->cache_dir, path);
 }
 
 posh_err posh_config_set_connect_to(posh_config *cfg, const char *list)
@@ -250,7 +274,7 @@ bad:
 /* Every variable libposh and the shim read: what the warning of a privileged process can name. */
 static const char *const env_names[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
-    "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_MODE", "POSH_NO_SHA1",
+    "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_CACHE_DIR", "POSH_MODE", "POSH_NO_SHA1",
     "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
 };
 
@@ -412,6 +436,7 @@ posh_err posh_config_load_env(posh_config *cfg)
     tmp->error[0] = '\0';
     if ((err = env_string(tmp, "POSH_CA_FILE", &tmp->ca_file)) != POSH_OK ||
         (err = env_string(tmp, "POSH_CA_PATH", &tmp->ca_path)) != POSH_OK ||
+        (err = env_string(tmp, "POSH_CACHE_DIR", &tmp->cache_dir)) != POSH_OK ||
         (err = env_number(tmp, "POSH_TIMEOUT_MS", &tmp->timeout_ms, 1, 600000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_MAX_REDIRECTS", &tmp->max_redirects, 0, 10)) != POSH_OK ||
         (err = env_number(tmp, "POSH_MAX_BYTES", &tmp->max_bytes, 64, 1048576)) != POSH_OK ||
@@ -442,6 +467,7 @@ posh_err posh_config_load_env(posh_config *cfg)
         tmp->ca_file = old.ca_file;
         tmp->ca_path = old.ca_path;
         tmp->connect_to = old.connect_to;
+        tmp->cache_dir = old.cache_dir;
         posh_config_free(tmp);
     }
     return POSH_OK;

@@ -13,13 +13,38 @@ typedef struct lookup_state {
     char message[POSH_MSG_LEN];
     posh_trace trace;
     int followed_reference;
+    /* With a persistent cache: the last document parsed, as fetched (kept for the entry; store.c). */
+    bool keep;
+    char *body;
+    size_t body_len;
+    char *body_url;
+    long body_status;
 } lookup_state;
+
+static void state_init(lookup_state *st, bool keep)
+{
+    st->message[0] = '\0';
+    st->trace.n = 0;
+    st->followed_reference = 0;
+    st->keep = keep;
+    st->body = st->body_url = NULL;
+    st->body_len = 0;
+    st->body_status = 0;
+}
 
 static void trace_clear(posh_trace *t)
 {
     for (size_t i = 0; i < t->n; i++)
         free(t->req[i].url);
     t->n = 0;
+}
+
+static void state_clear(lookup_state *st)
+{
+    trace_clear(&st->trace);
+    free(st->body);
+    free(st->body_url);
+    st->body = st->body_url = NULL;
 }
 
 /* Fetch url and parse it as a POSH document. *missing is set (and POSH_OK returned) on a 4xx. */
@@ -41,8 +66,17 @@ static posh_err fetch_doc(CURL *curl, const posh_config *cfg, const char *url, i
         return POSH_OK;
     }
     err = posh_doc_parse(fr.body, fr.body_len, doc, why, sizeof(why));
-    if (err != POSH_OK)
+    if (err != POSH_OK) {
         posh_msg(r->message, sizeof(r->message), "%s: %s", fr.final_url, why);
+    } else if (r->keep) {
+        free(r->body);
+        free(r->body_url);
+        r->body = fr.body;
+        r->body_len = fr.body_len;
+        r->body_url = fr.final_url;
+        r->body_status = fr.status;
+        fr.body = fr.final_url = NULL;
+    }
     posh_fetch_result_clear(&fr);
     return err;
 }
@@ -112,6 +146,7 @@ static posh_result *fill_target(void *arg)
     target_fill *a = arg;
     const posh_config *cfg = a->client->cfg;
     time_t started = posh_config_now(cfg);
+    int64_t started_wall = posh_config_wall_now(cfg);
     posh_doc doc = {0};
     int64_t ttl = 0;
     lookup_state st;
@@ -120,9 +155,7 @@ static posh_result *fill_target(void *arg)
     posh_err err;
 
     a->ran = true;
-    st.message[0] = '\0';
-    st.trace.n = 0;
-    st.followed_reference = 0;
+    state_init(&st, a->client->store != NULL);
     err = fetch_doc(a->curl, cfg, a->url, a->deadline_ms, &st, &doc, &missing);
     if (err == POSH_OK && missing) {
         err = POSH_ERR_REFERENCE_TARGET; /* st.message names the URL and the status */
@@ -147,8 +180,13 @@ static posh_result *fill_target(void *arg)
         .expires_at = started + (time_t)ttl,
         .doc = err == POSH_OK ? &doc : NULL,
         .allow_sha1 = !cfg->no_sha1,
+        .fetched_wall = started_wall,
+        .raw_doc = err == POSH_OK ? st.body : NULL,
+        .raw_doc_len = st.body_len,
+        .raw_url = st.body_url,
+        .raw_status = st.body_status,
     });
-    trace_clear(&st.trace);
+    state_clear(&st);
     posh_doc_clear(&doc);
     return r;
 }
@@ -163,6 +201,7 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
     posh_escape_mode escape = POSH_ESCAPE_RAW;
     int64_t deadline_ms = posh_now_ms() + cfg->timeout_ms;
     time_t started = posh_config_now(cfg);
+    int64_t started_wall = posh_config_wall_now(cfg);
     int64_t ttl = 0;
     char service[2 * POSH_MAX_SERVICE_LEN + 4];
     lookup_state st;
@@ -170,9 +209,7 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
     CURL *curl;
     posh_err err;
 
-    st.message[0] = '\0';
-    st.trace.n = 0;
-    st.followed_reference = 0;
+    state_init(&st, client->store != NULL);
     snprintf(service, sizeof(service), "_%s._%s", svc, proto);
     if ((curl = posh_client_handle_get(client)) == NULL) {
         err = POSH_ERR_NOMEM;
@@ -255,7 +292,11 @@ done:
     if (err != POSH_OK)
         posh_log(POSH_LOG_INFO, "lookup %s %s: %s: %s", domain, service, posh_strerror(err),
                  r != NULL ? r->message : "(no result: out of memory)");
-    trace_clear(&st.trace);
+    /* Only successes are persisted: a "no POSH" on disk would outlive the negative TTL in every process. */
+    if (err == POSH_OK && r != NULL && r->ttl > 0)
+        posh_store_save(client, domain, service, started_wall, st.body_url, st.body_status, st.body, st.body_len,
+                        target);
+    state_clear(&st);
     posh_doc_clear(&src);
     posh_result_free(target);
     return r;

@@ -103,6 +103,92 @@ typedef struct posh_doc {
 posh_err posh_doc_parse(const char *buf, size_t len, posh_doc *doc, char *msg, size_t msglen);
 void posh_doc_clear(posh_doc *doc);
 
+/* ---- the persistent cache directory (store_entry.c: pure, fuzzed; store_dir.c: the file system) ---- */
+/*
+ * One entry file, all integers big-endian, nothing between or after the fields:
+ *   "POSHSTOR" (8 bytes)  u32 version (1)
+ *   i64 fetched          wall-clock seconds when the lookup of the source document began (> 0)
+ *   i64 target_fetched   wall-clock seconds when the reference target's fetch began (> 0), 0 without one
+ *   str domain           normalised source domain (str = u32 length + bytes, no NUL inside)
+ *   str service          "_svc._proto"
+ *   str source_url       the URL the source document came from (after redirects); https
+ *   u32 source_status    its HTTP status, 200..299
+ *   str source_doc       the source document's bytes as fetched
+ *   str target_url       the URL the target document came from; "" without a reference
+ *   u32 target_status    200..299, 0 without a reference
+ *   str target_doc       the target document's bytes as fetched; "" without a reference
+ *   SHA-256 (32 bytes)   of every byte before it
+ * The parse is strict and canonical: an accepted entry serialises back to exactly its bytes.
+ */
+#define POSH_STORE_MAGIC "POSHSTOR"
+#define POSH_STORE_VERSION 1u
+#define POSH_STORE_MAX_DOC 1048576                  /* the highest POSH_MAX_BYTES */
+#define POSH_STORE_SERVICE_LEN (2 * POSH_MAX_SERVICE_LEN + 3)
+#define POSH_STORE_MAX_ENTRY                                                                                   \
+    (8 + 4 + 8 + 8 + 6 * 4 + 2 * 4 + 32 + POSH_MAX_DOMAIN_LEN + POSH_STORE_SERVICE_LEN + 2 * POSH_MAX_URL_LEN +   \
+     2 * POSH_STORE_MAX_DOC)
+#define POSH_STORE_NAME_LEN 69                      /* 64 hex digits of SHA-256("domain service") + ".posh" */
+
+typedef struct posh_store_entry {
+    int64_t fetched;
+    int64_t target_fetched;
+    char domain[POSH_MAX_DOMAIN_LEN + 1];
+    char service[POSH_STORE_SERVICE_LEN + 1];
+    char source_url[POSH_MAX_URL_LEN + 1];
+    uint32_t source_status;
+    const char *source_doc;           /* parse: borrowed from the buffer parsed */
+    size_t source_doc_len;
+    char target_url[POSH_MAX_URL_LEN + 1];
+    uint32_t target_status;
+    const char *target_doc;
+    size_t target_doc_len;
+    /* Filled by posh_store_entry_parse only: the documents parsed (release with posh_store_entry_clear). */
+    posh_doc source;
+    posh_doc target;
+} posh_store_entry;
+
+/*
+ * Parse an entry from exactly len bytes. POSH_OK: *e is filled, its documents re-parsed with posh_doc_parse
+ * (the source's a fingerprints document, or a reference whose target is a fingerprints document), every
+ * string checked (the domain normalised, the service in its SRV form, the URLs https). Otherwise an error
+ * (POSH_ERR_DOCUMENT for the format, the document parser's own for a document, POSH_ERR_NOMEM), *e empty,
+ * and a message in msg. Pure: no I/O, no clock.
+ */
+posh_err posh_store_entry_parse(const unsigned char *buf, size_t len, posh_store_entry *e, char *msg,
+                                size_t msglen);
+void posh_store_entry_clear(posh_store_entry *e);
+/* The bytes of e (its parsed documents are not read): malloc'd into *out. POSH_ERR_INVALID_ARGUMENT if a field
+ * is over its limit, POSH_ERR_NOMEM. */
+posh_err posh_store_entry_serialize(const posh_store_entry *e, unsigned char **out, size_t *outlen);
+/* The file name of (domain, service): hex SHA-256 of "domain service" + ".posh"; out has NAME_LEN + 1 bytes. */
+void posh_store_entry_name(const char *domain, const char *service, char *out);
+/* Is name what posh_store_entry_name makes (64 lower-case hex digits and ".posh")? */
+int posh_store_name_is_entry(const char *name);
+
+/*
+ * Open path as a cache directory: O_DIRECTORY | O_NOFOLLOW (a symbolic link is refused, not followed), then
+ * fstat on what was opened: a directory owned by the effective user, not writable by group or others. With
+ * create, a missing directory is made first (mode 0700, the last component only). Returns the descriptor
+ * (O_CLOEXEC), or -1 with the reason in why.
+ */
+int posh_store_dir_open(const char *path, int create, char *why, size_t whylen);
+/*
+ * Read entry name under dirfd (openat, O_NOFOLLOW | O_NONBLOCK): only a regular file owned by the effective
+ * user, with one link, not writable by group or others, of at most cap bytes (at most cap + 1 are read).
+ * 1: *buf (malloc'd) and *len; 0: there is no such file; -1: refused or unreadable (why says which).
+ */
+int posh_store_read(int dirfd, const char *name, size_t cap, unsigned char **buf, size_t *len, char *why,
+                    size_t whylen);
+/* Write buf as name under dirfd atomically: a new temporary file (mode 0600) in the directory, then renameat.
+ * 0 ok, -1 (why says why; no temporary file left behind). */
+int posh_store_write(int dirfd, const char *name, const unsigned char *buf, size_t len, char *why, size_t whylen);
+/*
+ * Bound the directory: while it holds more than max_entries entries or more than max_bytes bytes of them,
+ * remove the oldest by modification time. Temporary files older than 60 s (a writer that died) go too.
+ * Returns the number of entries left.
+ */
+size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t now);
+
 /* ---- matching (match.c) ---- */
 /*
  * Which hash decides for descriptor d: the strongest present and allowed (SHA-1 only if allow_sha1).

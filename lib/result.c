@@ -45,7 +45,8 @@ posh_result *posh_result_build(const posh_result_parts *p)
     /* The one place a lookup's message becomes public: what a server sent is escaped here (posh_internal.h). */
     size_t mlen = posh_escape(message, sizeof(message), p->message, p->escape) + 1;
     size_t dlen = strlen(p->domain) + 1, slen = strlen(p->service) + 1;
-    size_t digests = 0, strings = dlen + slen + mlen, size, off;
+    size_t rawlen = p->raw_doc != NULL ? p->raw_doc_len + 1 + strlen(p->raw_url) + 1 : 0;
+    size_t digests = 0, strings = dlen + slen + mlen + rawlen, size, off;
     posh_request *req;
     posh_result_descriptor *desc;
     unsigned char *dig;
@@ -88,6 +89,14 @@ posh_result *posh_result_build(const posh_result_parts *p)
         req[i].status = from->status;
         COPY_STRING(req[i].url, from->url, strlen(from->url) + 1);
     }
+    if (p->raw_doc != NULL) {
+        r->fetched_wall = p->fetched_wall;
+        r->doc_len = p->raw_doc_len;
+        r->doc_status = p->raw_status;
+        COPY_STRING(r->doc, p->raw_doc, p->raw_doc_len);
+        *str++ = '\0';
+        COPY_STRING(r->doc_url, p->raw_url, strlen(p->raw_url) + 1);
+    }
 #undef COPY_STRING
     if (from_target) {
         /* Same client, same SHA-1 rule: the target's decided hashes hold for this result too. */
@@ -108,7 +117,7 @@ posh_result *posh_result_build(const posh_result_parts *p)
         }
     }
     r->n_requests = n_req;
-    r->first_shared = t != NULL && p->target_shared ? n_own : n_req;
+    r->first_shared = p->from_store ? 0 : t != NULL && p->target_shared ? n_own : n_req;
     r->requests = req;
     r->n_descriptors = n_desc;
     r->descriptors = desc;
