@@ -1,0 +1,687 @@
+/*
+ * test_store.c - the persistent cache directory against a real nginx: a new client (a new process) starts warm,
+ * an unsafe directory is refused, anything odd in an entry's place is ignored and replaced, concurrent
+ * processes never see a partial entry, and expiry is judged on an injected wall clock (clock going back too).
+ */
+#include "fixture.h"
+#include "client_internal.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static fx f;
+static char dir[256];
+static char base[64];
+static time_t wall_now;
+static time_t mono_now;
+
+static time_t fake_clock(void *arg)
+{
+    return *(time_t *)arg;
+}
+
+static void setup(void)
+{
+    fx_init(&f);
+    snprintf(base, sizeof(base), "/tmp/posh-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(base));
+    snprintf(dir, sizeof(dir), "%s/cache", base);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    wall_now = 1700000000;
+    mono_now = 1000;
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", base);
+    fx_fini(&f);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 120);
+
+/* A client with the cache directory d, the memory clock and the wall clock injected. */
+static posh_client *store_client(const char *d)
+{
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_cache_dir(cfg, d), POSH_OK);
+    cr_assert_eq(posh_config_set_clock(cfg, fake_clock, &mono_now), POSH_OK);
+    posh_config_set_wall_clock(cfg, fake_clock, &wall_now);
+    posh_client *c = posh_client_new(cfg);
+    posh_config_free(cfg);
+    cr_assert_not_null(c);
+    return c;
+}
+
+/* One lookup of FOO (or domain) by a new client, as a new process would make it; returns the error. */
+static posh_err fresh_lookup(const char *domain, long *ttl, int *shared)
+{
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    posh_err err = posh_lookup(c, domain, "xmpp-server", &r);
+    cr_assert_not_null(r);
+    if (ttl != NULL)
+        *ttl = posh_result_ttl(r);
+    if (shared != NULL)
+        *shared = posh_result_request_shared(r, 0);
+    posh_result_free(r);
+    posh_client_free(c);
+    return err;
+}
+
+static void entry_path(const char *domain, char *out, size_t outlen)
+{
+    char name[POSH_STORE_NAME_LEN + 1];
+    posh_store_entry_name(domain, "_xmpp-server._tcp", name);
+    snprintf(out, outlen, "%s/%s", dir, name);
+}
+
+static size_t count_files(const char *d)
+{
+    DIR *dd = opendir(d);
+    struct dirent *e;
+    size_t n = 0;
+    cr_assert_not_null(dd);
+    while ((e = readdir(dd)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dd);
+    return n;
+}
+
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    unsigned char *buf;
+    long n;
+    cr_assert_not_null(fp, "%s", path);
+    fseek(fp, 0, SEEK_END);
+    n = ftell(fp);
+    rewind(fp);
+    cr_assert_not_null(buf = malloc((size_t)n + 1));
+    cr_assert_eq(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void write_all(const char *path, const void *buf, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    cr_assert_not_null(fp, "%s", path);
+    cr_assert_eq(fwrite(buf, 1, len, fp), len);
+    cr_assert_eq(fclose(fp), 0);
+}
+
+static posh_err cert_match(posh_client *c, const posh_result *r, ts_cert *cert, int *match)
+{
+    size_t len = 0;
+    const unsigned char *der = ts_cert_der(cert, &len);
+    return posh_match_der(c, r, der, len, match, NULL);
+}
+
+/* ---- a new process starts warm ---- */
+
+Test(store, new_client_starts_warm)
+{
+    char path[512];
+    struct stat st;
+    long ttl = 0;
+    int shared = 0;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    entry_path(FOO, path, sizeof(path));
+    cr_assert_eq(lstat(path, &st), 0, "the entry was written");
+    cr_expect(S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600, "mode %o", st.st_mode);
+    wall_now += 100;
+    cr_assert_eq(fresh_lookup(FOO, &ttl, &shared), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "zero requests: the new client started warm");
+    cr_expect_eq(ttl, 200, "what is left of the entry's life");
+    cr_expect_eq(shared, 1, "the request was an earlier process's");
+
+    /* The result from disk matches as the fetched one does. */
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    int match = 0;
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK);
+    cr_assert_eq(cert_match(c, r, f.svc, &match), POSH_OK);
+    cr_expect_eq(match, 1);
+    cr_assert_eq(cert_match(c, r, f.other, &match), POSH_OK);
+    cr_expect_eq(match, 0);
+    posh_result_free(r);
+    posh_client_free(c);
+}
+
+Test(store, failures_are_not_persisted)
+{
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_ERR_NO_POSH);
+    cr_expect_eq(count_files(dir), 0, "a \"no POSH\" is never written");
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_ERR_NO_POSH);
+    cr_expect_eq(fx_requests(&f, FOO, NULL), 4);
+}
+
+/* ---- the directory must be ours and nobody else's to write ---- */
+
+typedef struct refused_case {
+    const char *dir;
+} refused_case;
+
+static void two_lookups(void *arg)
+{
+    const char *d = arg;
+    for (int i = 0; i < 2; i++) {
+        posh_client *c = store_client(d);
+        posh_result *r = NULL;
+        cr_expect_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK, "POSH keeps working from memory");
+        posh_result_free(r);
+        posh_client_free(c);
+    }
+}
+
+static void expect_refused(const char *d, const char *why)
+{
+    char *log = fx_stderr_of(two_lookups, (void *)d);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "%s: not used, so each client fetched", why);
+    cr_expect_eq(count_files(dir), 0, "%s: nothing written", why);
+    cr_expect_not_null(strstr(log, "persistent cache not used"), "%s: logged: %s", why, log);
+    free(log);
+}
+
+Test(store, group_writable_dir_refused)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(chmod(dir, 0770), 0);
+    expect_refused(dir, "group-writable");
+}
+
+Test(store, other_writable_dir_refused)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(chmod(dir, 01777), 0);
+    expect_refused(dir, "world-writable, sticky");
+}
+
+Test(store, dir_of_another_user_refused)
+{
+    struct passwd *pw = getpwnam("nobody");
+    cr_assert_not_null(pw);
+    cr_assert_eq(geteuid(), 0, "the tests run as root");
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(chown(dir, pw->pw_uid, pw->pw_gid), 0);
+    expect_refused(dir, "owned by nobody");
+}
+
+Test(store, symlinked_dir_refused)
+{
+    char link[300];
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(link, sizeof(link), "%s/link", base);
+    cr_assert_eq(symlink(dir, link), 0);
+    expect_refused(link, "a symbolic link to a good directory");
+}
+
+Test(store, missing_dir_created_owner_only)
+{
+    char sub[300];
+    struct stat st;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(sub, sizeof(sub), "%s/new", base);
+    posh_client *c = store_client(sub);
+    posh_client_free(c);
+    cr_assert_eq(lstat(sub, &st), 0);
+    cr_expect(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700, "mode %o", st.st_mode);
+}
+
+/* ---- anything odd in an entry's place is ignored, never partly trusted, and replaced ---- */
+
+typedef enum damage {
+    TRUNCATE,
+    FLIP_BYTE,
+    FOREIGN_MAGIC,
+    OTHER_VERSION,
+    OTHER_DOMAIN,
+    OVERSIZED,
+    FIFO,
+    SYMLINK,
+    HARDLINK,
+    GROUP_WRITABLE,
+    NOT_OURS,
+    EMPTY,
+    DIRECTORY,
+} damage;
+
+static const char *const damage_names[] = {"truncated", "a flipped byte", "foreign magic", "another version",
+                                           "another domain's entry", "oversized", "a FIFO", "a symlink",
+                                           "a hard link", "group-writable", "owned by nobody", "empty",
+                                           "a directory"};
+
+static void apply(damage d, const char *path, const char *other_path)
+{
+    size_t len;
+    unsigned char *buf = read_all(path, &len);
+    char aside[600];
+
+    switch (d) {
+    case TRUNCATE:
+        write_all(path, buf, len / 2);
+        break;
+    case FLIP_BYTE:
+        buf[len / 2] ^= 0x01; /* inside the document or a field: only the digest can tell */
+        write_all(path, buf, len);
+        break;
+    case FOREIGN_MAGIC:
+        memcpy(buf, "POSHSTOX", 8);
+        write_all(path, buf, len);
+        break;
+    case OTHER_VERSION:
+        buf[11] = 2;
+        write_all(path, buf, len);
+        break;
+    case OTHER_DOMAIN: {
+        size_t olen;
+        unsigned char *other = read_all(other_path, &olen);
+        write_all(path, other, olen); /* a sound entry, for hosting.example.net, under foo's name */
+        free(other);
+        break;
+    }
+    case OVERSIZED: {
+        size_t big = POSH_STORE_MAX_ENTRY + 10;
+        unsigned char *huge = calloc(1, big);
+        cr_assert_not_null(huge);
+        memcpy(huge, buf, len);
+        write_all(path, huge, big);
+        free(huge);
+        break;
+    }
+    case FIFO:
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(mkfifo(path, 0600), 0);
+        break;
+    case SYMLINK:
+        /* A link to a sound copy of the entry: never followed. */
+        snprintf(aside, sizeof(aside), "%s/copy", base);
+        write_all(aside, buf, len);
+        chmod(aside, 0600);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(symlink(aside, path), 0);
+        break;
+    case HARDLINK:
+        snprintf(aside, sizeof(aside), "%s/hard", base);
+        cr_assert_eq(link(path, aside), 0);
+        break;
+    case GROUP_WRITABLE:
+        cr_assert_eq(chmod(path, 0620), 0);
+        break;
+    case NOT_OURS:
+        cr_assert_eq(chown(path, getpwnam("nobody")->pw_uid, 0), 0);
+        break;
+    case EMPTY:
+        write_all(path, "", 0);
+        break;
+    case DIRECTORY:
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        break;
+    }
+    free(buf);
+}
+
+static void check_damage(damage d)
+{
+    char path[512], other[512];
+    struct stat st;
+    long ttl = 0;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, fx_doc1(f.other, 300));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_assert_eq(fresh_lookup(HOSTING, NULL, NULL), POSH_OK);
+    entry_path(FOO, path, sizeof(path));
+    entry_path(HOSTING, other, sizeof(other));
+    apply(d, path, other);
+
+    /* Ignored: the next client fetches (and, for another domain's entry, does not take its fingerprints). */
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    int match = 0;
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK, "%s", damage_names[d]);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "%s: ignored, fetched", damage_names[d]);
+    cr_assert_eq(cert_match(c, r, f.svc, &match), POSH_OK);
+    cr_expect_eq(match, 1, "%s: foo's own fingerprints", damage_names[d]);
+    cr_assert_eq(cert_match(c, r, f.other, &match), POSH_OK);
+    cr_expect_eq(match, 0, "%s: nothing of the entry was trusted", damage_names[d]);
+    cr_expect_eq(posh_result_request_shared(r, 0), 0, "%s: fetched by this lookup", damage_names[d]);
+    posh_result_free(r);
+    posh_client_free(c);
+
+    if (d == DIRECTORY) {
+        /* rename() cannot replace a directory: the lookups go on working, from the network. */
+        cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+        cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3);
+        return;
+    }
+    /* Replaced: a sound entry of ours again, and the next client is warm. */
+    cr_assert_eq(lstat(path, &st), 0);
+    cr_expect(S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == geteuid() && (st.st_mode & 0777) == 0600,
+              "%s: replaced by a regular file of ours (mode %o, %lu links)", damage_names[d], st.st_mode,
+              (unsigned long)st.st_nlink);
+    cr_assert_eq(fresh_lookup(FOO, &ttl, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "%s: replaced, then warm", damage_names[d]);
+}
+
+Test(store, truncated_entry_replaced) { check_damage(TRUNCATE); }
+Test(store, flipped_byte_replaced) { check_damage(FLIP_BYTE); }
+Test(store, foreign_magic_replaced) { check_damage(FOREIGN_MAGIC); }
+Test(store, other_version_replaced) { check_damage(OTHER_VERSION); }
+Test(store, other_domains_entry_replaced) { check_damage(OTHER_DOMAIN); }
+Test(store, oversized_entry_replaced) { check_damage(OVERSIZED); }
+Test(store, fifo_replaced) { check_damage(FIFO); }
+Test(store, symlink_replaced) { check_damage(SYMLINK); }
+Test(store, hard_link_replaced) { check_damage(HARDLINK); }
+Test(store, group_writable_entry_replaced) { check_damage(GROUP_WRITABLE); }
+Test(store, entry_of_another_user_replaced) { check_damage(NOT_OURS); }
+Test(store, empty_entry_replaced) { check_damage(EMPTY); }
+Test(store, directory_in_place_ignored) { check_damage(DIRECTORY); }
+
+/* ---- wall-clock expiry ---- */
+
+Test(store, expiry_on_the_wall_clock)
+{
+    long ttl = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 100));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    wall_now += 99;
+    mono_now = 5; /* the memory cache's clock says nothing about the disk's */
+    cr_assert_eq(fresh_lookup(FOO, &ttl, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "fresh one second before expiry");
+    cr_expect_eq(ttl, 1);
+    wall_now += 1;
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "stale at expiry: fetched again");
+    cr_assert_eq(fresh_lookup(FOO, &ttl, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "and written again");
+    cr_expect_eq(ttl, 100);
+}
+
+Test(store, max_ttl_applies_on_load)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 100000));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    wall_now += 86400; /* the default POSH_MAX_TTL */
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "capped by the maximum TTL");
+}
+
+Test(store, clock_going_back_makes_stale)
+{
+    long ttl = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    wall_now -= 1000; /* the entry now says it was fetched in the future */
+    cr_assert_eq(fresh_lookup(FOO, &ttl, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "an entry from the future is stale, never older-but-valid");
+    cr_expect_eq(ttl, 300);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "rewritten with the clock as it is now");
+    wall_now -= 1;
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3, "one second back is back too");
+}
+
+/* ---- a reference: the target persisted with the entry, the min rule after reload ---- */
+
+#define TARGET_PATH "/posh/target.json"
+#define TARGET_URL "https://" HOSTING TARGET_PATH
+
+Test(store, reference_min_rule_after_reload)
+{
+    long ttl = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_ref(TARGET_URL, 500));
+    fx_put_free(&f, HOSTING, TARGET_PATH, fx_doc1(f.svc, 50));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    wall_now += 49;
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    int match = 0;
+    const char *url = NULL;
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    cr_expect_eq(fx_requests(&f, HOSTING, TARGET_PATH), 1, "the target came from the entry");
+    cr_expect_eq(posh_result_followed_reference(r), 1);
+    cr_expect_eq(posh_result_ttl(r), 1, "the target's lower expires decides");
+    cr_expect_eq(posh_result_request_count(r), 2);
+    cr_expect(posh_result_request(r, 1, &url, NULL) && strcmp(url, TARGET_URL) == 0, "%s", url);
+    cr_assert_eq(cert_match(c, r, f.svc, &match), POSH_OK);
+    cr_expect_eq(match, 1);
+    posh_result_free(r);
+    posh_client_free(c);
+    wall_now += 1;
+    cr_assert_eq(fresh_lookup(FOO, &ttl, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "stale: again from the source domain");
+    cr_expect_eq(fx_requests(&f, HOSTING, TARGET_PATH), 2);
+    cr_expect_eq(ttl, 50);
+}
+
+/* A target shared in memory keeps its own fetch time in the next domain's entry. */
+Test(store, shared_target_keeps_its_fetch_time)
+{
+    long ttl = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_ref(TARGET_URL, 500));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, fx_ref(TARGET_URL, 500));
+    fx_put_free(&f, HOSTING, TARGET_PATH, fx_doc1(f.svc, 50));
+    fx_start(&f);
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK);
+    posh_result_free(r);
+    wall_now += 30;
+    mono_now += 30;
+    cr_assert_eq(posh_lookup(c, HOSTING, "xmpp-server", &r), POSH_OK);
+    cr_expect_eq(fx_requests(&f, HOSTING, TARGET_PATH), 1, "the target was shared in memory");
+    cr_expect_eq(posh_result_ttl(r), 20);
+    posh_result_free(r);
+    posh_client_free(c);
+    wall_now += 19;
+    cr_assert_eq(fresh_lookup(HOSTING, &ttl, NULL), POSH_OK);
+    cr_expect_eq(ttl, 1);
+    cr_expect_eq(fx_requests(&f, HOSTING, RFC7711_PATH), 1, "warm");
+    wall_now += 1;
+    cr_assert_eq(fresh_lookup(HOSTING, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, HOSTING, RFC7711_PATH), 2, "the target's fetch time counted, not the entry's");
+}
+
+/* ---- bounds ---- */
+
+Test(store, bounded_by_cache_size_oldest_out)
+{
+    static const char *const svcs[] = {"a", "b", "c", "d"};
+    char path[256];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/%s.json", svcs[i]);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 300));
+    }
+    fx_start(&f);
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK);
+    cr_assert_eq(posh_config_set_cache_size(cfg, 2), POSH_OK);
+    for (size_t i = 0; i < 4; i++) {
+        posh_client *c = posh_client_new(cfg);
+        posh_result *r = NULL;
+        cr_assert_eq(posh_lookup(c, FOO, svcs[i], &r), POSH_OK);
+        posh_result_free(r);
+        posh_client_free(c);
+        usleep(20000); /* distinct modification times */
+    }
+    cr_expect_eq(count_files(dir), 2, "at most the cache size");
+    posh_client *c = posh_client_new(cfg);
+    posh_result *r = NULL;
+    cr_assert_eq(posh_lookup(c, FOO, "d", &r), POSH_OK);
+    posh_result_free(r);
+    cr_assert_eq(posh_lookup(c, FOO, "a", &r), POSH_OK);
+    posh_result_free(r);
+    cr_expect_eq(fx_requests(&f, FOO, "/.well-known/posh/d.json"), 1, "the newest stayed");
+    cr_expect_eq(fx_requests(&f, FOO, "/.well-known/posh/a.json"), 2, "the oldest went");
+    posh_client_free(c);
+    posh_config_free(cfg);
+}
+
+Test(store, flush_empties_the_directory)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    posh_client *c = store_client(dir);
+    posh_result *r = NULL;
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK);
+    posh_result_free(r);
+    cr_expect_eq(count_files(dir), 1);
+    posh_client_flush(c);
+    cr_expect_eq(count_files(dir), 0);
+    posh_client_free(c);
+}
+
+/* ---- processes racing on one directory ---- */
+
+#define RACERS 6
+#define ROUNDS 15
+
+static const char *const race_svcs[] = {"xmpp-server", "a", "b", "c"};
+
+/* A child: new clients looking up and writing the same and different keys; exit 0 when every result was sound. */
+static int racer(int id)
+{
+    for (int round = 0; round < ROUNDS; round++) {
+        posh_config *cfg = posh_config_new();
+        posh_client *c;
+        if (cfg == NULL || posh_config_set_ca_file(cfg, f.ca_file) != POSH_OK ||
+            posh_config_set_connect_to(cfg, f.connect_to) != POSH_OK || posh_config_set_cache_dir(cfg, dir) != POSH_OK)
+            return 2;
+        c = posh_client_new(cfg);
+        posh_config_free(cfg);
+        if (c == NULL)
+            return 3;
+        for (size_t k = 0; k < 4; k++) {
+            const char *domain = (round + id + (int)k) % 2 == 0 ? FOO : HOSTING;
+            posh_result *r = NULL;
+            int match = 0;
+            if (posh_lookup(c, domain, race_svcs[(k + (size_t)id) % 4], &r) != POSH_OK)
+                return 4;
+            if (cert_match(c, r, f.svc, &match) != POSH_OK ||
+                !match)
+                return 5;
+            posh_result_free(r);
+        }
+        if (round % 5 == 4)
+            posh_client_flush(c); /* now and then everything goes: writers, readers and removers together */
+        posh_client_free(c);
+    }
+    return 0;
+}
+
+/* A reader: every file with an entry's name that it can read is a whole, sound entry. */
+static int reader(volatile sig_atomic_t *stop)
+{
+    char why[POSH_MSG_LEN];
+    int fd = posh_store_dir_open(dir, 0, why, sizeof(why));
+    long seen = 0;
+    if (fd < 0)
+        return 6;
+    while (!*stop || seen == 0) {
+        DIR *dd = opendir(dir);
+        struct dirent *e;
+        if (dd == NULL)
+            return 7;
+        while ((e = readdir(dd)) != NULL) {
+            unsigned char *buf = NULL;
+            size_t len = 0;
+            posh_store_entry en;
+            if (!posh_store_name_is_entry(e->d_name))
+                continue;
+            if (posh_store_read(fd, e->d_name, POSH_STORE_MAX_ENTRY, &buf, &len, why, sizeof(why)) != 1)
+                continue; /* removed meanwhile */
+            if (posh_store_entry_parse(buf, len, &en, why, sizeof(why)) != POSH_OK) {
+                fprintf(stderr, "reader: %s: %s\n", e->d_name, why);
+                return 8;
+            }
+            posh_store_entry_clear(&en);
+            free(buf);
+            seen++;
+        }
+        closedir(dd);
+    }
+    close(fd);
+    return seen > 0 ? 0 : 9;
+}
+
+static volatile sig_atomic_t reader_stop;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    reader_stop = 1;
+}
+
+Test(store, processes_race_on_one_directory)
+{
+    pid_t kids[RACERS], rd;
+    int status;
+    char path[256];
+
+    for (size_t i = 1; i < 4; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/%s.json", race_svcs[i]);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 300));
+        fx_put_free(&f, HOSTING, path, fx_ref("https://" FOO "/posh/target.json", 300));
+    }
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, fx_ref("https://" FOO "/posh/target.json", 300));
+    fx_put_free(&f, FOO, "/posh/target.json", fx_doc1(f.svc, 300));
+    fx_start(&f);
+    fflush(NULL);
+    signal(SIGUSR1, on_usr1);
+    cr_assert_geq(rd = fork(), 0);
+    if (rd == 0)
+        _exit(reader(&reader_stop));
+    for (int i = 0; i < RACERS; i++) {
+        cr_assert_geq(kids[i] = fork(), 0);
+        if (kids[i] == 0)
+            _exit(racer(i));
+    }
+    for (int i = 0; i < RACERS; i++) {
+        cr_assert_eq(waitpid(kids[i], &status, 0), kids[i]);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "racer %d: status %d", i, status);
+    }
+    kill(rd, SIGUSR1);
+    cr_assert_eq(waitpid(rd, &status, 0), rd);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "reader: status %d", status);
+    /* No temporary file left behind, and the next client of each key is sound. */
+    DIR *dd = opendir(dir);
+    struct dirent *e;
+    cr_assert_not_null(dd);
+    while ((e = readdir(dd)) != NULL)
+        cr_expect(strncmp(e->d_name, ".tmp.", 5) != 0, "temporary file left: %s", e->d_name);
+    closedir(dd);
+}
