@@ -1374,3 +1374,183 @@ Test(cli_generate, round_trip_through_nginx_lookup_and_handshake)
     run_free(&r);
     free(fp);
 }
+
+/* ---- posh cache: list and flush a persistent cache directory ---- */
+
+static char cache_base[64], cache_dir[128];
+
+static void cache_setup(void)
+{
+    setup();
+    snprintf(cache_base, sizeof(cache_base), "/tmp/posh-cli-cache-XXXXXX");
+    cr_assert_not_null(mkdtemp(cache_base));
+    snprintf(cache_dir, sizeof(cache_dir), "%s/c", cache_base);
+    cr_assert_eq(mkdir(cache_dir, 0700), 0);
+    unsetenv("POSH_CACHE_DIR");
+}
+
+static void cache_teardown(void)
+{
+    char cmd[200];
+    unsetenv("POSH_CACHE_DIR");
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cache_base);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", cache_base);
+    teardown();
+}
+
+TestSuite(cli_cache, .init = cache_setup, .fini = cache_teardown, .timeout = 120);
+
+Test(cli_cache, usage_errors)
+{
+    run r = POSH("cache");
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+    r = POSH("cache", "bogus", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+    r = POSH("cache", "list");
+    cr_expect_eq(r.code, 2, "no --dir and no POSH_CACHE_DIR");
+    cr_expect_not_null(strstr(r.err, "POSH_CACHE_DIR"), "%s", r.err);
+    run_free(&r);
+    r = POSH("cache", "flush", "--json", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+    r = POSH("cache", "flush", "--dir", cache_dir, "127.0.0.1");
+    cr_expect_eq(r.code, 2, "not a domain");
+    run_free(&r);
+    r = POSH("cache", "list", "extra", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+    r = POSH("cache", "--help");
+    cr_expect_eq(r.code, 0);
+    cr_expect_not_null(strstr(r.out, "posh cache list"));
+    run_free(&r);
+}
+
+static json_object *cache_list_json(int expect_code)
+{
+    run r = POSH("cache", "list", "--json", "--dir", cache_dir);
+    json_object *o;
+    cr_assert_eq(r.code, expect_code, "stderr: %s", r.err);
+    o = json_tokener_parse(r.out);
+    cr_assert_not_null(o, "not JSON: %s", r.out);
+    run_free(&r);
+    return o;
+}
+
+static const char *entry_field(json_object *o, size_t i, const char *name)
+{
+    json_object *entries, *v;
+    cr_assert(json_object_object_get_ex(o, "entries", &entries));
+    v = json_object_object_get(json_object_array_get_idx(entries, i), name);
+    return v != NULL ? json_object_get_string(v) : NULL;
+}
+
+Test(cli_cache, lookups_fill_it_list_shows_it_flush_empties_it)
+{
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, fx_ref("https://" FOO "/posh/t.json", 600));
+    fx_put_free(&f, FOO, "/posh/t.json", fx_doc1(f.svc, 600));
+    setenv("POSH_CACHE_DIR", cache_dir, 1);
+    run r = POSH("lookup", FOO);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_free(&r);
+    r = POSH("lookup", HOSTING);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_free(&r);
+    r = POSH("lookup", FOO);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_free(&r);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "a new process started warm from the directory");
+
+    json_object *o = cache_list_json(0);
+    json_object *entries;
+    cr_assert(json_object_object_get_ex(o, "entries", &entries));
+    cr_assert_eq(json_object_array_length(entries), 2);
+    cr_expect_str_eq(entry_field(o, 0, "domain"), FOO);
+    cr_expect_str_eq(entry_field(o, 0, "service"), "_xmpp-server._tcp");
+    cr_expect_str_eq(entry_field(o, 0, "source_url"), "https://" FOO RFC7711_PATH);
+    cr_expect_str_eq(entry_field(o, 0, "state"), "fresh");
+    cr_expect_null(entry_field(o, 0, "target_url"));
+    cr_expect_str_eq(entry_field(o, 1, "domain"), HOSTING);
+    cr_expect_str_eq(entry_field(o, 1, "target_url"), "https://" FOO "/posh/t.json");
+    long long fetched = atoll(entry_field(o, 0, "fetched")), expires = atoll(entry_field(o, 0, "expires"));
+    cr_expect_eq(expires - fetched, 300);
+    json_object_put(o);
+
+    r = POSH("cache", "list");
+    cr_expect_eq(r.code, 0);
+    cr_expect_not_null(strstr(r.out, "DOMAIN"), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, FOO), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "fresh"), "%s", r.out);
+    run_free(&r);
+
+    r = POSH("cache", "flush", FOO);
+    cr_expect_eq(r.code, 0, "%s", r.err);
+    run_free(&r);
+    r = POSH("cache", "flush", "FOO.example.com.");
+    cr_expect_eq(r.code, 1, "nothing left for that domain (normalised)");
+    run_free(&r);
+    o = cache_list_json(0);
+    cr_assert(json_object_object_get_ex(o, "entries", &entries));
+    cr_expect_eq(json_object_array_length(entries), 1);
+    cr_expect_str_eq(entry_field(o, 0, "domain"), HOSTING);
+    json_object_put(o);
+    r = POSH("cache", "flush");
+    cr_expect_eq(r.code, 0);
+    run_free(&r);
+    r = POSH("cache", "list");
+    cr_expect_eq(r.code, 1, "empty");
+    run_free(&r);
+}
+
+Test(cli_cache, invalid_entries_are_listed_as_invalid)
+{
+    char path[256];
+    FILE *fp;
+    snprintf(path, sizeof(path), "%s/%064d.posh", cache_dir, 0);
+    cr_assert_not_null(fp = fopen(path, "w"));
+    fputs("POSHSTOR but not really", fp);
+    fclose(fp);
+    json_object *o = cache_list_json(1);
+    cr_expect_str_eq(entry_field(o, 0, "state"), "invalid");
+    cr_expect_not_null(entry_field(o, 0, "error"));
+    json_object_put(o);
+    run r = POSH("cache", "flush", "--dir", cache_dir);
+    cr_expect_eq(r.code, 0, "flush removes invalid entries too");
+    run_free(&r);
+    cr_expect_neq(access(path, F_OK), 0);
+}
+
+Test(cli_cache, unsafe_directories_refused)
+{
+    char link[200];
+    run r;
+    cr_assert_eq(chmod(cache_dir, 0777), 0);
+    r = POSH("cache", "list", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    cr_expect_not_null(strstr(r.err, "refusing the cache directory"), "%s", r.err);
+    cr_expect_not_null(strstr(r.err, "writable by others"), "%s", r.err);
+    run_free(&r);
+    r = POSH("cache", "flush", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+    cr_assert_eq(chmod(cache_dir, 0700), 0);
+    cr_assert_eq(chown(cache_dir, 65534, 65534), 0);
+    r = POSH("cache", "list", "--dir", cache_dir);
+    cr_expect_eq(r.code, 2);
+    cr_expect_not_null(strstr(r.err, "owned by uid 65534"), "%s", r.err);
+    run_free(&r);
+    cr_assert_eq(chown(cache_dir, 0, 0), 0);
+    snprintf(link, sizeof(link), "%s/link", cache_base);
+    cr_assert_eq(symlink(cache_dir, link), 0);
+    r = POSH("cache", "list", "--dir", link);
+    cr_expect_eq(r.code, 2);
+    cr_expect_not_null(strstr(r.err, "symbolic link"), "%s", r.err);
+    run_free(&r);
+    snprintf(link, sizeof(link), "%s/missing", cache_base);
+    r = POSH("cache", "list", "--dir", link);
+    cr_expect_eq(r.code, 2);
+    run_free(&r);
+}

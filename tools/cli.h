@@ -21,6 +21,7 @@ enum {
 int cmd_lookup(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 
 /* ---- cli.c ---- */
 

@@ -20,6 +20,8 @@ static const char usage_text[] =
     "                                                TLS handshake with HOST:PORT as DOMAIN: pkix, posh or rejected\n"
     "  generate [--expires N] [--sha1] CERT.pem...   print a fingerprints document for these certificates\n"
     "  generate --url URL [--expires N]              print a reference document pointing at URL\n"
+    "  cache list [--dir DIR] [--json]               what the persistent cache directory holds\n"
+    "  cache flush [--dir DIR] [DOMAIN]              remove its entries (all, or DOMAIN's)\n"
     "\n"
     "  posh COMMAND --help    the options of a command\n"
     "  posh --version         the version of posh\n"
@@ -51,6 +53,8 @@ int main(int argc, char **argv)
                 return cmd_verify(2, args);
             if (strcmp(argv[2], "generate") == 0)
                 return cmd_generate(2, args);
+            if (strcmp(argv[2], "cache") == 0)
+                return cmd_cache(2, args);
             return cli_usage_error(NULL, "unknown command '%s'", argv[2]);
         }
         fputs(usage_text, stdout);
@@ -66,5 +70,7 @@ int main(int argc, char **argv)
         return cmd_verify(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0)
         return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "cache") == 0)
+        return cmd_cache(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s'", cmd);
 }
