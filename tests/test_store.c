@@ -285,10 +285,17 @@ static void apply(damage d, const char *path, const char *other_path)
     case TRUNCATE:
         write_all(path, buf, len / 2);
         break;
-    case FLIP_BYTE:
-        buf[len / 2] ^= 0x01; /* inside the document or a field: only the digest can tell */
+    case FLIP_BYTE: {
+        /* One letter of the fingerprint in another case: still valid base64 of the right length, another
+         * certificate's digest. Only the entry's SHA-256 can tell. */
+        unsigned char *fp = memmem(buf, len, "\"sha-256\":\"", 11);
+        cr_assert_not_null(fp);
+        fp += 11;
+        cr_assert(((*fp | 0x20) >= 'a' && (*fp | 0x20) <= 'z'), "%c", *fp);
+        *fp ^= 0x20;
         write_all(path, buf, len);
         break;
+    }
     case FOREIGN_MAGIC:
         memcpy(buf, "POSHSTOX", 8);
         write_all(path, buf, len);
