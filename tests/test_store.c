@@ -290,8 +290,10 @@ static void apply(damage d, const char *path, const char *other_path)
          * certificate's digest. Only the entry's SHA-256 can tell. */
         unsigned char *fp = memmem(buf, len, "\"sha-256\":\"", 11);
         cr_assert_not_null(fp);
-        fp += 11;
-        cr_assert(((*fp | 0x20) >= 'a' && (*fp | 0x20) <= 'z'), "%c", *fp);
+        /* The first letter of the value (the certificate is new each run: it may start with a digit). */
+        for (fp += 11; *fp != '"' && !((*fp | 0x20) >= 'a' && (*fp | 0x20) <= 'z'); fp++)
+            ;
+        cr_assert(*fp != '"', "a fingerprint without a letter");
         *fp ^= 0x20;
         write_all(path, buf, len);
         break;
