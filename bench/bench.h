@@ -51,7 +51,10 @@ void bench_decision(bench_env *env);
 void bench_cold_lookup(bench_env *env);
 void bench_many_domains(bench_env *env);
 void bench_single_flight(bench_env *env);
-void bench_shim_send(bool smoke);   /* the shim's libc hooks in a send-heavy program, with and without */
+void bench_shim_send(bool smoke);
+void bench_warm_start(bench_env *env); /* a new process's verdict with an empty or a filled cache directory */
+/* The child side of bench_warm_start: --warm-lookup CA CONNECT_TO DIR DER. Returns the exit status. */
+int bench_warm_lookup_main(int argc, char **argv);   /* the shim's libc hooks in a send-heavy program, with and without */
 /* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
 int bench_send_loop_main(long n);
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many", "single", "shimsend"};
+static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many", "single", "shimsend", "warm"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static void usage(FILE *out)
@@ -17,7 +17,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: posh-bench [--smoke] [--json FILE] [--only SECTION[,SECTION...]]\n"
                  "  --smoke   a seconds-long run: every section, small counts, no timing verdicts\n"
                  "  --json    also write the JSON report to FILE\n"
-                 "  --only    run these sections: memory, handshake, decision, cold, many, single, shimsend\n"
+                 "  --only    run these sections: memory, handshake, decision, cold, many, single, shimsend, warm\n"
                  "exit status: 0 done (see the verdicts), 1 a benchmark failed, 2 usage;\n"
                  "in smoke mode also 1 when a count target (single flight, connections) is missed\n");
 }
@@ -44,6 +44,8 @@ int main(int argc, char **argv)
 
     if (argc == 3 && strcmp(argv[1], "--send-loop") == 0)
         return bench_send_loop_main(atol(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "--warm-lookup") == 0)
+        return bench_warm_lookup_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--smoke") == 0) {
             smoke = true;
@@ -90,6 +92,8 @@ int main(int argc, char **argv)
         bench_single_flight(&env);
     if (selected(only, "shimsend"))
         bench_shim_send(smoke);
+    if (selected(only, "warm"))
+        bench_warm_start(&env);
     misses = bench_report(&env, json);
     bench_env_fini(&env);
     return smoke && misses > 0 ? 1 : 0;

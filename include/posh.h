@@ -17,7 +17,8 @@
  *   - posh_result: immutable and reference counted; may be read from any thread.
  *   - An SSL_CTX with POSH enabled may be shared by any number of threads, as OpenSSL allows.
  *   - Lookups block the calling thread for at most the configured timeout (POSH_TIMEOUT_MS).
- *   - The library calls curl_global_init() once (thread-safe in libcurl >= 7.84) and never cleans it up.
+ *   - The library calls curl_global_init() once, before its first fetch (thread-safe in libcurl >= 7.84), and never
+ *     cleans it up.
  *
  * CAVEATS (what posh does not do)
  *   - Server side: POSH is for TLS clients checking a server. Server-side SSL objects are never touched.

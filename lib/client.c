@@ -24,6 +24,14 @@ static void curl_init(void)
     }
 }
 
+const char *posh_client_curl_problem(void)
+{
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc == CURLE_OK)
+        return NULL;
+    return curl_init_rc == CURLE_NOT_BUILT_IN ? "libcurl has no TLS support" : curl_easy_strerror(curl_init_rc);
+}
+
 /*
  * fork() safety. Every live client is in a registry; around fork the handlers hold every lock so that none is
  * held by a thread that does not exist in the child. The child must not use the parent's connections (a TLS
@@ -106,9 +114,6 @@ posh_client *posh_client_new(const posh_config *cfg)
     posh_client *c = NULL;
     char why[POSH_MSG_LEN];
 
-    pthread_once(&curl_once, curl_init);
-    if (curl_init_rc != CURLE_OK)
-        return NULL;
     if (cfg == NULL && (cfg = defaults = posh_config_new()) == NULL)
         return NULL;
     if ((c = calloc(1, sizeof(*c))) == NULL)
@@ -165,7 +170,9 @@ CURL *posh_client_handle_get(posh_client *c)
     pthread_mutex_unlock(&c->handles_lock);
     if (curl != NULL)
         return curl;
-    if ((curl = curl_easy_init()) == NULL)
+    /* libcurl is set up on the first fetch: a client that answers from its caches never pays for it. */
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK || (curl = curl_easy_init()) == NULL)
         return NULL;
     if (posh_fetch_handle_setup(curl, c->cfg, c->connect_to) != POSH_OK) {
         curl_easy_cleanup(curl);

@@ -222,9 +222,14 @@ struct posh_client {
     struct posh_client *prev_client;
 };
 
-/* Take an easy handle from the client's pool (or a new one); give it back when done. NULL: out of memory. */
+/*
+ * Take an easy handle from the client's pool (or a new one, setting libcurl up on the first); give it back when
+ * done. NULL: out of memory, or libcurl unusable (posh_client_curl_problem() then says why).
+ */
 CURL *posh_client_handle_get(posh_client *client);
 void posh_client_handle_put(posh_client *client, CURL *curl);
+/* Why libcurl cannot serve (it failed to initialise, or has no TLS), or NULL when it can. */
+const char *posh_client_curl_problem(void);
 
 /* ---- verify.c: what the LD_PRELOAD shim (shim/) needs; unused by the library itself ---- */
 typedef struct posh_shim_hooks {

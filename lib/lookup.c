@@ -212,7 +212,10 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
     state_init(&st, client->store != NULL);
     snprintf(service, sizeof(service), "_%s._%s", svc, proto);
     if ((curl = posh_client_handle_get(client)) == NULL) {
-        err = POSH_ERR_NOMEM;
+        const char *why = posh_client_curl_problem();
+        err = why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+        if (why != NULL)
+            posh_msg(st.message, sizeof(st.message), "%s", why);
         goto done;
     }
     err = fetch_source(curl, cfg, domain, svc, proto, deadline_ms, &st, &src);
