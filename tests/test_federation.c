@@ -65,28 +65,6 @@ static int host_mnt_ns = -1;       /* the mount namespace the test started in */
 /* ------------------------------------------------------------------------------------------------------ */
 /* Isolation: network and mount namespaces of this test's process                                         */
 
-static void loopback_up(void)
-{
-    struct ifreq ifr = {0};
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(s, 0, "socket: %s", strerror(errno));
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-    cr_assert_eq(ioctl(s, SIOCGIFFLAGS, &ifr), 0, "SIOCGIFFLAGS lo: %s", strerror(errno));
-    ifr.ifr_flags |= IFF_UP;
-    cr_assert_eq(ioctl(s, SIOCSIFFLAGS, &ifr), 0, "SIOCSIFFLAGS lo: %s", strerror(errno));
-    close(s);
-}
-
-/* The namespace has loopback and nothing else: no route can take a packet off the machine. */
-static void expect_only_loopback(void)
-{
-    struct if_nameindex *ifs = if_nameindex(), *i;
-    cr_assert_not_null(ifs, "if_nameindex: %s", strerror(errno));
-    for (i = ifs; i->if_index != 0; i++)
-        cr_assert_str_eq(i->if_name, "lo", "interface %s in the test's network namespace", i->if_name);
-    if_freenameindex(ifs);
-}
-
 /* /etc/resolv.conf as the mount namespace the test started in sees it, read by a child that joins it. */
 static char *resolv_in_host_namespace(size_t *len)
 {
@@ -144,12 +122,11 @@ static void isolate(void)
     cr_assert_not_null(host_resolv = ts_read_file("/etc/resolv.conf", &host_resolv_len));
     host_mnt_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     cr_assert_geq(host_mnt_ns, 0, "open /proc/self/ns/mnt: %s", strerror(errno));
-    cr_assert_eq(unshare(CLONE_NEWNET | CLONE_NEWNS), 0,
-                 "unshare(CLONE_NEWNET | CLONE_NEWNS): %s (this test runs as root: CI does)", strerror(errno));
+    cr_assert_eq(ts_private_network(), 0, "%s", ts_error());
+    cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s (this test runs as root: CI does)",
+                 strerror(errno));
     /* Before any mount: nothing done in this namespace may propagate back to the host's. */
     cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "make / private: %s", strerror(errno));
-    loopback_up();
-    expect_only_loopback();
 
     snprintf(path, sizeof(path), "%s/resolv.conf", f.dir);
     cr_assert_eq(ts_write_file(path, resolv, strlen(resolv)), 0);

@@ -5,6 +5,7 @@
  * document accepted, (c) with a document that does not vouch rejected, (d) a certificate carrying the name
  * accepted with no POSH request. Then transparency (untrusted chains, curl -k, servers, programs without TLS,
  * silence) and safety (no recursion, threads, fork, lazy initialisation, an application's own callback).
+ * Each test runs in a network namespace of its own with only loopback (ts_private_network: root, as in CI).
  * A missing program is a failure, never a skip: CI installs them all (.ci/run).
  */
 #include "fixture.h"
@@ -406,6 +407,9 @@ static void mini_stop(mini *m)
 
 static void setup(void)
 {
+    /* Every test in a network namespace of its own: the port-map tests bind 5222, 5269, 587 and 143, and
+     * nothing on the machine (nor a parallel run) can hold them; the programs' packets stay in it. */
+    cr_assert_eq(ts_private_network(), 0, "%s", ts_error());
     fx_init(&f);
     named = issue(f.ca, FOO, 0);
     fx_start(&f);

@@ -46,6 +46,12 @@ int ts_wait_port(int port, int timeout_ms);
 /* Milliseconds on the monotonic clock. */
 int64_t ts_now_ms(void);
 /*
+ * Move the calling process (and so every child it starts afterwards) into a new network namespace with only
+ * loopback, brought up: fixed ports (5222, 5269, 53, ...) are then ours alone, and no packet can leave. Needs
+ * root (CAP_SYS_ADMIN). 0, or -1 with ts_error().
+ */
+int ts_private_network(void);
+/*
  * Fork and exec argv[0] with exactly env: stdin from in_fd, stdout and stderr to out_fd, in a process group of
  * its own, all signals unblocked. die_with_parent: it gets SIGKILL when the calling thread ends (a crashed test
  * leaves nothing running). Only async-signal-safe calls between fork and exec (tests have threads). The pid,

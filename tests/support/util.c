@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <net/if.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -229,4 +232,41 @@ pid_t ts_spawn(const char *const argv[], char *const env[], int in_fd, int out_f
     if (pid < 0)
         ts_set_error("ts_spawn %s: fork: %s", argv[0], strerror(errno));
     return pid;
+}
+
+int ts_private_network(void)
+{
+    struct ifreq ifr = {0};
+    struct if_nameindex *ifs, *i;
+    int s, rc = -1;
+
+    if (unshare(CLONE_NEWNET) != 0) {
+        ts_set_error("unshare(CLONE_NEWNET): %s (the tests run as root: CI does)", strerror(errno));
+        return -1;
+    }
+    if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0) {
+        ts_set_error("socket: %s", strerror(errno));
+        return -1;
+    }
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0 || (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr)) != 0) {
+        ts_set_error("bring lo up: %s", strerror(errno));
+        goto done;
+    }
+    /* Loopback and nothing else: no route can take a packet off the machine. */
+    if ((ifs = if_nameindex()) == NULL) {
+        ts_set_error("if_nameindex: %s", strerror(errno));
+        goto done;
+    }
+    rc = 0;
+    for (i = ifs; i->if_index != 0; i++) {
+        if (strcmp(i->if_name, "lo") != 0) {
+            ts_set_error("interface %s in the new network namespace", i->if_name);
+            rc = -1;
+        }
+    }
+    if_freenameindex(ifs);
+done:
+    close(s);
+    return rc;
 }
