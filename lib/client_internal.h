@@ -194,6 +194,9 @@ void posh_cache_atfork_child(posh_cache *cache);
 typedef struct posh_store posh_store;
 /* The store of cfg's cache directory; NULL when none is configured or it is unsafe (then logged, once). */
 posh_store *posh_store_open(const posh_config *cfg);
+/* The SHA-256 of what in cfg decides how documents are fetched (trust anchors, connect-to, layouts, redirect
+ * limit): entries are filed under it, so clients configured otherwise never read each other's. */
+void posh_store_scope(const posh_config *cfg, unsigned char out[32]);
 void posh_store_free(posh_store *store);
 /*
  * The result for (domain, service "_svc._proto") from the directory, re-judged now: NULL when there is no

@@ -160,8 +160,13 @@ void posh_store_entry_clear(posh_store_entry *e);
 /* The bytes of e (its parsed documents are not read): malloc'd into *out. POSH_ERR_INVALID_ARGUMENT if a field
  * is over its limit, POSH_ERR_NOMEM. */
 posh_err posh_store_entry_serialize(const posh_store_entry *e, unsigned char **out, size_t *outlen);
-/* The file name of (domain, service): hex SHA-256 of "domain service" + ".posh"; out has NAME_LEN + 1 bytes. */
-void posh_store_entry_name(const char *domain, const char *service, char *out);
+/*
+ * The file name of (domain, service) under a fetch configuration (scope: the SHA-256 posh_store_scope() makes
+ * of the trust anchors, connect-to list, layouts and redirect limit): hex SHA-256 of "domain service\n" and
+ * the scope's 32 bytes, + ".posh"; out has NAME_LEN + 1 bytes. Clients that would fetch differently never read
+ * each other's entries.
+ */
+void posh_store_entry_name(const char *domain, const char *service, const unsigned char scope[32], char *out);
 /* Is name what posh_store_entry_name makes (64 lower-case hex digits and ".posh")? */
 int posh_store_name_is_entry(const char *name);
 

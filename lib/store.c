@@ -6,6 +6,9 @@
  */
 #include "client_internal.h"
 
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,8 +18,36 @@
 
 struct posh_store {
     int dirfd;
+    unsigned char scope[32];  /* posh_store_scope() of the client's configuration */
     int write_warned;  /* atomic: the first failed write is a warning, later ones are debug lines */
 };
+
+/*
+ * What decides how a document is fetched and so whether it can be trusted: the trust anchors for the HTTPS
+ * fetches, where the connections go, the URL layouts and the redirect limit. An entry is filed under this too
+ * (posh_store_entry_name): a process with other trust anchors or routing never takes another's entry for one it
+ * would have fetched itself. (Limits that are judged again on load, such as POSH_MAX_BYTES or POSH_NO_SHA1, are
+ * not part of it.)
+ */
+void posh_store_scope(const posh_config *cfg, unsigned char out[32])
+{
+    char buf[64];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const char *const parts[] = {cfg->ca_file, cfg->ca_path, cfg->connect_to};
+    unsigned int n = 0;
+    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+
+    for (size_t i = 0; ok && i < sizeof(parts) / sizeof(parts[0]); i++) {
+        /* A tag per part (set or not), then its bytes and a NUL: no two configurations hash alike by shifting. */
+        ok = EVP_DigestUpdate(ctx, parts[i] != NULL ? "s" : "-", 1) == 1 &&
+             (parts[i] == NULL || EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1) == 1);
+    }
+    snprintf(buf, sizeof(buf), "layouts=%u redirects=%ld", cfg->layouts, cfg->max_redirects);
+    ok = ok && EVP_DigestUpdate(ctx, buf, strlen(buf)) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        memset(out, 0xff, 32); /* a scope no real configuration has: entries are simply not found */
+}
 
 posh_store *posh_store_open(const posh_config *cfg)
 {
@@ -35,6 +66,7 @@ posh_store *posh_store_open(const posh_config *cfg)
         return NULL;
     }
     s->dirfd = fd;
+    posh_store_scope(cfg, s->scope);
     return s;
 }
 
@@ -78,7 +110,7 @@ posh_result *posh_store_load(posh_client *client, const char *domain, const char
     memset(&e, 0, sizeof(e));
     if (client->store == NULL)
         return NULL;
-    posh_store_entry_name(domain, service, name);
+    posh_store_entry_name(domain, service, client->store->scope, name);
     rc = posh_store_read(client->store->dirfd, name, entry_cap(cfg), &buf, &len, why, sizeof(why));
     if (rc == 0)
         return NULL;
@@ -158,7 +190,7 @@ void posh_store_save(posh_client *client, const char *domain, const char *servic
         e.target_doc = target->doc;
         e.target_doc_len = target->doc_len;
     }
-    posh_store_entry_name(domain, service, name);
+    posh_store_entry_name(domain, service, s->scope, name);
     if (posh_store_entry_serialize(&e, &buf, &len) != POSH_OK) {
         posh_msg(why, sizeof(why), "cannot serialise the entry");
     } else if (posh_store_write(s->dirfd, name, buf, len, why, sizeof(why)) == 0) {

@@ -252,7 +252,7 @@ posh_err posh_store_entry_serialize(const posh_store_entry *e, unsigned char **o
 }
 
 /* ---- names ---- */
-void posh_store_entry_name(const char *domain, const char *service, char *out)
+void posh_store_entry_name(const char *domain, const char *service, const unsigned char scope[32], char *out)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char digest[DIGEST_LEN];
@@ -260,7 +260,8 @@ void posh_store_entry_name(const char *domain, const char *service, char *out)
     unsigned int n = 0;
     bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
               EVP_DigestUpdate(ctx, domain, strlen(domain)) == 1 && EVP_DigestUpdate(ctx, " ", 1) == 1 &&
-              EVP_DigestUpdate(ctx, service, strlen(service)) == 1 && EVP_DigestFinal_ex(ctx, digest, &n) == 1;
+              EVP_DigestUpdate(ctx, service, strlen(service)) == 1 && EVP_DigestUpdate(ctx, "\n", 1) == 1 &&
+              EVP_DigestUpdate(ctx, scope, 32) == 1 && EVP_DigestFinal_ex(ctx, digest, &n) == 1;
 
     EVP_MD_CTX_free(ctx);
     if (!ok)

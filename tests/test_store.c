@@ -83,7 +83,11 @@ static posh_err fresh_lookup(const char *domain, long *ttl, int *shared)
 static void entry_path(const char *domain, char *out, size_t outlen)
 {
     char name[POSH_STORE_NAME_LEN + 1];
-    posh_store_entry_name(domain, "_xmpp-server._tcp", name);
+    unsigned char scope[32];
+    posh_config *cfg = fx_config(&f); /* what store_client() fetches with */
+    posh_store_scope(cfg, scope);
+    posh_config_free(cfg);
+    posh_store_entry_name(domain, "_xmpp-server._tcp", scope, name);
     snprintf(out, outlen, "%s/%s", dir, name);
 }
 
@@ -164,6 +168,40 @@ Test(store, new_client_starts_warm)
     cr_expect_eq(match, 0);
     posh_result_free(r);
     posh_client_free(c);
+}
+
+Test(store, another_fetch_configuration_is_not_warm)
+{
+    /*
+     * Entries are filed under the fetch configuration: a process that routes its fetches otherwise (here
+     * another connect-to list reaching the same server; other trust anchors alike) never takes an entry it
+     * would not have fetched itself for its own. Each keeps its own, and stays warm with it.
+     */
+    char connect_to[128];
+    posh_config *cfg;
+    posh_client *c;
+    posh_result *r = NULL;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_assert_eq(fresh_lookup(FOO, NULL, NULL), POSH_OK);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "the same configuration: warm");
+    snprintf(connect_to, sizeof(connect_to), "::127.0.0.1:%d", ts_nginx_port(f.nginx));
+    for (int round = 0; round < 2; round++) {
+        cfg = fx_config(&f);
+        cr_assert_eq(posh_config_set_connect_to(cfg, connect_to), POSH_OK);
+        cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK);
+        cr_assert_eq(posh_config_set_clock(cfg, fake_clock, &mono_now), POSH_OK);
+        posh_config_set_wall_clock(cfg, fake_clock, &wall_now);
+        cr_assert_not_null(c = posh_client_new(cfg));
+        posh_config_free(cfg);
+        cr_expect_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK);
+        posh_result_free(r);
+        posh_client_free(c);
+    }
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "another configuration fetched once, then was warm");
+    cr_expect_eq(count_files(dir), 2, "one entry per configuration");
 }
 
 Test(store, failures_are_not_persisted)
