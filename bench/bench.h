@@ -91,6 +91,12 @@ void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noret
 void *bench_xmalloc(size_t n);
 void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Run this program again (/proc/self/exe) with args (NULL-terminated, argv[0] excluded) and LD_PRELOAD set to
+ * preload (NULL: unset); its stdout into out (outlen bytes, NUL-terminated). Returns the wall time from fork to
+ * exit in ns, or -1 when it could not run or did not exit 0.
+ */
+int64_t bench_run_self(const char *const args[], const char *preload, char *out, size_t outlen);
 /* A TCP connection to 127.0.0.1:port (fails the run on error). */
 int bench_connect(int port);
 /* SHA-256 of a certificate's DER. */

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -407,4 +408,48 @@ int bench_report(const bench_env *env, const char *json_path)
 void bench_set_smoke(bool smoke)
 {
     smoke_mode = smoke;
+}
+
+int64_t bench_run_self(const char *const args[], const char *preload, char *out, size_t outlen)
+{
+    const char *argv[16];
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    size_t n = 0, have = 0;
+    int pipefd[2], status;
+    int64_t t0;
+    ssize_t got;
+    pid_t pid;
+
+    if (len <= 0 || outlen == 0 || pipe(pipefd) != 0)
+        return -1;
+    self[len] = '\0';
+    argv[n++] = self;
+    for (size_t i = 0; args[i] != NULL && n < sizeof(argv) / sizeof(argv[0]) - 1; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    t0 = bench_now_ns();
+    if ((pid = fork()) < 0) {
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(pipefd[1], 1);
+        close(pipefd[0]);
+        if (preload != NULL)
+            setenv("LD_PRELOAD", preload, 1);
+        else
+            unsetenv("LD_PRELOAD");
+        execv(self, (char *const *)argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    while (have < outlen - 1 && (got = read(pipefd[0], out + have, outlen - 1 - have)) > 0)
+        have += (size_t)got;
+    out[have] = '\0';
+    close(pipefd[0]);
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    return bench_now_ns() - t0;
 }

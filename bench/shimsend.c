@@ -69,34 +69,12 @@ int bench_send_loop_main(long n)
 }
 
 /* One child run: ns per call of each kind. */
-static void run_child(const char *self, const char *shim, long n, double out[KINDS])
+static void run_child(const char *shim, long n, double out[KINDS])
 {
     char count[32], buf[256];
-    int pipefd[2], status;
-    ssize_t got;
-    size_t have = 0;
-    pid_t pid;
-
     snprintf(count, sizeof(count), "%ld", n);
-    if (pipe(pipefd) != 0 || (pid = fork()) < 0)
-        bench_fail("shimsend: fork");
-    if (pid == 0) {
-        dup2(pipefd[1], 1);
-        close(pipefd[0]);
-        if (shim != NULL)
-            setenv("LD_PRELOAD", shim, 1);
-        else
-            unsetenv("LD_PRELOAD");
-        execl(self, self, "--send-loop", count, (char *)NULL);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    while (have < sizeof(buf) - 1 && (got = read(pipefd[0], buf + have, sizeof(buf) - 1 - have)) > 0)
-        have += (size_t)got;
-    buf[have] = '\0';
-    close(pipefd[0]);
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-        sscanf(buf, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
+    const char *args[] = {"--send-loop", count, NULL};
+    if (bench_run_self(args, shim, buf, sizeof(buf)) < 0 || sscanf(buf, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
         bench_fail("shimsend: the send loop (%s) failed: \"%s\"", shim != NULL ? "with the shim" : "plain", buf);
 }
 
@@ -106,12 +84,8 @@ void bench_shim_send(bool smoke)
     const long n = smoke ? 20000 : 1000000;
     const int rounds = smoke ? 2 : 7;
     double *runs[2][KINDS];
-    char self[4096], name[96];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char name[96];
 
-    if (len <= 0)
-        bench_fail("shimsend: /proc/self/exe");
-    self[len] = '\0';
     for (int w = 0; w < 2; w++)
         for (int k = 0; k < KINDS; k++)
             runs[w][k] = bench_xmalloc(sizeof(double) * (size_t)rounds);
@@ -119,7 +93,7 @@ void bench_shim_send(bool smoke)
     for (int r = 0; r < rounds; r++) {
         for (int w = 0; w < 2; w++) {
             double v[KINDS];
-            run_child(self, w == 1 ? POSH_SHIM_PATH : NULL, n, v);
+            run_child(w == 1 ? POSH_SHIM_PATH : NULL, n, v);
             for (int k = 0; k < KINDS; k++)
                 runs[w][k][r] = v[k];
         }

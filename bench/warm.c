@@ -61,52 +61,28 @@ done:
 }
 
 /* One child run: wall time from fork to exit in ms; its own time to the verdict in *inner; its verdict line. */
-static double run_child(const char *self, const bench_env *env, const char *dir, const char *der_path,
-                        double *inner, char *verdict, size_t vlen)
+static double run_child(const bench_env *env, const char *dir, const char *der_path, double *inner, char *verdict,
+                        size_t vlen)
 {
+    const char *args[] = {"--warm-lookup", env->ca_file, env->connect_to, dir, der_path, NULL};
     char out[256];
     const char *ms;
-    int pipefd[2], status;
-    size_t have = 0;
-    ssize_t got;
-    int64_t t0;
-    pid_t pid;
+    int64_t ns = bench_run_self(args, NULL, out, sizeof(out));
 
-    if (pipe(pipefd) != 0)
-        bench_fail("warm: pipe");
-    t0 = bench_now_ns();
-    if ((pid = fork()) < 0)
-        bench_fail("warm: fork");
-    if (pid == 0) {
-        dup2(pipefd[1], 1);
-        close(pipefd[0]);
-        execl(self, self, "--warm-lookup", env->ca_file, env->connect_to, dir, der_path, (char *)NULL);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    while (have < sizeof(out) - 1 && (got = read(pipefd[0], out + have, sizeof(out) - 1 - have)) > 0)
-        have += (size_t)got;
-    out[have] = '\0';
-    close(pipefd[0]);
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-        (ms = strstr(out, "\nms: ")) == NULL || sscanf(ms + 5, "%lf", inner) != 1)
+    if (ns < 0 || (ms = strstr(out, "\nms: ")) == NULL || sscanf(ms + 5, "%lf", inner) != 1)
         bench_fail("warm: the child failed: \"%s\"", out);
     snprintf(verdict, vlen, "%.*s", (int)(ms - out), out);
-    return (double)(bench_now_ns() - t0) / 1e6;
+    return (double)ns / 1e6;
 }
 
 void bench_warm_start(bench_env *env)
 {
     const int rounds = env->smoke ? 2 : 9;
     double *v[4]; /* cold whole, warm whole, cold inner, warm inner */
-    char self[4096], dir[700], der_path[700], cold_verdict[128], warm_verdict[128];
+    char dir[700], der_path[700], cold_verdict[128], warm_verdict[128];
     size_t der_len;
     const unsigned char *der = ts_cert_der(env->svc, &der_len);
-    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
-    if (len <= 0)
-        bench_fail("warm: /proc/self/exe");
-    self[len] = '\0';
     for (int k = 0; k < 4; k++)
         v[k] = bench_xmalloc(sizeof(double) * (size_t)rounds);
     snprintf(der_path, sizeof(der_path), "%s/svc.der", env->dir);
@@ -114,8 +90,8 @@ void bench_warm_start(bench_env *env)
     for (int r = 0; r < rounds; r++) {
         /* A new directory each round: the cold process fills it, the warm one finds it filled. */
         snprintf(dir, sizeof(dir), "%s/cache-%d", env->dir, r);
-        v[0][r] = run_child(self, env, dir, der_path, &v[2][r], cold_verdict, sizeof(cold_verdict));
-        v[1][r] = run_child(self, env, dir, der_path, &v[3][r], warm_verdict, sizeof(warm_verdict));
+        v[0][r] = run_child(env, dir, der_path, &v[2][r], cold_verdict, sizeof(cold_verdict));
+        v[1][r] = run_child(env, dir, der_path, &v[3][r], warm_verdict, sizeof(warm_verdict));
         if (strcmp(cold_verdict, "verdict: vouched") != 0 || strcmp(warm_verdict, cold_verdict) != 0)
             bench_fail("warm: verdicts differ or are wrong: cold \"%s\", warm \"%s\"", cold_verdict, warm_verdict);
     }
