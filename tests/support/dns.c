@@ -126,34 +126,31 @@ static record *add(ts_dns *d, const char *name, int type)
     return r;
 }
 
-int ts_dns_add_a(ts_dns *d, const char *name, const char *addr)
+/* An A (family AF_INET) or AAAA (AF_INET6) record of addr, in its text form. */
+static int add_address(ts_dns *d, const char *name, int family, int type, const char *addr)
 {
-    struct in_addr a;
+    unsigned char a[16];
+    size_t len = family == AF_INET ? 4 : 16;
     record *r;
-    if (inet_pton(AF_INET, addr, &a) != 1) {
-        ts_set_error("ts_dns_add_a: bad address '%s'", addr);
+    if (inet_pton(family, addr, a) != 1) {
+        ts_set_error("ts_dns_add_%s: bad address '%s'", family == AF_INET ? "a" : "aaaa", addr);
         return -1;
     }
-    if ((r = add(d, name, TS_DNS_A)) == NULL)
+    if ((r = add(d, name, type)) == NULL)
         return -1;
-    memcpy(r->rdata, &a, 4);
-    r->rdlen = 4;
+    memcpy(r->rdata, a, len);
+    r->rdlen = len;
     return 0;
+}
+
+int ts_dns_add_a(ts_dns *d, const char *name, const char *addr)
+{
+    return add_address(d, name, AF_INET, TS_DNS_A, addr);
 }
 
 int ts_dns_add_aaaa(ts_dns *d, const char *name, const char *addr)
 {
-    struct in6_addr a;
-    record *r;
-    if (inet_pton(AF_INET6, addr, &a) != 1) {
-        ts_set_error("ts_dns_add_aaaa: bad address '%s'", addr);
-        return -1;
-    }
-    if ((r = add(d, name, TS_DNS_AAAA)) == NULL)
-        return -1;
-    memcpy(r->rdata, &a, 16);
-    r->rdlen = 16;
-    return 0;
+    return add_address(d, name, AF_INET6, TS_DNS_AAAA, addr);
 }
 
 int ts_dns_add_srv(ts_dns *d, const char *name, int priority, int weight, int port, const char *target)
