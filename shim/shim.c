@@ -20,7 +20,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#define OPENSSL_VERSION_NODE "OPENSSL_3.0.0"
 #define SERVICE_BUF (2 * POSH_MAX_SERVICE_LEN + 4)
 
 /* ---- the real functions ---- */

@@ -9,6 +9,8 @@
 #include "client_internal.h"
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
+/* The symbol version at which Debian's libssl3 and libcrypto3 define every function. */
+#define OPENSSL_VERSION_NODE "OPENSSL_3.0.0"
 
 /* Resolve every real function (once, thread-safe). Only symbols and plain memory: never OpenSSL or libcurl. */
 void shim_ready(void);

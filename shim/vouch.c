@@ -25,8 +25,6 @@
 
 #include <openssl/x509v3.h>
 
-#define OPENSSL_VERSION_NODE "OPENSSL_3.0.0"
-
 typedef int (*check_host_fn)(X509 *x, const char *chk, size_t chklen, unsigned int flags, char **peername);
 typedef void *(*get_ext_d2i_fn)(const X509 *x, int nid, int *crit, int *idx);
 typedef int (*get_ext_by_nid_fn)(const X509 *x, int nid, int lastpos);
