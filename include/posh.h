@@ -16,7 +16,10 @@
  *   - posh_client: fully thread-safe; share one per process (the cache lives in it).
  *   - posh_result: immutable and reference counted; may be read from any thread.
  *   - An SSL_CTX with POSH enabled may be shared by any number of threads, as OpenSSL allows.
- *   - Lookups block the calling thread for at most the configured timeout (POSH_TIMEOUT_MS).
+ *   - posh_lookup() blocks the calling thread for at most the configured timeout (POSH_TIMEOUT_MS); so does a
+ *     handshake needing a cold lookup, unless the context is non-blocking (SSL_CTX_set_posh_nonblocking()).
+ *   - Non-blocking work (posh_lookup_async(), posh_prefetch(), non-blocking handshakes) runs on one engine
+ *     thread per client (libcurl's multi interface: many transfers, one thread), started on first use.
  *   - The library calls curl_global_init() once, before its first fetch (thread-safe in libcurl >= 7.84), and never
  *     cleans it up.
  *
@@ -27,7 +30,8 @@
  *   - Only the leaf certificate's full DER is hashed (as RFC 7711 says), never the SPKI.
  *   - DNS (SRV lookups, DNSSEC) is the application's business: the source domain is the reference identifier.
  *   - Resumed TLS sessions are not verified again by OpenSSL; they reuse the first verification's result.
- *   - Lookups are synchronous inside the handshake (a cold lookup adds up to one HTTPS round trip per hop).
+ *   - By default lookups are synchronous inside the handshake (a cold lookup adds up to one HTTPS round trip
+ *     per hop); event-driven programs opt in to SSL_CTX_set_posh_nonblocking().
  *   - SSL_get0_peername() stays NULL after an acceptance by POSH (the name did not match).
  */
 #ifndef POSH_H
@@ -90,7 +94,9 @@ typedef enum posh_err {
     POSH_ERR_NO_MATCH = 22,          /* the document is valid but vouches for another certificate */
     POSH_ERR_NO_REFERENCE_ID = 23,   /* the connection has no reference identifier to run POSH for */
     POSH_ERR_CERTIFICATE = 24,       /* the peer certificate could not be read or hashed */
-    POSH_ERR_INTERNAL = 25           /* a bug or an unexpected library failure */
+    POSH_ERR_INTERNAL = 25,          /* a bug or an unexpected library failure */
+    POSH_ERR_BUSY = 26,              /* non-blocking: too many lookups in flight or connections waiting */
+    POSH_ERR_CANCELLED = 27          /* non-blocking: the lookup was abandoned (client freed, process forked) */
 } posh_err;
 
 /* A fixed, short English description of an error code. Never NULL; unknown codes give "unknown error". */
@@ -173,6 +179,14 @@ POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
  * lookup: it fetches. Several processes may share one directory. See README "Persistent cache".
  */
 POSH_EXPORT posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path);
+/*
+ * Bounds of the non-blocking engine (also POSH_ASYNC_LOOKUPS, POSH_ASYNC_WAITING): lookups in flight at once
+ * (1..100000, default 1024; each posh_lookup_async()/posh_prefetch() call and each waiting handshake's lookup
+ * counts until it completes) and connections waiting in non-blocking handshakes (1..1000000, default 10000;
+ * each holds one descriptor, see SSL_get_posh_wait_fd()). Past either bound the request fails at once with
+ * POSH_ERR_BUSY (a handshake is then rejected: fail closed), never queued without limit.
+ */
+POSH_EXPORT posh_err posh_config_set_async_limits(posh_config *cfg, long max_lookups, long max_waiting);
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
 POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);
@@ -219,6 +233,32 @@ typedef struct posh_result posh_result;
  */
 POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const char *service,
                                  posh_result **out) POSH_MUST_CHECK;
+
+/*
+ * Non-blocking lookups. cb(err, result, arg) is called exactly once for each call that returned POSH_OK, on the
+ * client's engine thread (never inside this call, even when the answer is cached), with what posh_lookup()
+ * would have returned: result is the callback's to release with posh_result_free() (NULL only with
+ * POSH_ERR_NOMEM, POSH_ERR_CANCELLED). The lookup joins the same cache and the same single flight as blocking
+ * lookups: a blocking posh_lookup() or handshake for the same (domain, service) waits for it, and it waits for
+ * theirs. cb must not block and must not call posh_lookup() (the engine would wait for itself: such a call
+ * returns POSH_ERR_INVALID_ARGUMENT); it may start further async lookups.
+ * Returns POSH_OK (started), POSH_ERR_BAD_DOMAIN / POSH_ERR_BAD_SERVICE / POSH_ERR_INVALID_ARGUMENT (cb is
+ * NULL or an argument is NULL), POSH_ERR_BUSY (the client's lookups in flight are at their bound),
+ * POSH_ERR_NOMEM or POSH_ERR_INTERNAL (the engine thread could not start); then cb is never called.
+ * posh_client_free() with lookups in flight calls their callbacks with POSH_ERR_CANCELLED before it returns.
+ * In the child of a fork() the callbacks of the parent's lookups in flight are never called (the child's
+ * copy of the engine is abandoned; its next async lookup starts a new engine).
+ */
+typedef void (*posh_lookup_callback)(posh_err err, posh_result *result, void *arg);
+POSH_EXPORT posh_err posh_lookup_async(posh_client *client, const char *domain, const char *service,
+                                       posh_lookup_callback cb, void *arg) POSH_MUST_CHECK;
+
+/*
+ * Start fetching (domain, service) into the cache without waiting and without a callback, e.g. while the
+ * application resolves SRV records and connects: the handshake then finds the answer cached, or joins the
+ * lookup in flight. POSH_OK when started or already fresh in the cache; otherwise as posh_lookup_async().
+ */
+POSH_EXPORT posh_err posh_prefetch(posh_client *client, const char *domain, const char *service) POSH_MUST_CHECK;
 
 /*
  * Does a leaf certificate (its DER bytes) match the result's fingerprints under the rules of the client that
@@ -310,11 +350,33 @@ POSH_EXPORT int SSL_set_posh_verify(SSL *ssl, const char *service);
  */
 POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
 
+/*
+ * Non-blocking verification (OpenSSL >= 3.0.2) for the client connections of ctx (on = 1; 0 turns it off). When a
+ * connection needs a POSH lookup that is not cached, SSL_connect()/SSL_do_handshake() return -1 at once and
+ * SSL_get_error() gives SSL_ERROR_WANT_RETRY_VERIFY; the lookup runs on the client's engine thread, and
+ * SSL_get_posh_wait_fd() becomes readable when it is done. Calling SSL_connect() again then verifies the
+ * certificate exactly as a blocking handshake would (the same checks, the application's verify callback, no
+ * laundering) and goes on. Calling it earlier is harmless: it returns WANT_RETRY_VERIFY again. A cached answer
+ * is used at once, as in blocking mode; concurrent connections for one (domain, service) share one lookup, with
+ * blocking callers too. Past the engine's bounds (posh_config_set_async_limits()) the connection is rejected
+ * with POSH_ERR_BUSY. Freeing the SSL while its lookup runs is safe (the lookup completes into the cache).
+ * Applies to connections created before or after the call. 1 ok, 0 error (POSH not enabled on ctx by
+ * SSL_CTX_set_posh_verify(), or OpenSSL too old).
+ */
+POSH_EXPORT int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on);
+/*
+ * A descriptor that becomes readable (POLLIN) when the POSH lookup this connection waits for is done; -1 when it
+ * waits for none (status not POSH_STATUS_PENDING). Owned by the library: never read, write or close it; it is
+ * valid until the next SSL_connect()/SSL_do_handshake() on ssl or SSL_free(), whichever comes first.
+ */
+POSH_EXPORT int SSL_get_posh_wait_fd(const SSL *ssl);
+
 typedef enum posh_status {
     POSH_STATUS_NONE = 0,     /* POSH did not take part (no handshake yet, name matched, or not enabled) */
     POSH_STATUS_PKIX = 1,     /* the reference identifier matched the certificate: POSH was not needed */
     POSH_STATUS_ACCEPTED = 2, /* the name did not match and POSH vouched for the certificate */
-    POSH_STATUS_REJECTED = 3  /* the name did not match and POSH did not vouch (see the error) */
+    POSH_STATUS_REJECTED = 3, /* the name did not match and POSH did not vouch (see the error) */
+    POSH_STATUS_PENDING = 4   /* non-blocking: the lookup runs; the handshake returned WANT_RETRY_VERIFY */
 } posh_status;
 
 /* After the handshake: what POSH decided for this connection. */
