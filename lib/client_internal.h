@@ -19,6 +19,8 @@ struct posh_config {
     long max_ttl;
     long negative_ttl;
     long cache_size;
+    long async_lookups;        /* the engine's bounds (engine.c) */
+    long async_waiting;
     posh_mode mode;
     int no_sha1;
     unsigned layouts;
@@ -86,6 +88,41 @@ typedef struct posh_fetch_result {
 posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
                     posh_fetch_result *out, char *msg, size_t msglen);
 void posh_fetch_result_clear(posh_fetch_result *r);
+
+/* A response body being received, capped at max bytes. */
+typedef struct posh_body {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+    bool too_large;
+    bool nomem;
+} posh_body;
+
+/*
+ * posh_fetch in steps, for a driver that performs the transfers itself (the engine's multi handle): begin sets
+ * curl up for the first request; after each transfer, step judges it and either sets curl up for the next hop
+ * (returns 0: perform it) or ends (returns 1 with *err and out as posh_fetch gives them). The op must not move
+ * while a transfer runs (curl writes into it). url must outlive the op.
+ */
+typedef struct posh_fetch_op {
+    const posh_config *cfg;
+    CURL *curl;
+    const char *url;
+    char *current;
+    long hops;
+    int64_t deadline_ms;
+    posh_trace *trace;
+    char *msg;
+    size_t msglen;
+    posh_body b;
+    char errbuf[CURL_ERROR_SIZE];
+} posh_fetch_op;
+
+posh_err posh_fetch_begin(posh_fetch_op *op, CURL *curl, const posh_config *cfg, const char *url,
+                          int64_t deadline_ms, posh_trace *trace, char *msg, size_t msglen);
+int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh_err *err);
+void posh_fetch_op_clear(posh_fetch_op *op);
 /* Prepare a reusable easy handle with the invariant options (https only, no signals, CA, connect-to). */
 posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to);
 int64_t posh_now_ms(void);
