@@ -203,6 +203,78 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
 posh_result *posh_result_ref(posh_result *r);
 
 /* ---- the POSH process (lookup.c) ---- */
+/* What one lookup gathers while it runs; the result is built from it at the end. */
+typedef struct posh_lookup_state {
+    char message[POSH_MSG_LEN];
+    posh_trace trace;
+    int followed_reference;
+    /* With a persistent cache: the last document parsed, as fetched (kept for the entry; store.c). */
+    bool keep;
+    char *body;
+    size_t body_len;
+    char *body_url;
+    long body_status;
+} posh_lookup_state;
+
+void posh_lookup_state_init(posh_lookup_state *st, bool keep);
+void posh_lookup_state_clear(posh_lookup_state *st);
+
+/*
+ * A reference target's result from its fetch (err and fr as posh_fetch gave them; fr is consumed), started at
+ * started (client clock) and started_wall (the store's): its own expires capped by the maximum TTL, or a failure
+ * (POSH_ERR_REFERENCE_TARGET for a 4xx, POSH_ERR_REFERENCE_CHAIN for a reference) for the negative TTL, or 0 for
+ * POSH_ERR_NOMEM and POSH_ERR_TIMEOUT (see lookup.c). NULL when out of memory.
+ */
+posh_result *posh_target_result(posh_client *client, const char *url, time_t started, int64_t started_wall,
+                                posh_err err, posh_fetch_result *fr, posh_lookup_state *st);
+
+/*
+ * One lookup as steps, for the blocking driver (posh_lookup_uncached) and the engine's (engine.c), so both make
+ * the same requests in the same order and build the same result:
+ *   init; while ((url = next_source)) { fetch url; next = source_done(...); if (next != NEXT_SOURCE) break; }
+ *   if TARGET: get run->src.url's result from client->targets (retrying while target_retry says so), target_done;
+ *   finish (builds, logs and persists the result; clears the run).
+ */
+typedef enum posh_run_next { POSH_RUN_NEXT_SOURCE, POSH_RUN_TARGET, POSH_RUN_FINISH } posh_run_next;
+
+typedef struct posh_run {
+    posh_client *client;
+    char domain[POSH_MAX_DOMAIN_LEN + 2];
+    char svc[POSH_MAX_SERVICE_LEN + 1];
+    char proto[POSH_MAX_SERVICE_LEN + 1];
+    char service[2 * POSH_MAX_SERVICE_LEN + 4];
+    int64_t deadline_ms;           /* posh_now_ms() clock: the whole lookup's budget */
+    time_t started;                /* client clock */
+    int64_t started_wall;          /* the persistent cache's clock */
+    posh_lookup_state st;
+    posh_doc src;                  /* the source domain's document */
+    const posh_doc *fingerprints;  /* &src when it holds the fingerprints */
+    size_t layout;                 /* the next layout to try */
+    char tried[POSH_MSG_LEN];      /* why the layouts tried so far were missing */
+    size_t tried_used;
+    char url[POSH_MAX_URL_LEN + 1];
+    posh_result *target;           /* the reference target's result (owned) */
+    bool target_ran;               /* fetched by this lookup (not shared from the URL cache) */
+    posh_escape_mode escape;
+    int64_t ttl;
+    posh_err err;
+} posh_run;
+
+void posh_run_init(posh_run *run, posh_client *client, const char *domain, const char *svc, const char *proto);
+/* The run fails with err before or instead of fetching (message may be NULL). Then finish. */
+void posh_run_fail(posh_run *run, posh_err err, const char *message);
+/* The next source URL to fetch, or NULL when none is left (run->err says why: NO_POSH, or a URL error). */
+const char *posh_run_next_source(posh_run *run);
+/* The source fetch of the last URL ended (err, fr as posh_fetch gives them; fr is consumed). */
+posh_run_next posh_run_source_done(posh_run *run, posh_err err, posh_fetch_result *fr);
+/* Should a target result obtained from the URL cache (ran: by this lookup) be asked for again (tries so far)? */
+bool posh_run_target_retry(const posh_run *run, const posh_result *target, bool ran, int tries);
+/* The target's result (owned by the run from here on; NULL: out of memory). */
+void posh_run_target_done(posh_run *run, posh_result *target, bool ran);
+/* Build the domain's result (NULL when out of memory), log a failure, persist a success; clears the run. */
+posh_result *posh_run_finish(posh_run *run);
+/* Free what the run holds, without a result (an abandoned run). */
+void posh_run_clear(posh_run *run);
 /*
  * The whole POSH process for a normalised (domain, svc, proto), without the (domain, service) cache: the
  * source domain's document is always fetched; a reference's target comes from the client's URL cache
