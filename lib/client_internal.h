@@ -295,6 +295,23 @@ void posh_cache_flush(posh_cache *cache);
 posh_result *posh_cache_get(posh_cache *cache, const char *key, time_t now,
                             posh_result *(*fill)(void *arg), void *arg);
 size_t posh_cache_count(posh_cache *cache);
+/*
+ * The asynchronous side of the single flight. begin: FRESH (*out: a new reference), OWNER (the entry is marked
+ * pending: the caller must run the fill and posh_cache_complete() it, whatever happens), WAIT (another caller's
+ * fill is pending, blocking or asynchronous: w, storage the caller keeps until it is called, is linked to it and
+ * w->fn(w->arg, result) runs once when it completes, on the completing thread, outside the cache's lock, with a
+ * new reference or NULL when the fill failed for lack of memory), or NOMEM. complete: the owner's result (the
+ * cache takes its own reference; NULL: the fill failed) for everyone waiting, blocking or not.
+ */
+typedef struct posh_cache_waiter {
+    void (*fn)(void *arg, posh_result *r);
+    void *arg;
+    struct posh_cache_waiter *next;
+} posh_cache_waiter;
+typedef enum { POSH_CACHE_FRESH, POSH_CACHE_OWNER, POSH_CACHE_WAIT, POSH_CACHE_NOMEM } posh_cache_begin_result;
+posh_cache_begin_result posh_cache_begin(posh_cache *cache, const char *key, time_t now, posh_result **out,
+                                         posh_cache_waiter *w);
+void posh_cache_complete(posh_cache *cache, const char *key, posh_result *r);
 void posh_cache_atfork_prepare(posh_cache *cache);
 void posh_cache_atfork_parent(posh_cache *cache);
 void posh_cache_atfork_child(posh_cache *cache);
