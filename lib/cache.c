@@ -252,6 +252,15 @@ posh_cache_begin_result posh_cache_begin(posh_cache *c, const char *key, time_t 
     return ret;
 }
 
+posh_result *posh_cache_peek(posh_cache *c, const char *key, time_t now)
+{
+    posh_result *r;
+    pthread_mutex_lock(&c->lock);
+    r = fresh(c, find(c, key, hash_key(key)), now);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
 void posh_cache_complete(posh_cache *c, const char *key, posh_result *r)
 {
     posh_cache_waiter *w = NULL;

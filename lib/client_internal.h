@@ -312,6 +312,8 @@ typedef enum { POSH_CACHE_FRESH, POSH_CACHE_OWNER, POSH_CACHE_WAIT, POSH_CACHE_N
 posh_cache_begin_result posh_cache_begin(posh_cache *cache, const char *key, time_t now, posh_result **out,
                                          posh_cache_waiter *w);
 void posh_cache_complete(posh_cache *cache, const char *key, posh_result *r);
+/* A fresh result for key (a new reference), or NULL: never waits, never fills. */
+posh_result *posh_cache_peek(posh_cache *cache, const char *key, time_t now);
 void posh_cache_atfork_prepare(posh_cache *cache);
 void posh_cache_atfork_parent(posh_cache *cache);
 void posh_cache_atfork_child(posh_cache *cache);
@@ -336,6 +338,38 @@ void posh_store_save(posh_client *client, const char *domain, const char *servic
 /* Remove every entry. */
 void posh_store_flush(posh_store *store);
 
+/* ---- the non-blocking engine (engine.c) ---- */
+typedef struct posh_engine posh_engine;
+typedef struct posh_wait posh_wait;
+
+/* Stop the client's engine (if it has one): jobs in flight are delivered POSH_ERR_CANCELLED. */
+void posh_engine_free(posh_client *client);
+/* Queue an asynchronous lookup of a normalised (domain, svc, proto); cb as posh_lookup_async (NULL: prefetch). */
+posh_err posh_engine_submit(posh_client *client, const char *domain, const char *svc, const char *proto,
+                            posh_lookup_callback cb, void *arg);
+/* Is this thread an engine's (client's, or any engine's when client is NULL)? */
+bool posh_engine_is_current_thread(const posh_client *client);
+void posh_engine_atfork_prepare_all(void);
+void posh_engine_atfork_parent_all(void);
+void posh_engine_atfork_child_all(void);
+void posh_engine_atfork_prepare(posh_client *client);
+void posh_engine_atfork_parent(posh_client *client);
+void posh_engine_atfork_child(posh_client *client);
+
+/*
+ * A handshake's wait for a lookup (verify.c). start: queue the lookup, with a descriptor that becomes readable
+ * when it is done; POSH_ERR_BUSY past the client's bounds. take: 1 once done (*result: owned by the caller, NULL
+ * for NOMEM / INVALID_ARGUMENT / CANCELLED; *err as posh_lookup returns it), 0 while it runs. release: the
+ * SSL's reference (the lookup goes on into the cache if it still runs).
+ */
+posh_err posh_wait_start(posh_client *client, const char *domain, const char *svc, const char *proto,
+                         posh_wait **out);
+int posh_wait_fd(const posh_wait *w);
+const char *posh_wait_domain(const posh_wait *w);
+const char *posh_wait_service(const posh_wait *w);
+int posh_wait_take(posh_wait *w, posh_result **result, posh_err *err);
+void posh_wait_release(posh_wait *w);
+
 /* ---- client (client.c) ---- */
 struct posh_client {
     posh_config *cfg;
@@ -347,6 +381,8 @@ struct posh_client {
     CURL **idle;
     size_t n_idle;
     size_t max_idle;
+    pthread_mutex_t engine_lock;   /* guards engine's creation */
+    posh_engine *engine;           /* the non-blocking engine, started on first use (engine.c) */
     struct posh_client *next_client;   /* registry of live clients, for fork handling */
     struct posh_client *prev_client;
 };
@@ -400,6 +436,8 @@ int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *)
 int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *));
 /* 1 while this thread runs a POSH lookup: its HTTPS fetches are POSH's own and never subject to POSH. */
 int posh_verify_in_lookup(void);
+/* This thread (an engine's) only ever runs POSH lookups. */
+void posh_verify_mark_lookup_thread(void);
 
 /* ---- log.c: the shim is silent unless POSH_LOG is set ---- */
 /* When POSH_LOG is unset, log nowhere instead of to stderr. Call before the first message. */
