@@ -206,7 +206,12 @@ typedef struct posh_client posh_client;
 
 /* A client using a copy of cfg (NULL: defaults). NULL when out of memory or cfg is unusable. */
 POSH_EXPORT posh_client *posh_client_new(const posh_config *cfg);
-/* Free the client. Results obtained from it stay valid until released. */
+/*
+ * Free the client. Results obtained from it stay valid until released. Its engine thread (if non-blocking work
+ * started one) is stopped first: callbacks of lookups in flight are called with POSH_ERR_CANCELLED before this
+ * returns, and handshakes waiting for it fail closed when retried. Never call it from one of its own callbacks
+ * (refused: logged, and the client is left alive), nor while other threads still use the client.
+ */
 POSH_EXPORT void posh_client_free(posh_client *client);
 
 /*

@@ -453,13 +453,15 @@ static job *reverse(job *list)
     return prev;
 }
 
-/* The first job (owners_only: the first that owns a cache entry), or NULL. */
-static job *first_job(posh_engine *e, bool owners_only)
+typedef enum cancel_pass { OWNS_TARGET, OWNS_DOMAIN, ANY } cancel_pass;
+
+/* The first job of the pass, or NULL. */
+static job *first_job(posh_engine *e, cancel_pass pass)
 {
     job *found = NULL;
     pthread_mutex_lock(&e->lock);
     for (job *j = e->jobs.next; j != &e->jobs && found == NULL; j = j->next)
-        if (!owners_only || j->owner || j->target_owner)
+        if (pass == ANY || (pass == OWNS_TARGET && j->target_owner) || (pass == OWNS_DOMAIN && j->owner))
             found = j;
     pthread_mutex_unlock(&e->lock);
     return found;
@@ -517,13 +519,14 @@ static void *engine_main(void *arg)
         curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
     }
     /*
-     * Stopped by posh_client_free: every job not yet delivered is cancelled. Owners first: releasing their
-     * entries wakes the jobs waiting for them (queued, never resumed), which must still exist then.
+     * Stopped by posh_client_free: every job not yet delivered is cancelled. A job waiting for a fill has its
+     * waiter linked to that entry, so it must outlive the fill's owner: owners of a target entry go first
+     * (they wait for nothing: they fetch), then owners of a domain entry (whose waits, on targets, are over
+     * now), then everyone else. Releasing an entry wakes its waiters: queued, never resumed.
      */
-    for (job *j; (j = first_job(e, true)) != NULL;)
-        job_cancel(j);
-    for (job *j; (j = first_job(e, false)) != NULL;)
-        job_cancel(j);
+    for (cancel_pass pass = OWNS_TARGET; pass <= ANY; pass++)
+        for (job *j; (j = first_job(e, pass)) != NULL;)
+            job_cancel(j);
     return NULL;
 }
 
