@@ -281,13 +281,19 @@ posh_err posh_lookup(posh_client *client, const char *domain, const char *servic
     snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
     args = (fill_args){client, dom, svc, proto};
     *out = posh_cache_get(client->cache, key, posh_config_now(client->cfg), fill_lookup, &args);
-    if (*out == NULL)
+    return posh_lookup_outcome(out);
+}
+
+posh_err posh_lookup_outcome(posh_result **r)
+{
+    posh_err err;
+    if (*r == NULL)
         return POSH_ERR_NOMEM;
-    err = (*out)->err;
+    err = (*r)->err;
     if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
         /* posh.h: no result for these two. A caller that trusts it frees nothing, so keeping one would leak. */
-        posh_result_free(*out);
-        *out = NULL;
+        posh_result_free(*r);
+        *r = NULL;
     }
     return err;
 }

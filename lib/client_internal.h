@@ -393,6 +393,9 @@ struct posh_client {
  */
 CURL *posh_client_handle_get(posh_client *client);
 void posh_client_handle_put(posh_client *client, CURL *curl);
+/* What posh_lookup() returns for the cache's answer r: its error, and no result (r freed, set to NULL) for
+ * POSH_ERR_NOMEM (also when r is NULL) and POSH_ERR_INVALID_ARGUMENT. */
+posh_err posh_lookup_outcome(posh_result **r);
 /* Why libcurl cannot serve (it failed to initialise, or has no TLS), or NULL when it can. */
 const char *posh_client_curl_problem(void);
 

@@ -168,20 +168,6 @@ static void job_unlink(job *j)
     pthread_mutex_unlock(&e->lock);
 }
 
-/* What posh_lookup() gives for r: its error, and no result for NOMEM / INVALID_ARGUMENT. */
-static posh_err result_err(posh_result **r)
-{
-    posh_err err;
-    if (*r == NULL)
-        return POSH_ERR_NOMEM;
-    err = (*r)->err;
-    if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
-        posh_result_free(*r);
-        *r = NULL;
-    }
-    return err;
-}
-
 /* Hand r (owned; may be NULL) to whoever asked, once, and free the job. */
 static void job_deliver(job *j, posh_err err, posh_result *r)
 {
@@ -218,7 +204,7 @@ static void job_finish(job *j, posh_result *r)
     job_release_curl(j);
     if (j->owner)
         posh_cache_complete(j->engine->client->cache, j->key, r);
-    job_deliver(j, result_err(&r), r);
+    job_deliver(j, posh_lookup_outcome(&r), r);
 }
 
 /* ---- the steps ---- */
@@ -378,7 +364,7 @@ static void job_start(job *j)
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
     switch (posh_cache_begin(c->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter)) {
     case POSH_CACHE_FRESH:
-        job_deliver(j, result_err(&r), r);
+        job_deliver(j, posh_lookup_outcome(&r), r);
         return;
     case POSH_CACHE_WAIT:
         j->state = JOB_WAIT_DOMAIN;
@@ -418,7 +404,7 @@ static void job_resume(job *j)
     if (j->state == JOB_WAIT_TARGET)
         target_got(j, r, false);
     else
-        job_deliver(j, result_err(&r), r); /* the fill we waited for (JOB_WAIT_DOMAIN) */
+        job_deliver(j, posh_lookup_outcome(&r), r); /* the fill we waited for (JOB_WAIT_DOMAIN) */
 }
 
 /* posh_client_free: end a job without its answer. Owned entries are released for the next caller to fill. */

@@ -216,7 +216,7 @@ static int obtain_nonblocking(ssl_state *st, posh_client *client, const char *re
     }
     snprintf(key, sizeof(key), "%s %s", reference, service);
     if ((*res = posh_cache_peek(client->cache, key, posh_config_now(client->cfg))) != NULL) {
-        *err = (*res)->err;
+        *err = posh_lookup_outcome(res);
         return 1;
     }
     if ((*err = posh_service_parse(service, svc, proto)) == POSH_OK &&
