@@ -116,6 +116,17 @@ typedef enum posh_mode {
 #define POSH_LAYOUT_DRAFT02 0x2u /* https://D/.well-known/posh._SERVICE._tcp.json */
 #define POSH_LAYOUT_ALL (POSH_LAYOUT_RFC7711 | POSH_LAYOUT_DRAFT02)
 
+/*
+ * Document forms, a bit mask (POSH_FORMATS). A reference document may lead to either.
+ *   FINGERPRINTS: {"fingerprints": [{"sha-256": "base64"}, ...], "expires": N} (RFC 7711, draft-ietf-xmpp-posh-01+)
+ *   JWK: a JSON Web Key Set {"keys": [{"kty": ..., "x5t#S256"/"x5t": "base64url", "x5c": ["base64 DER", ...]}],
+ *        "expires": N} (draft-miller-posh-01..03, draft-ietf-xmpp-posh-00): a key vouches for the leaf whose
+ *        SHA-256 is its x5t#S256, whose SHA-1 is its x5t (unless SHA-1 is off), or whose DER is its x5c[0].
+ */
+#define POSH_FORMAT_FINGERPRINTS 0x1u
+#define POSH_FORMAT_JWK 0x2u
+#define POSH_FORMAT_ALL (POSH_FORMAT_FINGERPRINTS | POSH_FORMAT_JWK)
+
 typedef struct posh_config posh_config;
 
 /*
