@@ -201,6 +201,8 @@ POSH_EXPORT posh_err posh_config_set_async_limits(posh_config *cfg, long max_loo
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
 POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);
+/* Which document forms are accepted (also POSH_FORMATS): a non-empty subset of POSH_FORMAT_ALL (the default). */
+POSH_EXPORT posh_err posh_config_set_formats(posh_config *cfg, unsigned formats);
 /* Which URL layouts are requested: a non-empty subset of POSH_LAYOUT_ALL. */
 POSH_EXPORT posh_err posh_config_set_layouts(posh_config *cfg, unsigned layouts);
 /*
@@ -307,6 +309,8 @@ POSH_EXPORT time_t posh_result_expires_at(const posh_result *result);
  * counts instead of its expires, so a result never outlives the shared target it was built on.
  */
 POSH_EXPORT long posh_result_ttl(const posh_result *result);
+/* The form the result's fingerprints were read from (POSH_FORMAT_FINGERPRINTS or POSH_FORMAT_JWK); 0 for a failure. */
+POSH_EXPORT unsigned posh_result_format(const posh_result *result);
 /* 1 when the source domain's document was a reference that was followed, else 0. */
 POSH_EXPORT int posh_result_followed_reference(const posh_result *result);
 

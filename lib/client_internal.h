@@ -24,6 +24,7 @@ struct posh_config {
     posh_mode mode;
     int no_sha1;
     unsigned layouts;
+    unsigned formats;          /* POSH_FORMAT_* accepted */
     time_t (*now)(void *arg);
     void *now_arg;
     char *cache_dir;           /* the persistent cache directory, or NULL */
@@ -143,6 +144,7 @@ struct posh_result {
     int refs;                  /* atomic */
     posh_err err;
     int followed_reference;
+    unsigned format;           /* POSH_FORMAT_* the fingerprints were read from; 0 without any */
     long ttl;
     time_t expires_at;
     const char *domain;        /* a reference target's result (the URL cache): its URL */

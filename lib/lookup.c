@@ -37,7 +37,8 @@ void posh_lookup_state_clear(lookup_state *st)
 }
 
 /* Judge a finished fetch as a POSH document (fr is consumed). *missing is set (and POSH_OK returned) on a 4xx. */
-static posh_err doc_from_fetch(posh_err err, posh_fetch_result *fr, lookup_state *r, posh_doc *doc, bool *missing)
+static posh_err doc_from_fetch(const posh_config *cfg, posh_err err, posh_fetch_result *fr, lookup_state *r,
+                               posh_doc *doc, bool *missing)
 {
     char why[POSH_MSG_LEN];
 
@@ -50,7 +51,7 @@ static posh_err doc_from_fetch(posh_err err, posh_fetch_result *fr, lookup_state
         posh_fetch_result_clear(fr);
         return POSH_OK;
     }
-    err = posh_doc_parse(fr->body, fr->body_len, doc, why, sizeof(why));
+    err = posh_doc_parse_formats(fr->body, fr->body_len, cfg->formats, doc, why, sizeof(why));
     if (err != POSH_OK) {
         posh_msg(r->message, sizeof(r->message), "%s: %s", fr->final_url, why);
     } else if (r->keep) {
@@ -106,7 +107,7 @@ posh_result *posh_target_result(posh_client *client, const char *url, time_t sta
     posh_result *r;
     bool missing;
 
-    err = doc_from_fetch(err, fr, st, &doc, &missing);
+    err = doc_from_fetch(cfg, err, fr, st, &doc, &missing);
     if (err == POSH_OK && missing) {
         err = POSH_ERR_REFERENCE_TARGET; /* st->message names the URL and the status */
     } else if (err == POSH_OK && doc.kind == POSH_DOC_REFERENCE) {
@@ -211,7 +212,7 @@ posh_run_next posh_run_source_done(posh_run *run, posh_err err, posh_fetch_resul
 {
     bool missing;
 
-    err = doc_from_fetch(err, fr, &run->st, &run->src, &missing);
+    err = doc_from_fetch(run->client->cfg, err, fr, &run->st, &run->src, &missing);
     if (err == POSH_OK && missing) {
         /* 4xx: remember why, try the next layout. */
         if (run->tried_used < sizeof(run->tried)) {

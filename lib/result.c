@@ -73,6 +73,7 @@ posh_result *posh_result_build(const posh_result_parts *p)
     r->refs = 1;
     r->err = p->err;
     r->followed_reference = p->followed_reference;
+    r->format = p->doc != NULL ? p->doc->format : from_target ? t->format : 0;
     r->ttl = p->ttl;
     r->expires_at = p->expires_at;
 #define COPY_STRING(dst, src, len)                                                                             \
@@ -208,6 +209,11 @@ time_t posh_result_expires_at(const posh_result *r)
 long posh_result_ttl(const posh_result *r)
 {
     return r == NULL ? 0 : r->ttl;
+}
+
+unsigned posh_result_format(const posh_result *r)
+{
+    return r != NULL && r->err == POSH_OK ? r->format : 0;
 }
 
 int posh_result_followed_reference(const posh_result *r)
