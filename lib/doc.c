@@ -117,8 +117,8 @@ static const char *tokener_error(enum json_tokener_error e)
     return e == json_tokener_continue ? "unexpected end of document" : json_tokener_error_desc(e);
 }
 
-/* The bytes as exactly one JSON object, within POSH_MAX_JSON_DEPTH, with only whitespace after it. */
-static posh_err json_parse_object(const char *buf, size_t len, json_object **out, char *msg, size_t msglen)
+/* The bytes as exactly one JSON value of type want, within POSH_MAX_JSON_DEPTH, with only whitespace after it. */
+posh_err posh_json_parse(const char *buf, size_t len, json_type want, json_object **out, char *msg, size_t msglen)
 {
     json_tokener *tok = NULL;
     json_object *obj = NULL;
@@ -157,8 +157,8 @@ static posh_err json_parse_object(const char *buf, size_t len, json_object **out
         posh_msg(msg, msglen, "byte %zu: data after the end of the document", at);
         goto done;
     }
-    if (!json_object_is_type(obj, json_type_object)) { /* NULL, from a top-level "null", included */
-        posh_msg(msg, msglen, "the document is not a JSON object");
+    if (!json_object_is_type(obj, want)) { /* NULL, from a top-level "null", included */
+        posh_msg(msg, msglen, "the document is not a JSON %s", want == json_type_array ? "array" : "object");
         goto done;
     }
     *out = obj;
@@ -171,9 +171,14 @@ done:
 }
 
 /* json-c's name of a value's type ("int", "double", "null", ...) for messages; JSON null is a NULL object. */
-static const char *type_name(json_object *v)
+const char *posh_json_type_name(json_object *v)
 {
     return json_type_to_name(json_object_get_type(v));
+}
+
+static const char *type_name(json_object *v)
+{
+    return posh_json_type_name(v);
 }
 
 /*
@@ -505,7 +510,7 @@ posh_err posh_doc_parse_formats(const char *buf, size_t len, unsigned formats, p
     if (doc == NULL || (buf == NULL && len > 0))
         return POSH_ERR_INVALID_ARGUMENT;
     memset(doc, 0, sizeof(*doc));
-    if ((err = json_parse_object(buf, len, &top, msg, msglen)) != POSH_OK)
+    if ((err = posh_json_parse(buf, len, json_type_object, &top, msg, msglen)) != POSH_OK)
         goto done;
     /* A member whose value is null is present (and then fails its type check). */
     has_fingerprints = json_object_object_get_ex(top, "fingerprints", &fingerprints);

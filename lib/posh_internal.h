@@ -7,6 +7,7 @@
 
 #include "posh.h"
 
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -113,6 +114,37 @@ typedef struct posh_doc {
  * POSH_ERR_NOMEM), leaves *doc empty and, if msg is not NULL, writes a message naming the member at fault.
  */
 posh_err posh_doc_parse(const char *buf, size_t len, posh_doc *doc, char *msg, size_t msglen);
+
+/*
+ * Strict JSON (doc.c): the bytes as exactly one value of type want (json_type_object, json_type_array), within
+ * POSH_MAX_JSON_DEPTH, nothing but whitespace after it; what json-c lets through and JSON does not is refused
+ * first. POSH_ERR_JSON with a message naming the byte; *out to release with json_object_put().
+ */
+posh_err posh_json_parse(const char *buf, size_t len, json_type want, json_object **out, char *msg, size_t msglen);
+/* json-c's name of a value's type, for messages ("int", "null", ...). */
+const char *posh_json_type_name(json_object *v);
+
+/* ---- Secure Service Delegation documents (delegation.c): pure, bounded, fuzzed ---- */
+#define POSH_MAX_DELEGATIONS 32
+typedef struct posh_delegation {
+    char host[POSH_MAX_DOMAIN_LEN + 2];   /* where the service runs (normalised DNS name) */
+    int port;                             /* 1..65535 */
+    char domain[POSH_MAX_DOMAIN_LEN + 2]; /* the name its certificate carries (normalised DNS name) */
+} posh_delegation;
+
+typedef struct posh_delegation_doc {
+    size_t n;                             /* 1..POSH_MAX_DELEGATIONS */
+    posh_delegation *entries;             /* malloc'd */
+} posh_delegation_doc;
+
+/*
+ * Parse a delegation document from exactly len bytes: a JSON array of 1..POSH_MAX_DELEGATIONS objects, each
+ * with "host" and "domain" (strings, DNS names as posh_domain_normalize() accepts them: never an address) and
+ * "port" (integer 1..65535); other members are ignored. POSH_OK and *doc (posh_delegation_clear), or
+ * POSH_ERR_JSON / POSH_ERR_DOCUMENT / POSH_ERR_NOMEM with a message naming the entry and member.
+ */
+posh_err posh_delegation_parse(const char *buf, size_t len, posh_delegation_doc *doc, char *msg, size_t msglen);
+void posh_delegation_clear(posh_delegation_doc *doc);
 /*
  * The same, accepting only the forms in formats (POSH_FORMAT_*; references always): another form is
  * POSH_ERR_DOCUMENT. A JWK Set's keys become descriptors: x5t a SHA-1 digest, x5t#S256 a SHA-256 digest, x5c[0]
