@@ -225,6 +225,14 @@ posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1)
     return POSH_OK;
 }
 
+posh_err posh_config_set_delegation(posh_config *cfg, int on)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->delegation = on != 0;
+    return POSH_OK;
+}
+
 posh_err posh_config_set_formats(posh_config *cfg, unsigned formats)
 {
     if (cfg == NULL || formats == 0 || (formats & ~POSH_FORMAT_ALL) != 0)
@@ -301,7 +309,7 @@ bad:
 static const char *const env_names[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
     "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_CACHE_DIR",
-    "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING", "POSH_FORMATS", "POSH_MODE", "POSH_NO_SHA1",
+    "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING", "POSH_FORMATS", "POSH_DELEGATION", "POSH_MODE", "POSH_NO_SHA1",
     "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
 };
 
@@ -390,17 +398,18 @@ static posh_err env_mode(posh_config *tmp)
     return POSH_OK;
 }
 
-static posh_err env_no_sha1(posh_config *tmp)
+/* A switch: "1" or "0" into *field; unset or empty leaves it. */
+static posh_err env_flag(posh_config *tmp, const char *var, int *field)
 {
-    const char *v = posh_getenv("POSH_NO_SHA1");
+    const char *v = posh_getenv(var);
     if (v == NULL || v[0] == '\0')
         return POSH_OK;
     if (strcmp(v, "1") == 0) {
-        tmp->no_sha1 = 1;
+        *field = 1;
     } else if (strcmp(v, "0") == 0) {
-        tmp->no_sha1 = 0;
+        *field = 0;
     } else {
-        posh_msg(tmp->error, sizeof(tmp->error), "POSH_NO_SHA1=\"%.64s\": expected 1 or 0", v);
+        posh_msg(tmp->error, sizeof(tmp->error), "%s=\"%.64s\": expected 1 or 0", var, v);
         return POSH_ERR_CONFIG;
     }
     return POSH_OK;
@@ -490,7 +499,8 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_number(tmp, "POSH_CACHE_SIZE", &tmp->cache_size, 1, 10000000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_LOOKUPS", &tmp->async_lookups, 1, 100000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_WAITING", &tmp->async_waiting, 1, 1000000)) != POSH_OK ||
-        (err = env_mode(tmp)) != POSH_OK || (err = env_no_sha1(tmp)) != POSH_OK ||
+        (err = env_mode(tmp)) != POSH_OK || (err = env_flag(tmp, "POSH_NO_SHA1", &tmp->no_sha1)) != POSH_OK ||
+        (err = env_flag(tmp, "POSH_DELEGATION", &tmp->delegation)) != POSH_OK ||
         (err = env_layout(tmp)) != POSH_OK || (err = env_formats(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
         goto fail;
     ct = posh_getenv("POSH_CONNECT_TO");
