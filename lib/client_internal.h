@@ -366,6 +366,8 @@ void posh_store_flush(posh_store *store);
 
 /* ---- the non-blocking engine (engine.c) ---- */
 typedef struct posh_engine posh_engine;
+/* What a lookup looks up: POSH documents (posh_lookup) or delegation documents (posh_lookup_delegation). */
+typedef enum posh_lookup_kind { POSH_KIND_POSH = 0, POSH_KIND_DELEGATION = 1 } posh_lookup_kind;
 typedef struct posh_wait posh_wait;
 
 /* Stop the client's engine (if it has one): jobs in flight are delivered POSH_ERR_CANCELLED. */
@@ -388,8 +390,9 @@ void posh_engine_atfork_child(posh_client *client);
  * for NOMEM / INVALID_ARGUMENT / CANCELLED; *err as posh_lookup returns it), 0 while it runs. release: the
  * SSL's reference (the lookup goes on into the cache if it still runs).
  */
-posh_err posh_wait_start(posh_client *client, const char *domain, const char *svc, const char *proto,
-                         posh_wait **out);
+posh_err posh_wait_start(posh_client *client, posh_lookup_kind kind, const char *domain, const char *svc,
+                         const char *proto, posh_wait **out);
+posh_lookup_kind posh_wait_kind(const posh_wait *w);
 int posh_wait_fd(const posh_wait *w);
 const char *posh_wait_domain(const posh_wait *w);
 const char *posh_wait_service(const posh_wait *w);
