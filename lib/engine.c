@@ -246,6 +246,21 @@ static bool transfer_add(job *j)
     return true;
 }
 
+/*
+ * Begin fetching url (which must outlive the transfer) into st's trace and message, within deadline_ms, on the
+ * job's handle: POSH_OK once the transfer runs, else the error (st's message says why).
+ */
+static posh_err transfer_start(job *j, const char *url, int64_t deadline_ms, posh_lookup_state *st)
+{
+    posh_err err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, deadline_ms, &st->trace,
+                                    st->message, sizeof(st->message));
+    if (err != POSH_OK || transfer_add(j))
+        return err;
+    posh_fetch_op_clear(&j->op);
+    posh_msg(st->message, sizeof(st->message), "%s: the transfer engine refused the request", url);
+    return POSH_ERR_INTERNAL;
+}
+
 static void source_done(job *j, posh_err err, posh_fetch_result *fr)
 {
     switch (posh_run_source_done(&j->run, err, fr)) {
@@ -272,16 +287,8 @@ static void source_next(job *j)
         return;
     }
     j->state = JOB_SOURCE;
-    err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, j->run.deadline_ms, &j->run.st.trace,
-                           j->run.st.message, sizeof(j->run.st.message));
-    if (err == POSH_OK && transfer_add(j))
-        return;
-    if (err == POSH_OK) {
-        posh_fetch_op_clear(&j->op);
-        posh_msg(j->run.st.message, sizeof(j->run.st.message), "%s: the transfer engine refused the request", url);
-        err = POSH_ERR_INTERNAL;
-    }
-    source_done(j, err, &fr);
+    if ((err = transfer_start(j, url, j->run.deadline_ms, &j->run.st)) != POSH_OK)
+        source_done(j, err, &fr);
 }
 
 static void target_got(job *j, posh_result *target, bool ran)
@@ -334,17 +341,8 @@ static void target_begin(job *j)
     j->t_started_wall = posh_config_wall_now(c->cfg);
     posh_lookup_state_init(&j->tst, c->store != NULL);
     j->tst_live = true;
-    err = posh_fetch_begin(&j->op, j->curl, c->cfg, j->run.src.url, j->run.deadline_ms, &j->tst.trace,
-                           j->tst.message, sizeof(j->tst.message));
-    if (err == POSH_OK && transfer_add(j))
-        return;
-    if (err == POSH_OK) {
-        posh_fetch_op_clear(&j->op);
-        posh_msg(j->tst.message, sizeof(j->tst.message), "%s: the transfer engine refused the request",
-                 j->run.src.url);
-        err = POSH_ERR_INTERNAL;
-    }
-    target_done(j, err, &fr);
+    if ((err = transfer_start(j, j->run.src.url, j->run.deadline_ms, &j->tst)) != POSH_OK)
+        target_done(j, err, &fr);
 }
 
 /* The delegation document's fetch ended. */
@@ -376,15 +374,8 @@ static void delegation_begin(job *j)
     if (posh_delegation_url(j->domain, j->svc, url, sizeof(url)) != NULL) {
         /* The op keeps a pointer to the URL: the job's own copy, which lives as long as the transfer. */
         snprintf(j->deleg_url, sizeof(j->deleg_url), "%s", url);
-        err = posh_fetch_begin(&j->op, j->curl, c->cfg, j->deleg_url, posh_now_ms() + c->cfg->timeout_ms,
-                               &j->tst.trace, j->tst.message, sizeof(j->tst.message));
-        if (err == POSH_OK && transfer_add(j))
+        if ((err = transfer_start(j, j->deleg_url, posh_now_ms() + c->cfg->timeout_ms, &j->tst)) == POSH_OK)
             return;
-        if (err == POSH_OK) {
-            posh_fetch_op_clear(&j->op);
-            posh_msg(j->tst.message, sizeof(j->tst.message), "%s: the transfer engine refused the request", url);
-            err = POSH_ERR_INTERNAL;
-        }
     }
     delegation_done(j, err, &fr);
 }

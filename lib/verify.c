@@ -669,7 +669,8 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
     return 1;
 }
 
-int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
+/* Set one of a context's switches (which: the field in its state), where SSL_CTX_set_posh_verify() installed POSH. */
+static int ctx_switch(SSL_CTX *ctx, atomic_int *(*which)(ctx_state *), int on)
 {
     ctx_state *st;
     int ok;
@@ -678,23 +679,29 @@ int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
     pthread_mutex_lock(&setup_lock);
     ok = (st = ctx_state_get(ctx, 0)) != NULL && st->installed && !st->transparent;
     if (ok)
-        st->nonblocking = on != 0;
+        atomic_store(which(st), on != 0);
     pthread_mutex_unlock(&setup_lock);
     return ok;
 }
 
+static atomic_int *nonblocking_switch(ctx_state *st)
+{
+    return &st->nonblocking;
+}
+
+static atomic_int *delegation_switch(ctx_state *st)
+{
+    return &st->delegation;
+}
+
+int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
+{
+    return ctx_switch(ctx, nonblocking_switch, on);
+}
+
 int SSL_CTX_set_posh_delegation(SSL_CTX *ctx, int on)
 {
-    ctx_state *st;
-    int ok;
-    if (ctx == NULL || !indexes_ready())
-        return 0;
-    pthread_mutex_lock(&setup_lock);
-    ok = (st = ctx_state_get(ctx, 0)) != NULL && st->installed && !st->transparent;
-    if (ok)
-        st->delegation = on != 0;
-    pthread_mutex_unlock(&setup_lock);
-    return ok;
+    return ctx_switch(ctx, delegation_switch, on);
 }
 
 int SSL_get_posh_wait_fd(const SSL *ssl)
