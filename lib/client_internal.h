@@ -81,6 +81,7 @@ typedef struct posh_fetch_result {
     char *body;                /* malloc'd, NUL-terminated, body_len bytes before the NUL */
     size_t body_len;
     char *final_url;           /* malloc'd */
+    char *content_type;        /* the final response's Content-Type (malloc'd), or NULL when it had none */
 } posh_fetch_result;
 
 /*

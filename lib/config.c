@@ -260,48 +260,6 @@ posh_err posh_config_set_clock(posh_config *cfg, time_t (*now)(void *arg), void 
 
 /* ---- the connect-to list ---- */
 
-/* "HOST:PORT:ADDR:PORT" entries separated by commas; each part may be empty except the separators. */
-posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen)
-{
-    const char *p = list;
-    *out = NULL;
-    if (list == NULL || list[0] == '\0')
-        return POSH_OK;
-    while (*p != '\0') {
-        size_t n = strcspn(p, ","), colons = 0;
-        char entry[512];
-        struct curl_slist *next;
-        if (n == 0 || n >= sizeof(entry))
-            goto bad;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char ch = (unsigned char)p[i];
-            if (ch == ':')
-                colons++;
-            else if (ch <= ' ' || ch >= 0x7f)
-                goto bad;
-        }
-        /* An IPv6 address in brackets has colons of its own: count only the 3 separators we need at least. */
-        if (colons < 3)
-            goto bad;
-        memcpy(entry, p, n);
-        entry[n] = '\0';
-        if ((next = curl_slist_append(*out, entry)) == NULL) {
-            curl_slist_free_all(*out);
-            *out = NULL;
-            return POSH_ERR_NOMEM;
-        }
-        *out = next;
-        p += n;
-        if (*p == ',')
-            p++;
-    }
-    return POSH_OK;
-bad:
-    posh_msg(msg, msglen, "\"%.100s\": expected comma-separated HOST:PORT:ADDR:PORT entries", list);
-    curl_slist_free_all(*out);
-    *out = NULL;
-    return POSH_ERR_CONFIG;
-}
 
 /* ---- the environment ---- */
 

@@ -5,7 +5,7 @@
  * accepts it, other clients may not).
  */
 #include "cli.h"
-#include "posh_internal.h"
+#include "client_internal.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,11 +20,6 @@
 #include <unistd.h>
 
 #define CMD "lint"
-
-/* posh_config_new()'s defaults, as posh.h documents them: what applies when the variable is not set. */
-#define DEFAULT_TIMEOUT_MS 5000L
-#define DEFAULT_MAX_REDIRECTS 10L
-#define DEFAULT_MAX_BYTES 65536L
 
 #define EXPIRES_OVER (30L * 86400) /* a month of trust in a certificate that may have been replaced */
 #define EXPIRES_UNDER 300L         /* five minutes: a fetch for nearly every connection */
@@ -79,9 +74,8 @@ typedef struct lint {
     long errors, warnings;
     int write_failed;
     /* The fetch rules: the POSH_* environment, as the library reads it (net_from_env). */
-    const char *ca_file, *ca_path;
+    posh_config *cfg;
     struct curl_slist *connect_to;
-    long timeout_ms, max_redirects, max_bytes;
     int64_t deadline_ms;
     CURL *curl;
 } lint;
@@ -110,263 +104,72 @@ static void finding(lint *l, int error, const char *fmt, ...)
         l->warnings++;
 }
 
-/* ---- the fetch rules ---- */
-
-/* A variable the library has accepted (so a whole number in range), or the default when it is not set. */
-static long env_long(const char *name, long dflt)
-{
-    const char *v = secure_getenv(name);
-    return v != NULL ? strtol(v, NULL, 10) : dflt;
-}
+/* ---- the fetch rules: the library's own ---- */
 
 /*
- * The library judges the POSH_* environment: posh_config_load_env() accepts or refuses it, with the message it
- * gives any application (naming the variable), so lint refuses exactly what lookup refuses. The values are then
- * read back from the environment, since posh_config is opaque outside the library: they are valid by then, and
- * secure_getenv() ignores them in a privileged process exactly as the library does. Compiling lib/config.c in
- * instead would put a second copy of the library's exported posh_config_* functions into this executable (which
- * also links libposh) and pull the library's logging along.
+ * The library judges the POSH_* environment (posh_config_load_env(): lint refuses exactly what lookup refuses,
+ * with the same message) and fetches: lib/fetch.c is compiled in (tools/CMakeLists.txt), so every request is
+ * made by the library's code under the library's rules (https on every hop, verified certificates, the body cap,
+ * redirects followed by hand and counted, the same errors and messages). Only what a lookup keeps to itself is
+ * looked at here: each hop's status (the trace), the Content-Type, which URL answered.
  */
 static int net_from_env(lint *l)
 {
-    posh_config *cfg = posh_config_new();
-    const char *list;
+    char why[POSH_MSG_LEN];
 
-    if (cfg == NULL) {
+    if ((l->cfg = posh_config_new()) == NULL) {
         cli_error(CMD, "out of memory");
         return -1;
     }
-    if (posh_config_load_env(cfg) != POSH_OK) {
-        cli_error(CMD, "invalid environment: %s", posh_config_error(cfg));
-        posh_config_free(cfg);
+    if (posh_config_load_env(l->cfg) != POSH_OK) {
+        cli_error(CMD, "invalid environment: %s", posh_config_error(l->cfg));
         return -1;
     }
-    posh_config_free(cfg);
-    l->ca_file = secure_getenv("POSH_CA_FILE");
-    l->ca_path = secure_getenv("POSH_CA_PATH");
-    l->timeout_ms = env_long("POSH_TIMEOUT_MS", DEFAULT_TIMEOUT_MS);
-    l->max_redirects = env_long("POSH_MAX_REDIRECTS", DEFAULT_MAX_REDIRECTS);
-    l->max_bytes = env_long("POSH_MAX_BYTES", DEFAULT_MAX_BYTES);
-    /* Comma-separated HOST:PORT:ADDR:PORT entries (checked by the library), one curl_slist entry each. */
-    list = secure_getenv("POSH_CONNECT_TO");
-    for (const char *p = list; p != NULL && *p != '\0';) {
-        size_t n = strcspn(p, ",");
-        char *entry = strndup(p, n);
-        struct curl_slist *next = entry != NULL ? curl_slist_append(l->connect_to, entry) : NULL;
-        free(entry);
-        if (next == NULL) {
-            cli_error(CMD, "out of memory");
-            return -1;
-        }
-        l->connect_to = next;
-        p += n;
-        p += *p == ',';
+    if (posh_connect_to_parse(l->cfg->connect_to, &l->connect_to, why, sizeof(why)) != POSH_OK) {
+        cli_error(CMD, "invalid environment: POSH_CONNECT_TO: %s", why);
+        return -1;
     }
     return 0;
 }
 
-/* The library's handle settings (lib/fetch.c, posh_fetch_handle_setup): the same rules for every request. */
 static int handle_setup(lint *l)
 {
-    CURLcode rc = CURLE_OK;
-
     if ((l->curl = curl_easy_init()) == NULL)
         return -1;
-#define SET(opt, val)                                                                                          \
-    do {                                                                                                       \
-        if (rc == CURLE_OK)                                                                                    \
-            rc = curl_easy_setopt(l->curl, opt, val);                                                          \
-    } while (0)
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_PROTOCOLS_STR, "https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L); /* by hand, so that each hop's status is seen and its target checked */
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    SET(CURLOPT_PROXY, ""); /* never an environment proxy */
-    SET(CURLOPT_USERAGENT, "posh/" POSH_VERSION_STRING);
-    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)l->max_bytes);
-    if (l->ca_file != NULL)
-        SET(CURLOPT_CAINFO, l->ca_file);
-    if (l->ca_path != NULL)
-        SET(CURLOPT_CAPATH, l->ca_path);
-    if (l->connect_to != NULL)
-        SET(CURLOPT_CONNECT_TO, l->connect_to);
-#undef SET
-    return rc == CURLE_OK ? 0 : -1;
+    return posh_fetch_handle_setup(l->curl, l->cfg, l->connect_to) == POSH_OK ? 0 : -1;
 }
 
-/* ---- one fetch, redirects followed by hand ---- */
-
-typedef struct body {
-    char *data;
-    size_t len, cap, max;
-    int too_large, nomem;
-} body;
-
-static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    body *b = userdata;
-    size_t n = nmemb; /* size is always 1 for write callbacks */
-
-    if (n > b->max - b->len) {
-        b->too_large = 1;
-        return 0;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->max + 1;
-        char *p = realloc(b->data, cap);
-        if (p == NULL) {
-            b->nomem = 1;
-            return 0;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
+/* ---- one fetch ---- */
 
 typedef struct response {
-    posh_err err;        /* POSH_OK: a 2xx or 4xx answered, below */
-    long status;
-    char *url;           /* the URL that answered, after redirects */
-    char *content_type;  /* NULL: the response had none */
-    body b;
-    char msg[1024];      /* why, when err is not POSH_OK: worded as the library words it */
+    posh_err err;          /* POSH_OK: a 2xx or 4xx answered (fr) */
+    posh_fetch_result fr;  /* status, body, final_url (the URL that answered), content_type */
+    char msg[POSH_MSG_LEN];/* why, when err is not POSH_OK: the library's words */
 } response;
 
 static void response_clear(response *r)
 {
-    free(r->url);
-    free(r->content_type);
-    free(r->b.data);
+    posh_fetch_result_clear(&r->fr);
     memset(r, 0, sizeof(*r));
 }
 
-/* lib/fetch.c's map_curl_error: the same error for the same transfer failure. */
-static posh_err transfer_error(CURLcode rc, const body *b)
-{
-    if (b->too_large || rc == CURLE_FILESIZE_EXCEEDED)
-        return POSH_ERR_TOO_LARGE;
-    if (b->nomem)
-        return POSH_ERR_NOMEM;
-    if (rc == CURLE_OPERATION_TIMEDOUT)
-        return POSH_ERR_TIMEOUT;
-    if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_CONNECT)
-        return POSH_ERR_CONNECT;
-    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_SSL_CACERT_BADFILE ||
-        rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CIPHER || rc == CURLE_SSL_ISSUER_ERROR ||
-        rc == CURLE_SSL_INVALIDCERTSTATUS || rc == CURLE_SSL_CRL_BADFILE)
-        return POSH_ERR_TLS;
-    return POSH_ERR_FETCH;
-}
-
-static int is_redirect(long status)
-{
-    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
-/* One hop: curl set up for current within what is left of the deadline, performed. */
-static CURLcode perform_hop(lint *l, const char *current, body *b, char *errbuf)
-{
-    int64_t left = l->deadline_ms - cli_now_ms();
-
-    b->len = 0;
-    b->too_large = b->nomem = 0;
-    errbuf[0] = '\0';
-    curl_easy_setopt(l->curl, CURLOPT_URL, current);
-    curl_easy_setopt(l->curl, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(l->curl, CURLOPT_TIMEOUT_MS, (long)left);
-    curl_easy_setopt(l->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
-    curl_easy_setopt(l->curl, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(l->curl, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(l->curl, CURLOPT_ERRORBUFFER, errbuf);
-    return curl_easy_perform(l->curl);
-}
-
-/*
- * GET url as the library does (lib/fetch.c): every redirect checked (https, counted) and followed by hand, and the
- * first 2xx or 4xx is the answer. Unlike the library, each redirect's status is judged on the way. r->err is
- * POSH_OK or the library's error, with its message in r->msg.
- */
+/* GET url as a lookup does; then judge each redirect on the way (a permanent one is warned about). */
 static void fetch(lint *l, const char *url, response *r)
 {
-    char errbuf[CURL_ERROR_SIZE], *current = strdup(url);
-    long hops = 0;
+    posh_trace trace = {.n = 0};
 
     memset(r, 0, sizeof(*r));
-    r->b.max = (size_t)l->max_bytes;
-    r->err = POSH_ERR_NOMEM;
-    while (current != NULL) {
-        char *loc = NULL, *ct = NULL;
-        long status = 0;
-        CURLcode rc;
-
-        if (l->deadline_ms - cli_now_ms() <= 0) {
-            snprintf(r->msg, sizeof(r->msg), "%s: time budget exhausted before the request", current);
-            r->err = POSH_ERR_TIMEOUT;
-            break;
-        }
-        rc = perform_hop(l, current, &r->b, errbuf);
-        curl_easy_getinfo(l->curl, CURLINFO_RESPONSE_CODE, &status);
-        if (rc != CURLE_OK) {
-            r->err = transfer_error(rc, &r->b);
-            if (r->err == POSH_ERR_TOO_LARGE)
-                snprintf(r->msg, sizeof(r->msg), "%s: body larger than %ld bytes", current, l->max_bytes);
-            else
-                snprintf(r->msg, sizeof(r->msg), "%s: %s", current,
-                         errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
-            break;
-        }
-        if (is_redirect(status)) {
-            if (curl_easy_getinfo(l->curl, CURLINFO_REDIRECT_URL, &loc) != CURLE_OK || loc == NULL) {
-                snprintf(r->msg, sizeof(r->msg), "%s: HTTP %ld without a usable Location", current, status);
-                r->err = POSH_ERR_HTTP_STATUS;
-                break;
-            }
-            if (!posh_url_is_https(loc, strlen(loc))) {
-                snprintf(r->msg, sizeof(r->msg), "%s: redirect to \"%.200s\", which is not an https URL", current,
-                         loc);
-                r->err = POSH_ERR_REDIRECT_SCHEME;
-                break;
-            }
-            if (status == 301 || status == 308)
-                finding(l, 0,
-                        "%s: HTTP %ld, a permanent redirect (to %.*s): clients and HTTP caches may keep it for "
-                        "good; RFC 7711 asks for a temporary one (302 or 307)",
-                        current, status, SHOWN_URL, loc);
-            if (++hops > l->max_redirects) {
-                snprintf(r->msg, sizeof(r->msg), "%s: redirect to %.200s would exceed %ld redirects", url, loc,
-                         l->max_redirects);
-                r->err = POSH_ERR_TOO_MANY_REDIRECTS;
-                break;
-            }
-            free(current);
-            current = strdup(loc);
-            continue;
-        }
-        if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
-            r->status = status;
-            if (curl_easy_getinfo(l->curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL &&
-                (r->content_type = strdup(ct)) == NULL)
-                break;
-            r->url = current;
-            current = NULL;
-            r->err = POSH_OK;
-            break;
-        }
-        snprintf(r->msg, sizeof(r->msg), "%s: HTTP status %ld", current, status);
-        r->err = POSH_ERR_HTTP_STATUS;
-        break;
+    r->err = posh_fetch(l->curl, l->cfg, url, l->deadline_ms, &trace, &r->fr, r->msg, sizeof(r->msg));
+    for (size_t i = 0; i < trace.n; i++) {
+        long status = trace.req[i].status;
+        if (status == 301 || status == 308)
+            finding(l, 0,
+                    "%s: HTTP %ld, a permanent redirect%s%.*s%s: clients and HTTP caches may keep it for good; "
+                    "RFC 7711 asks for a temporary one (302 or 307)",
+                    trace.req[i].url, status, i + 1 < trace.n ? " (to " : "", SHOWN_URL,
+                    i + 1 < trace.n ? trace.req[i + 1].url : "", i + 1 < trace.n ? ")" : "");
+        free(trace.req[i].url);
     }
-    curl_easy_setopt(l->curl, CURLOPT_ERRORBUFFER, NULL);
-    if (r->err == POSH_ERR_NOMEM && r->msg[0] == '\0')
-        snprintf(r->msg, sizeof(r->msg), "%s: out of memory", url);
-    free(current);
 }
 
 /* A JSON media type: application/json, or application/SOMETHING+json (RFC 6839); parameters ignored. */
@@ -383,15 +186,15 @@ static int content_type_is_json(const char *ct)
 
 static void check_content_type(lint *l, const response *r)
 {
-    if (r->content_type == NULL)
+    if (r->fr.content_type == NULL)
         finding(l, 0, "%s: no Content-Type: clients that check it expect JSON (application/json) and may refuse "
                       "the document",
-                r->url);
-    else if (!content_type_is_json(r->content_type))
+                r->fr.final_url);
+    else if (!content_type_is_json(r->fr.content_type))
         finding(l, 0,
                 "%s: Content-Type \"%.100s\" is not JSON (application/json or a +json type): clients that check "
                 "it may refuse the document",
-                r->url, r->content_type);
+                r->fr.final_url, r->fr.content_type);
 }
 
 /* ---- one document ---- */
@@ -542,12 +345,12 @@ static void lint_target(lint *l, const char *domain, const char *url)
     fetch(l, url, &t);
     if (t.err != POSH_OK) {
         finding(l, 1, "%s (%s)", t.msg, cli_err_name(t.err));
-    } else if (t.status >= 400) {
+    } else if (t.fr.status >= 400) {
         finding(l, 1, "reference from %s to %.*s: document not found (%s: HTTP status %ld) (%s)", domain,
-                SHOWN_URL, url, t.url, t.status, cli_err_name(POSH_ERR_REFERENCE_TARGET));
+                SHOWN_URL, url, t.fr.final_url, t.fr.status, cli_err_name(POSH_ERR_REFERENCE_TARGET));
     } else {
         check_content_type(l, &t);
-        if (lint_document(l, t.url, t.b.data != NULL ? t.b.data : "", t.b.len, DOC_TARGET, &doc) == POSH_OK &&
+        if (lint_document(l, t.fr.final_url, t.fr.body, t.fr.body_len, DOC_TARGET, &doc) == POSH_OK &&
             doc.kind == POSH_DOC_REFERENCE)
             finding(l, 1, "%.*s: a reference may not point to another reference (%.*s) (%s)", SHOWN_URL, url,
                     SHOWN_URL, doc.url, cli_err_name(POSH_ERR_REFERENCE_CHAIN));
@@ -573,16 +376,16 @@ static int lint_domain(lint *l, const char *domain, const char *svc, const char 
         cli_error(CMD, "cannot set up libcurl");
         return CLI_USAGE;
     }
-    l->deadline_ms = cli_now_ms() + l->timeout_ms;
+    l->deadline_ms = posh_now_ms() + l->cfg->timeout_ms;
 
     fetch(l, rfc, &src);
-    if (src.err == POSH_OK && src.status >= 400) {
-        snprintf(tried, sizeof(tried), "%s: HTTP status %ld", src.url, src.status);
+    if (src.err == POSH_OK && src.fr.status >= 400) {
+        snprintf(tried, sizeof(tried), "%s: HTTP status %ld", src.fr.final_url, src.fr.status);
         response_clear(&src);
         fetch(l, draft, &src);
-        if (src.err == POSH_OK && src.status >= 400) {
-            finding(l, 1, "no POSH document for %s (%s; %s: HTTP status %ld) (%s)", domain, tried, src.url,
-                    src.status, cli_err_name(POSH_ERR_NO_POSH));
+        if (src.err == POSH_OK && src.fr.status >= 400) {
+            finding(l, 1, "no POSH document for %s (%s; %s: HTTP status %ld) (%s)", domain, tried, src.fr.final_url,
+                    src.fr.status, cli_err_name(POSH_ERR_NO_POSH));
             goto done;
         }
         if (src.err == POSH_OK)
@@ -595,7 +398,7 @@ static int lint_domain(lint *l, const char *domain, const char *svc, const char 
         goto done;
     }
     check_content_type(l, &src);
-    if (lint_document(l, src.url, src.b.data != NULL ? src.b.data : "", src.b.len, DOC_SOURCE, &doc) == POSH_OK &&
+    if (lint_document(l, src.fr.final_url, src.fr.body, src.fr.body_len, DOC_SOURCE, &doc) == POSH_OK &&
         doc.kind == POSH_DOC_REFERENCE)
         lint_target(l, domain, doc.url);
 done:
@@ -666,8 +469,9 @@ static int lint_file(lint *l, const char *path)
 
     if (read_document(path, &buf, &len) != 0)
         return CLI_USAGE;
-    if (len > (size_t)l->max_bytes)
-        finding(l, 1, "%s: body larger than %ld bytes (%s)", path, l->max_bytes, cli_err_name(POSH_ERR_TOO_LARGE));
+    if (len > (size_t)l->cfg->max_bytes)
+        finding(l, 1, "%s: body larger than %ld bytes (%s)", path, l->cfg->max_bytes,
+                cli_err_name(POSH_ERR_TOO_LARGE));
     else
         lint_document(l, path, buf, len, DOC_FILE, &doc);
     posh_doc_clear(&doc);
@@ -740,6 +544,7 @@ int cmd_lint(int argc, char **argv)
     }
     if (net_from_env(&l) != 0) {
         curl_slist_free_all(l.connect_to);
+        posh_config_free(l.cfg);
         return CLI_USAGE;
     }
     if (file != NULL) {
@@ -750,6 +555,7 @@ int cmd_lint(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             cli_error(CMD, "cannot initialise libcurl");
             curl_slist_free_all(l.connect_to);
+            posh_config_free(l.cfg);
             return CLI_USAGE;
         }
         rc = lint_domain(&l, domain, svc, proto);
@@ -761,5 +567,6 @@ int cmd_lint(int argc, char **argv)
             snprintf(what, sizeof(what), "%s _%s._%s", domain, svc, proto);
     }
     curl_slist_free_all(l.connect_to);
+    posh_config_free(l.cfg);
     return rc != 0 ? rc : summary(&l, what);
 }
