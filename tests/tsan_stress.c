@@ -14,8 +14,9 @@
  *     SSL_get_posh_wait_fd(), some freeing the SSL while its lookup runs), async threads making
  *     posh_lookup_async() batches (results checked in the callbacks, on the engine thread) and posh_prefetch()
  *     followed by a blocking posh_lookup() that joins it, all on the domains the blocking threads look up and
- *     the flush thread flushes; and once per round, a second client freed with async lookups in flight (every
- *     callback called before posh_client_free() returns, with POSH_ERR_CANCELLED or a result).
+ *     the flush thread flushes; and each round, further clients freed with async lookups in flight, one after
+ *     another at other points of the lookups' lives (every callback called before posh_client_free() returns,
+ *     with POSH_ERR_CANCELLED or a result).
  * Exit status 0 only if every result was right; a TSan report fails it too (TSAN_OPTIONS=halt_on_error=1).
  * Usage: tsan_stress [--cold] [ROUNDS] (default 1 round). The per-connection SSL_CTX is never primed: its first
  * SSL_set_posh_verify() calls race on purpose (--cold is kept as a no-op).
@@ -44,7 +45,8 @@
 #define ASYNC_THREADS 2
 #define ASYNC_BATCHES 25
 #define ASYNC_BATCH 8           /* lookups in flight at once per async thread */
-#define CANCELLED_LOOKUPS 16    /* in flight when the second client is freed */
+#define CANCELLED_LOOKUPS 16    /* in flight when a client is freed */
+#define CANCELLED_CLIENTS 4     /* clients freed that way per round */
 #define NB_WAIT_MS 120000       /* a non-blocking handshake's wait for its lookup: slow under TSan, never stuck */
 
 #define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
@@ -254,10 +256,9 @@ static void cancel_done(posh_err err, posh_result *r, void *arg)
     atomic_fetch_add(q->called, 1);
 }
 
-/* A second client freed with async lookups in flight, at another point of their lives each round. */
-static void *cancel_main(void *arg)
+/* A client freed with async lookups in flight, after wait_ms: queued, fetching a document or a reference target. */
+static void free_in_flight(long wait_ms)
 {
-    size_t round = (size_t)arg;
     posh_client *client = posh_client_new(S.cfg);
     cancel_req q[CANCELLED_LOOKUPS];
     atomic_int called;
@@ -266,7 +267,7 @@ static void *cancel_main(void *arg)
     atomic_store(&called, 0);
     if (client == NULL) {
         fail("posh_client_new for the client to free");
-        return NULL;
+        return;
     }
     for (int i = 0; i < CANCELLED_LOOKUPS; i++) {
         q[i] = (cancel_req){&expects[i % N_EXPECTS], &called};
@@ -275,11 +276,18 @@ static void *cancel_main(void *arg)
         else
             fail("posh_lookup_async on the client to free");
     }
-    sleep_ms((long)(round % 4) * 20);
+    sleep_ms(wait_ms);
     posh_client_free(client);
     /* Every callback has returned by now: q is about to go out of scope. */
     if (atomic_load(&called) != started)
         fail("posh_client_free returned with %d of %d callbacks called", atomic_load(&called), started);
+}
+
+static void *cancel_main(void *arg)
+{
+    size_t round = (size_t)arg;
+    for (size_t k = 0; k < CANCELLED_CLIENTS; k++)
+        free_in_flight((long)((round * CANCELLED_CLIENTS + k) % 8) * 8);
     return NULL;
 }
 
