@@ -210,6 +210,39 @@ static posh_err hop_end(posh_fetch_op *op, CURLcode rc, long *status, char **loc
     return POSH_OK;
 }
 
+/*
+ * The lowest lifetime the response's Cache-Control headers give: max-age=N (delta-seconds, RFC 9111 1.2.2; a
+ * value past 2^31 counts as 2^31), 0 for no-cache or no-store; -1 when none says. Directive names are
+ * case-insensitive; anything unreadable is ignored (the caller's own maximum stands).
+ */
+static long cache_control_max_age(CURL *curl)
+{
+    struct curl_header *h;
+    long best = -1;
+    for (size_t i = 0; curl_easy_header(curl, "Cache-Control", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++) {
+        const char *p = h->value;
+        while (*p != '\0') {
+            long v = -1;
+            size_t n;
+            p += strspn(p, " \t,");
+            n = strcspn(p, ",");
+            if ((n == 8 && strncasecmp(p, "no-store", 8) == 0) || (n == 8 && strncasecmp(p, "no-cache", 8) == 0)) {
+                v = 0;
+            } else if (n > 8 && strncasecmp(p, "max-age=", 8) == 0 && strspn(p + 8, "0123456789") == n - 8) {
+                v = 0;
+                for (size_t k = 8; k < n; k++)
+                    v = v > 214748364 ? 2147483648L : v * 10 + (p[k] - '0');
+            }
+            if (v >= 0 && (best < 0 || v < best))
+                best = v;
+            p += n;
+        }
+        if (h->amount <= i + 1)
+            break;
+    }
+    return best;
+}
+
 int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh_err *errp)
 {
     char *location = NULL;
@@ -243,6 +276,7 @@ int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh
     }
     if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
         out->status = status;
+        out->max_age = cache_control_max_age(op->curl);
         out->body = op->b.data != NULL ? op->b.data : strdup("");
         out->body_len = op->b.len;
         out->final_url = op->current;
