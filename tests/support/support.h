@@ -211,4 +211,18 @@ char *ts_evil_last_request(ts_evil *e, const char *path);
  * every thread, free everything. Also the way to free a server never started. */
 void ts_evil_stop(ts_evil *e);
 
+/* ------------------------------------------------------------------------------------------------------ */
+/* relay.c - a TCP relay on 127.0.0.1 to 127.0.0.1:upstream_port (e.g. nginx's TLS port), modelling a slow or
+ * dead web server: each accepted connection waits delay_ms (then connects upstream and copies bytes both
+ * ways until either side closes), or with hang never connects upstream and never sends a byte (the client
+ * waits until it gives up or the relay stops). One thread and one poll() loop serve every connection (hundreds
+ * at once); the delay is a deadline in that loop, which a stop ends early. */
+
+typedef struct ts_relay ts_relay;
+
+ts_relay *ts_relay_start(int upstream_port, int delay_ms, int hang);
+int ts_relay_port(ts_relay *r);
+long ts_relay_accepted(ts_relay *r);     /* connections accepted so far */
+void ts_relay_stop(ts_relay *r);          /* close everything promptly, join every thread, free; NULL ok */
+
 #endif
