@@ -1,7 +1,8 @@
 /*
  * fuzz_doc_structured.c - structure-aware: the input bytes are choices that build a JSON document from POSH's
  * own pieces (member names, hash names, base64 of right and wrong lengths, padding, numbers at the int64
- * edges, URLs near 2048 characters, 64 and 65 descriptors, nesting around the depth limit, duplicate members,
+ * edges, URLs near 2048 characters, 64 and 65 descriptors, nesting around the depth limit, duplicate members
+ * (refused: the model notes any object given a name twice),
  * escaped names). The generator also keeps a model of what it built, so the parser's answer is checked
  * exactly: the error (and the member its message names), or every value of the parsed document.
  * Running out of input means "the usual choice", so even an empty input builds a valid document.
@@ -80,7 +81,23 @@ typedef struct model {
     int64_t exp;
     unsigned ws;   /* whitespace style between tokens */
     int budget;    /* values left for unknown members, so nesting cannot blow up */
+    bool duplicate;/* some object was given a member name twice (decoded): the parser refuses the document */
 } model;
+
+/* The member names one object was given so far (decoded), to see a name given twice. */
+typedef struct names_seen {
+    const char *name[16];
+    size_t n;
+} names_seen;
+
+static void name_seen(model *m, names_seen *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->name[i], name) == 0)
+            m->duplicate = true;
+    if (s->n < sizeof(s->name) / sizeof(s->name[0]))
+        s->name[s->n++] = name;
+}
 
 static void depth_at(model *m, size_t depth)
 {
@@ -241,19 +258,22 @@ static void gen_any(text *t, choices *c, model *m, size_t depth)
         ws(t, m);
         puts_(t, "]");
         break;
-    case 4:
+    case 4: {
+        names_seen seen = {.n = 0};
         puts_(t, "{");
         for (k = 0, n = take(c, 4); k < n; k++) {
             const char *name = any_names[take(c, N_ANY_NAMES)];
             if (k > 0)
                 puts_(t, ",");
             ws(t, m);
+            name_seen(m, &seen, name);
             put_member_name(t, m, name, take(c, 4));
             gen_any(t, c, m, depth + 1);
         }
         ws(t, m);
         puts_(t, "}");
         break;
+    }
     case 5: {
         /* A chain of containers around the depth limit, ending in a scalar or an empty container. */
         unsigned chain = take(c, 12), end = take(c, 2);
@@ -371,6 +391,7 @@ static const char *const not_hash_names[] = {"SHA-256", "sha256", "sha-257", "sh
 
 static void gen_descriptor(text *t, choices *c, model *m, mdesc *d)
 {
+    names_seen seen = {.n = 0};
     unsigned k, extra;
 
     memset(d, 0, sizeof(*d));
@@ -392,15 +413,17 @@ static void gen_descriptor(text *t, choices *c, model *m, mdesc *d)
         }
         depth_at(m, 4);
         if (which < POSH_HASH_COUNT) {
+            name_seen(m, &seen, hash_names[which]);
             put_member_name(t, m, hash_names[which], take(c, 4));
             gen_fingerprint(t, c, m, (posh_hash)which, d);
-        } else if (which < 8) {
-            put_member_name(t, m, not_hash_names[take(c, N_NOT_HASH_NAMES)], take(c, 4));
-            gen_any(t, c, m, 4);
         } else {
-            /* A known name next to garbage for an unknown one: only the known name is looked at. */
-            put_member_name(t, m, not_hash_names[take(c, N_NOT_HASH_NAMES)], take(c, 4));
-            puts_(t, "\"!!not base64!!\"");
+            const char *name = not_hash_names[take(c, N_NOT_HASH_NAMES)];
+            name_seen(m, &seen, name);
+            put_member_name(t, m, name, take(c, 4));
+            if (which < 8)
+                gen_any(t, c, m, 4);
+            else /* a known name next to garbage for an unknown one: only the known name is looked at */
+                puts_(t, "\"!!not base64!!\"");
         }
     }
     ws(t, m);
@@ -550,6 +573,7 @@ static const char *const member_names[] = {"fingerprints", "url", "expires"};
 static void gen_document(text *t, choices *c, model *m)
 {
     enum member list[12];
+    names_seen seen = {.n = 0};
     size_t n = 0, k, extra, at;
     const enum member *sk = skeletons[take(c, N_SKELETONS)];
 
@@ -571,10 +595,13 @@ static void gen_document(text *t, choices *c, model *m)
             ws(t, m);
         }
         if (list[k] == M_UNKNOWN) {
-            put_member_name(t, m, any_names[take(c, N_ANY_NAMES)], take(c, 4));
+            const char *name = any_names[take(c, N_ANY_NAMES)];
+            name_seen(m, &seen, name);
+            put_member_name(t, m, name, take(c, 4));
             gen_any(t, c, m, 2);
             continue;
         }
+        name_seen(m, &seen, member_names[list[k]]);
         put_member_name(t, m, member_names[list[k]], take(c, 4));
         switch (list[k]) {
         case M_FINGERPRINTS:
@@ -623,7 +650,7 @@ static posh_err expected(const model *m, const char **url_ok, size_t *bad)
 
     *url_ok = NULL;
     *bad = SIZE_MAX;
-    if (m->max_depth > POSH_MAX_JSON_DEPTH)
+    if (m->max_depth > POSH_MAX_JSON_DEPTH || m->duplicate)
         return POSH_ERR_JSON;
     if (m->has_fp == m->has_url)
         return POSH_ERR_DOCUMENT;

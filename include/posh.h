@@ -404,8 +404,9 @@ POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
  * is used at once, as in blocking mode; concurrent connections for one (domain, service) share one lookup, with
  * blocking callers too. Past the engine's bounds (posh_config_set_async_limits()) the connection is rejected
  * with POSH_ERR_BUSY. Freeing the SSL while its lookup runs is safe (the lookup completes into the cache).
- * Applies to connections created before or after the call. 1 ok, 0 error (POSH not enabled on ctx by
- * SSL_CTX_set_posh_verify(), or OpenSSL too old).
+ * Applies to connections created before or after the call, to those that enabled POSH with SSL_set_posh_verify()
+ * too. 1 ok, 0 error (POSH is not installed on ctx: neither SSL_CTX_set_posh_verify() nor SSL_set_posh_verify()
+ * on one of its connections was called, or the LD_PRELOAD shim installed it: the shim always blocks).
  */
 POSH_EXPORT int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on);
 /*
@@ -415,8 +416,9 @@ POSH_EXPORT int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on);
  * the service (posh_lookup_delegation()) is read, and a certificate that carries one of the delegated "domain"
  * names is accepted: OpenSSL then verifies the chain and that name as usual (a trusted chain is required even in
  * POSH_MODE_PIN; nothing else is laundered). SSL_get_posh_status() is then POSH_STATUS_DELEGATED and the message
- * says "delegated to NAME by URL". Non-blocking contexts look the document up without blocking too. 1 ok, 0 error
- * (POSH not enabled on ctx by SSL_CTX_set_posh_verify()).
+ * says "delegated to NAME by URL". Non-blocking contexts look the document up without blocking too. Applies to
+ * every connection of ctx that uses POSH (SSL_set_posh_verify() ones too). 1 ok, 0 error (POSH is not installed on
+ * ctx by SSL_CTX_set_posh_verify() or SSL_set_posh_verify(), or the shim installed it: use POSH_DELEGATION=1).
  */
 POSH_EXPORT int SSL_CTX_set_posh_delegation(SSL_CTX *ctx, int on);
 /*

@@ -117,6 +117,121 @@ static const char *tokener_error(enum json_tokener_error e)
     return e == json_tokener_continue ? "unexpected end of document" : json_tokener_error_desc(e);
 }
 
+/* Calls fn(arg, i, c) for each byte c at offset i outside strings of the valid JSON text buf. */
+static void outside_strings(const char *buf, size_t len, void (*fn)(void *arg, size_t i, char c), void *arg)
+{
+    bool in_string = false;
+
+    for (size_t i = 0; i < len; i++) {
+        if (in_string) {
+            if (buf[i] == '\\')
+                i++;
+            else if (buf[i] == '"')
+                in_string = false;
+        } else if (buf[i] == '"') {
+            in_string = true;
+        } else {
+            fn(arg, i, buf[i]);
+        }
+    }
+}
+
+/* The objects of the text in the order their '{' comes: where each starts, and how many members it is given. */
+typedef struct object_counts {
+    size_t n, cap;
+    size_t *members;
+    size_t *at;
+    int stack[POSH_MAX_JSON_DEPTH + 2];   /* open containers: an object's index, or -1 for an array */
+    size_t depth;
+} object_counts;
+
+static void count_objects(void *arg, size_t i, char c)
+{
+    object_counts *oc = arg;
+    (void)i;
+    oc->n += c == '{';
+}
+
+static void count_members(void *arg, size_t i, char c)
+{
+    object_counts *oc = arg;
+
+    if (c == '{' || c == '[') {
+        int index = -1;
+        if (c == '{') {
+            oc->at[oc->n] = i;
+            index = (int)oc->n++;
+        }
+        if (oc->depth < sizeof(oc->stack) / sizeof(oc->stack[0]))
+            oc->stack[oc->depth] = index;
+        oc->depth++;
+    } else if (c == '}' || c == ']') {
+        oc->depth--;
+    } else if (c == ':' && oc->depth > 0 && oc->depth <= sizeof(oc->stack) / sizeof(oc->stack[0]) &&
+               oc->stack[oc->depth - 1] >= 0) {
+        oc->members[oc->stack[oc->depth - 1]]++;
+    }
+}
+
+/* Pre-order: the first object json-c holds fewer members of than the text gives it, or SIZE_MAX. */
+static size_t short_object(json_object *v, const object_counts *oc, size_t *next)
+{
+    size_t bad = SIZE_MAX;
+
+    if (json_object_is_type(v, json_type_object)) {
+        size_t self = (*next)++;
+        if (self >= oc->n || (size_t)json_object_object_length(v) != oc->members[self])
+            return self;
+        json_object_object_foreach(v, key, val) {
+            (void)key;
+            if ((bad = short_object(val, oc, next)) != SIZE_MAX)
+                return bad;
+        }
+    } else if (json_object_is_type(v, json_type_array)) {
+        for (size_t k = 0; k < json_object_array_length(v); k++)
+            if ((bad = short_object(json_object_array_get_idx(v, k), oc, next)) != SIZE_MAX)
+                return bad;
+    }
+    return bad;
+}
+
+/*
+ * Member names must be unique in every object. RFC 8259 only says they SHOULD be, and parsers differ: json-c
+ * keeps the last of a duplicated name, others the first, so one document would say two things (a fingerprint
+ * valid for one client and not for another, a private key in a "keys" that json-c drops). json-c keeps one
+ * member per name, so an object it built with fewer members than the text gives it had a name twice. The
+ * text's objects, in the order their '{' comes, are the order a pre-order walk of the tree visits them
+ * (json-c keeps members in insertion order and arrays in order) up to the first object with a duplicate, so
+ * the first mismatch is that object. POSH_OK, POSH_ERR_JSON naming where that object starts, or NOMEM.
+ */
+static posh_err unique_member_names(const char *buf, size_t len, json_object *top, char *msg, size_t msglen)
+{
+    object_counts oc = {0};
+    size_t next = 0, bad;
+    posh_err err = POSH_OK;
+
+    outside_strings(buf, len, count_objects, &oc);
+    oc.cap = oc.n;
+    oc.n = 0;
+    if (oc.cap == 0)
+        return POSH_OK;
+    oc.members = calloc(oc.cap, sizeof(*oc.members));
+    oc.at = calloc(oc.cap, sizeof(*oc.at));
+    if (oc.members == NULL || oc.at == NULL) {
+        err = POSH_ERR_NOMEM;
+        goto done;
+    }
+    outside_strings(buf, len, count_members, &oc);
+    if ((bad = short_object(top, &oc, &next)) != SIZE_MAX) {
+        posh_msg(msg, msglen, "byte %zu: an object with a member name given twice", bad < oc.n ? oc.at[bad] : 0);
+        err = POSH_ERR_JSON;
+    }
+done:
+    free(oc.members);
+    free(oc.at);
+    return err;
+}
+
 /* The bytes as exactly one JSON value of type want, within POSH_MAX_JSON_DEPTH, with only whitespace after it. */
 posh_err posh_json_parse(const char *buf, size_t len, json_type want, json_object **out, char *msg, size_t msglen)
 {
@@ -161,6 +276,8 @@ posh_err posh_json_parse(const char *buf, size_t len, json_type want, json_objec
         posh_msg(msg, msglen, "the document is not a JSON %s", want == json_type_array ? "array" : "object");
         goto done;
     }
+    if ((err = unique_member_names(buf, len, obj, msg, msglen)) != POSH_OK)
+        goto done;
     *out = obj;
     obj = NULL;
     err = POSH_OK;

@@ -256,9 +256,28 @@ static posh_err hop_end(posh_fetch_op *op, CURLcode rc, long *status, char **loc
 
 /*
  * The lowest lifetime the response's Cache-Control headers give: max-age=N (delta-seconds, RFC 9111 1.2.2; a
- * value past 2^31 counts as 2^31), 0 for no-cache or no-store; -1 when none says. Directive names are
- * case-insensitive; anything unreadable is ignored (the caller's own maximum stands).
+ * value past 2^31 counts as 2^31; the quoted form "N" accepted, as RFC 9111 5.2 asks of readers), 0 for
+ * no-cache or no-store; -1 when none says. Directives are separated by commas with optional whitespace around
+ * them (RFC 9110 5.6.1); names are case-insensitive; anything unreadable is ignored (the caller's maximum stands).
  */
+static long directive_max_age(const char *p, size_t n)
+{
+    long v = 0;
+    if ((n == 8 && strncasecmp(p, "no-store", 8) == 0) || (n == 8 && strncasecmp(p, "no-cache", 8) == 0))
+        return 0;
+    if (n <= 8 || strncasecmp(p, "max-age=", 8) != 0)
+        return -1;
+    p += 8;
+    n -= 8;
+    if (n >= 2 && p[0] == '"' && p[n - 1] == '"')
+        p++, n -= 2;
+    if (n == 0 || strspn(p, "0123456789") < n)
+        return -1;
+    for (size_t k = 0; k < n; k++)
+        v = v > 214748364 ? 2147483648L : v * 10 + (p[k] - '0');
+    return v;
+}
+
 static long cache_control_max_age(CURL *curl)
 {
     struct curl_header *h;
@@ -266,18 +285,14 @@ static long cache_control_max_age(CURL *curl)
     for (size_t i = 0; curl_easy_header(curl, "Cache-Control", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++) {
         const char *p = h->value;
         while (*p != '\0') {
-            long v = -1;
-            size_t n;
+            size_t n, len;
+            long v;
             p += strspn(p, " \t,");
-            n = strcspn(p, ",");
-            if ((n == 8 && strncasecmp(p, "no-store", 8) == 0) || (n == 8 && strncasecmp(p, "no-cache", 8) == 0)) {
-                v = 0;
-            } else if (n > 8 && strncasecmp(p, "max-age=", 8) == 0 && strspn(p + 8, "0123456789") == n - 8) {
-                v = 0;
-                for (size_t k = 8; k < n; k++)
-                    v = v > 214748364 ? 2147483648L : v * 10 + (p[k] - '0');
-            }
-            if (v >= 0 && (best < 0 || v < best))
+            n = len = strcspn(p, ",");
+            /* The directive without the whitespace before its comma. */
+            while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+                len--;
+            if ((v = directive_max_age(p, len)) >= 0 && (best < 0 || v < best))
                 best = v;
             p += n;
         }

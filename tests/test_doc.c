@@ -73,13 +73,20 @@ static const doc_case doc_cases[] = {
      OK_FPS(1, BIT(POSH_HASH_SHA256))},
     {"escaped characters in an unknown member", FPS(D256 ",{\"n\\u00e9\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0041\"}"), 0,
      OK_FPS(2, BIT(POSH_HASH_SHA256))},
-    /* json-c keeps the last of duplicated names: that one is checked and used */
-    {"duplicate hash: last (valid) wins", FPS("{\"sha-256\":\"bad\",\"sha-256\":\"" FP256 "\"}"), 0,
-     OK_FPS(1, BIT(POSH_HASH_SHA256))},
-    {"duplicate hash: last (bad) wins", FPS("{\"sha-256\":\"" FP256 "\",\"sha-256\":\"bad\"}"), 0,
-     FAIL(POSH_ERR_FINGERPRINT)},
-    {"duplicate expires: last wins", "{\"fingerprints\":[" D256 "],\"expires\":0,\"expires\":60}", 0,
-     OK_FPS(1, BIT(POSH_HASH_SHA256))},
+    /* A name twice in one object: parsers keep the first or the last, so the document says two things. Refused. */
+    {"duplicate hash, valid last", FPS("{\"sha-256\":\"bad\",\"sha-256\":\"" FP256 "\"}"), 0,
+     FAIL(POSH_ERR_JSON)},
+    {"duplicate hash, valid first", FPS("{\"sha-256\":\"" FP256 "\",\"sha-256\":\"bad\"}"), 0,
+     FAIL(POSH_ERR_JSON)},
+    {"duplicate expires", "{\"fingerprints\":[" D256 "],\"expires\":0,\"expires\":60}", 0, FAIL(POSH_ERR_JSON)},
+    {"duplicate fingerprints", "{\"fingerprints\":[" D256 "],\"fingerprints\":[" D256 "],\"expires\":60}", 0,
+     FAIL(POSH_ERR_JSON)},
+    {"duplicate spelled with an escape", FPS("{\"sha-256\":\"" FP256 "\",\"sha\\u002d256\":\"" FP256 "\"}"), 0,
+     FAIL(POSH_ERR_JSON)},
+    {"duplicate deep in an unknown member", "{\"fingerprints\":[" D256 "],\"x\":[{},{\"a\":1,\"b\":{\"c\":1,\"c\":2}}],"
+     "\"expires\":60}", 0, FAIL(POSH_ERR_JSON)},
+    {"same name in different objects is fine", "{\"fingerprints\":[" D256 "," D256 "],\"x\":{\"expires\":1},"
+     "\"expires\":60}", 0, OK_FPS(2, BIT(POSH_HASH_SHA256))},
     {"reference", REF("\"https://hosting.example.net/.well-known/posh/xmpp-server.json\""), 0, OK_REF},
     {"reference with port, query, fragment", REF("\"https://h.example:8443/p?q=1#f\""), 0, OK_REF},
     {"reference with escaped slash", REF("\"https:\\/\\/h.example\\/p\""), 0, OK_REF},
