@@ -256,7 +256,7 @@ static posh_err hop_end(posh_fetch_op *op, CURLcode rc, long *status, char **loc
 
 /*
  * The lowest lifetime the response's Cache-Control headers give: max-age=N (delta-seconds, RFC 9111 1.2.2; a
- * value past 2^31 counts as 2^31; the quoted form "N" accepted, as RFC 9111 5.2 asks of readers), 0 for
+ * value past 2^31 - 1 counts as 2^31 - 1; the quoted form "N" accepted, as RFC 9111 5.2 asks of readers), 0 for
  * no-cache or no-store; -1 when none says. Directives are separated by commas with optional whitespace around
  * them (RFC 9110 5.6.1); names are case-insensitive; anything unreadable is ignored (the caller's maximum stands).
  */
@@ -274,7 +274,7 @@ static long directive_max_age(const char *p, size_t n)
     if (n == 0 || strspn(p, "0123456789") < n)
         return -1;
     for (size_t k = 0; k < n; k++)
-        v = v > 214748364 ? 2147483648L : v * 10 + (p[k] - '0');
+        v = v >= 214748364 ? 2147483647L : v * 10 + (p[k] - '0'); /* capped where a 32-bit long ends */
     return v;
 }
 
