@@ -36,26 +36,6 @@ static const char lookup_help[] =
 
 static const char *const hash_names[] = {"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"};
 
-static json_object *requests_json(const posh_result *r)
-{
-    json_object *arr = json_object_new_array();
-    size_t n = r != NULL ? posh_result_request_count(r) : 0;
-
-    for (size_t i = 0; arr != NULL && i < n; i++) {
-        const char *url = NULL;
-        long status = 0;
-        json_object *req = json_object_new_object();
-        if (req == NULL || !posh_result_request(r, i, &url, &status)) {
-            json_object_put(req);
-            continue;
-        }
-        json_object_object_add(req, "url", json_object_new_string(url != NULL ? url : ""));
-        json_object_object_add(req, "status", status > 0 ? json_object_new_int64(status) : NULL);
-        json_object_array_add(arr, req);
-    }
-    return arr;
-}
-
 static json_object *fingerprints_json(const posh_result *r)
 {
     json_object *arr = json_object_new_array();
@@ -96,7 +76,7 @@ static json_object *result_json(const char *domain, const char *service, const p
         return NULL;
     json_object_object_add(o, "domain", json_object_new_string(r != NULL ? posh_result_domain(r) : domain));
     json_object_object_add(o, "service", json_object_new_string(service));
-    json_object_object_add(o, "requests", requests_json(r));
+    json_object_object_add(o, "requests", cli_json_requests(r));
     json_object_object_add(o, "followed_reference",
                            json_object_new_boolean(r != NULL && posh_result_followed_reference(r)));
     json_object_object_add(o, "format", format_json(err == POSH_OK ? r : NULL));
