@@ -468,7 +468,7 @@ Test(cli_forms, help_texts)
 /* ======================================================================================================== */
 /* posh generate --jwk                                                                                      */
 
-TestSuite(cli_generate_jwk, .init = setup, .fini = teardown, .timeout = 180);
+TestSuite(cli_generate_jwk, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_generate_jwk, usage_errors)
 {
@@ -524,6 +524,7 @@ static void expect_key_of(json_object *key, ts_cert *c)
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     unsigned char *a = NULL, *b = NULL;
+    unsigned char point[1 + 2 * 66]; /* EC: read by OSSL_PARAM_BLD_to_param, not copied when pushed */
     size_t alen = 0, blen = 0;
     BIGNUM *n = NULL, *e = NULL;
 
@@ -547,7 +548,6 @@ static void expect_key_of(json_object *key, ts_cert *c)
         } curves[] = {{"P-256", "prime256v1", 32}, {"P-384", "secp384r1", 48}, {"P-521", "secp521r1", 66}};
         const char *crv = member_str(key, "crv"), *group = NULL;
         size_t len = 0;
-        unsigned char point[1 + 2 * 66];
         for (size_t i = 0; i < 3; i++)
             if (strcmp(crv, curves[i].crv) == 0) {
                 group = curves[i].group;
