@@ -1150,6 +1150,7 @@ Test(cli_delegation, cache_control_max_age_lowers_the_ttl)
         {"Cache-Control: max-age=999999\r\n", 3600},
         {"Cache-Control: no-store\r\n", 0},
         {"Cache-Control: private\r\n", 3600},
+        {"Cache-Control: MAX-AGE=70\r\n", 70},
         {NULL, 3600},
     };
     static const char body[] = "[{\"host\":\"xmpp.hosting.example.net\",\"port\":5269,\"domain\":\"hosting.example.net\"}]";
