@@ -131,6 +131,26 @@ json_object *cli_json_error(posh_err err, const char *message)
     return o;
 }
 
+json_object *cli_json_requests(const posh_result *r)
+{
+    json_object *arr = json_object_new_array();
+    size_t n = r != NULL ? posh_result_request_count(r) : 0;
+
+    for (size_t i = 0; arr != NULL && i < n; i++) {
+        const char *url = NULL;
+        long status = 0;
+        json_object *req = json_object_new_object();
+        if (req == NULL || !posh_result_request(r, i, &url, &status)) {
+            json_object_put(req);
+            continue;
+        }
+        json_object_object_add(req, "url", json_object_new_string(url != NULL ? url : ""));
+        json_object_object_add(req, "status", status > 0 ? json_object_new_int64(status) : NULL);
+        json_object_array_add(arr, req);
+    }
+    return arr;
+}
+
 int cli_print_json(json_object *obj)
 {
     const char *s;

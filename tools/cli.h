@@ -22,6 +22,8 @@ int cmd_lookup(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
+int cmd_delegation(int argc, char **argv);
+int cmd_lint(int argc, char **argv);
 
 /* ---- cli.c ---- */
 
@@ -39,6 +41,8 @@ int cli_parse_long(const char *s, long min, long max, long *out);
 const char *cli_err_name(posh_err err);
 /* {"code": n, "name": "...", "description": "...", "message": message} */
 json_object *cli_json_error(posh_err err, const char *message);
+/* The requests a result rests on: [{"url": ..., "status": n or null when no HTTP response came}, ...]. */
+json_object *cli_json_requests(const posh_result *r);
 /* Print obj (pretty, no escaped slashes) and a newline to stdout; frees obj. -1 if it could not be written. */
 int cli_print_json(json_object *obj);
 /*

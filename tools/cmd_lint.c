@@ -32,8 +32,6 @@ enum { LINT_CLEAN = 0, LINT_WARNINGS = 1, LINT_ERRORS = 2 };
 /* What the clients that are stricter than posh in some way are called in the findings. */
 #define OTHER_CLIENTS "mod_s2s_auth_posh, Conversations, xmpp-proxy and Gajim"
 
-int cmd_lint(int argc, char **argv); /* also declared in posh.c; belongs in cli.h with the other commands */
-
 static const char lint_help[] =
     "usage: posh lint [-s SERVICE] DOMAIN\n"
     "       posh lint --file DOC.json\n"

@@ -15,8 +15,11 @@ static const char lookup_help[] =
     "Fetch DOMAIN's POSH document for SERVICE over verified HTTPS, as a TLS client would (both URL layouts,\n"
     "redirects, the reference hop), and print the result as one JSON object:\n"
     "  domain, service, requests [{url, status}] (status null when no HTTP response came), followed_reference,\n"
-    "  ttl (the effective lifetime in seconds, null on failure), fingerprints [{\"sha-256\": base64, ...}]\n"
-    "  (every hash of every descriptor), error (null, or {code, name, description, message}).\n"
+    "  format (the form of the document read: \"fingerprints\" (RFC 7711) or \"jwk\" (a JWK Set, as the drafts\n"
+    "  before June 2014 published); null on failure), ttl (the effective lifetime in seconds, null on failure),\n"
+    "  fingerprints [{\"sha-256\": base64, ...}] (every hash of every descriptor; for a JWK Set, each key's\n"
+    "  x5t#S256 or the SHA-256 of its x5c[0] as \"sha-256\" and its x5t as \"sha-1\", in standard base64),\n"
+    "  error (null, or {code, name, description, message}).\n"
     "\n"
     "  -s, --service SERVICE   the service, as RFC 7711 names it (default xmpp-server); the SRV form\n"
     "                          _SERVICE._PROTO is accepted too\n"
@@ -24,33 +27,14 @@ static const char lookup_help[] =
     "\n"
     "The HTTPS fetches follow the POSH_* environment: POSH_CA_FILE, POSH_CA_PATH (trust anchors; default the\n"
     "system store), POSH_CONNECT_TO (HOST:PORT:ADDR:PORT routes, as curl's --connect-to), POSH_TIMEOUT_MS,\n"
-    "POSH_MAX_REDIRECTS, POSH_MAX_BYTES, POSH_MAX_TTL, POSH_LAYOUT, POSH_NO_SHA1, POSH_LOG.\n"
+    "POSH_MAX_REDIRECTS, POSH_MAX_BYTES, POSH_MAX_TTL, POSH_LAYOUT, POSH_FORMATS (fingerprints, jwk or\n"
+    "fingerprints,jwk, the default: which forms are accepted), POSH_NO_SHA1, POSH_LOG.\n"
     "\n"
-    "Exit status: 0 a valid fingerprints document was found; 1 none, or invalid, or the fetch failed (the\n"
-    "reason is in \"error\" and on stderr); 2 usage error (bad option, domain or service) or invalid\n"
-    "POSH_* environment.\n";
+    "Exit status: 0 a valid document (fingerprints or JWK Set) was found; 1 none, or invalid, or of a form\n"
+    "POSH_FORMATS refuses, or the fetch failed (the reason is in \"error\" and on stderr); 2 usage error (bad\n"
+    "option, domain or service) or invalid POSH_* environment.\n";
 
 static const char *const hash_names[] = {"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"};
-
-static json_object *requests_json(const posh_result *r)
-{
-    json_object *arr = json_object_new_array();
-    size_t n = r != NULL ? posh_result_request_count(r) : 0;
-
-    for (size_t i = 0; arr != NULL && i < n; i++) {
-        const char *url = NULL;
-        long status = 0;
-        json_object *req = json_object_new_object();
-        if (req == NULL || !posh_result_request(r, i, &url, &status)) {
-            json_object_put(req);
-            continue;
-        }
-        json_object_object_add(req, "url", json_object_new_string(url != NULL ? url : ""));
-        json_object_object_add(req, "status", status > 0 ? json_object_new_int64(status) : NULL);
-        json_object_array_add(arr, req);
-    }
-    return arr;
-}
 
 static json_object *fingerprints_json(const posh_result *r)
 {
@@ -70,6 +54,19 @@ static json_object *fingerprints_json(const posh_result *r)
     return arr;
 }
 
+/* The form the result was read from, as POSH_FORMATS names it; NULL (JSON null) for a failure. */
+static json_object *format_json(const posh_result *r)
+{
+    switch (r != NULL ? posh_result_format(r) : 0) {
+    case POSH_FORMAT_FINGERPRINTS:
+        return json_object_new_string("fingerprints");
+    case POSH_FORMAT_JWK:
+        return json_object_new_string("jwk");
+    default:
+        return NULL;
+    }
+}
+
 static json_object *result_json(const char *domain, const char *service, const posh_result *r, posh_err err)
 {
     json_object *o = json_object_new_object();
@@ -79,9 +76,10 @@ static json_object *result_json(const char *domain, const char *service, const p
         return NULL;
     json_object_object_add(o, "domain", json_object_new_string(r != NULL ? posh_result_domain(r) : domain));
     json_object_object_add(o, "service", json_object_new_string(service));
-    json_object_object_add(o, "requests", requests_json(r));
+    json_object_object_add(o, "requests", cli_json_requests(r));
     json_object_object_add(o, "followed_reference",
                            json_object_new_boolean(r != NULL && posh_result_followed_reference(r)));
+    json_object_object_add(o, "format", format_json(err == POSH_OK ? r : NULL));
     json_object_object_add(o, "ttl", err == POSH_OK ? json_object_new_int64(posh_result_ttl(r)) : NULL);
     json_object_object_add(o, "fingerprints", fingerprints_json(err == POSH_OK ? r : NULL));
     json_object_object_add(o, "error",

@@ -1,5 +1,6 @@
 /*
- * posh.c - the `posh` command: dispatch to lookup, verify and generate; --help and --version.
+ * posh.c - the `posh` command: dispatch to lookup, verify, generate, cache, delegation and lint; --help and
+ * --version.
  */
 #include "cli.h"
 
@@ -7,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int cmd_lint(int argc, char **argv); /* cmd_lint.c; to move into cli.h beside the other commands */
 
 static const char usage_text[] =
     "usage: posh COMMAND [OPTIONS] ARGS...\n"
@@ -21,19 +20,23 @@ static const char usage_text[] =
     "         DOMAIN HOST:PORT\n"
     "                                                TLS handshake with HOST:PORT as DOMAIN: pkix, posh or rejected\n"
     "  generate [--expires N] [--sha1] CERT.pem...   print a fingerprints document for these certificates\n"
+    "  generate --jwk [--sha1] [--x5c] [--expires N] CERT.pem...\n"
+    "                                                the same as a JWK Set (the form of the early drafts)\n"
     "  generate --url URL [--expires N]              print a reference document pointing at URL\n"
     "  cache list [--dir DIR] [--json]               what the persistent cache directory holds\n"
     "  cache flush [--dir DIR] [DOMAIN]              remove its entries (all, or DOMAIN's)\n"
     "  lint [-s SERVICE] DOMAIN                      a document's errors (posh rejects it) and warnings (other\n"
     "  lint --file DOC.json                          clients may): exit 0 none, 1 warnings, 2 errors\n"
+    "  delegation [-s SERVICE] DOMAIN                fetch DOMAIN's Secure Service Delegation document, print\n"
+    "                                                it as JSON\n"
     "\n"
     "  posh COMMAND --help    the options of a command\n"
     "  posh --version         the version of posh\n"
     "\n"
     "Exit status: 0 found / accepted / printed; 1 no valid document / rejected / unreadable certificate;\n"
     "2 usage error, invalid POSH_* environment, or (verify) the connection failed.\n"
-    "The POSH_* environment variables (POSH_CA_FILE, POSH_CONNECT_TO, POSH_TIMEOUT_MS, ...) configure the\n"
-    "HTTPS fetches of lookup and verify; POSH_LOG is off unless set.\n";
+    "The POSH_* environment variables (POSH_CA_FILE, POSH_CONNECT_TO, POSH_TIMEOUT_MS, POSH_FORMATS, ...)\n"
+    "configure the HTTPS fetches of lookup, verify and delegation; POSH_LOG is off unless set.\n";
 
 int main(int argc, char **argv)
 {
@@ -61,6 +64,8 @@ int main(int argc, char **argv)
                 return cmd_cache(2, args);
             if (strcmp(argv[2], "lint") == 0)
                 return cmd_lint(2, args);
+            if (strcmp(argv[2], "delegation") == 0)
+                return cmd_delegation(2, args);
             return cli_usage_error(NULL, "unknown command '%s'", argv[2]);
         }
         fputs(usage_text, stdout);
@@ -80,5 +85,7 @@ int main(int argc, char **argv)
         return cmd_cache(argc - 1, argv + 1);
     if (strcmp(cmd, "lint") == 0)
         return cmd_lint(argc - 1, argv + 1);
+    if (strcmp(cmd, "delegation") == 0)
+        return cmd_delegation(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s'", cmd);
 }
