@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -1396,4 +1397,66 @@ Test(jwk_lookup, handshake_vouched_by_a_jwk_set)
     SSL_CTX_free(ctx);
     ts_tls_stop(server);
     posh_client_free(c);
+}
+
+/* ---- the persistent cache: a stored JWK Set is read back under the reading client's own rules ---- */
+
+static posh_client *store_client(const char *dir, unsigned formats, int no_sha1)
+{
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK, "%s", posh_config_error(cfg));
+    cr_assert_eq(posh_config_set_formats(cfg, formats), POSH_OK);
+    cr_assert_eq(posh_config_set_no_sha1(cfg, no_sha1), POSH_OK);
+    posh_client *c = posh_client_new(cfg);
+    posh_config_free(cfg);
+    cr_assert_not_null(c);
+    return c;
+}
+
+Test(jwk_lookup, persistent_cache_keeps_the_rules)
+{
+    char dir[600];
+    ts_cert *svc[1] = {f.svc};
+    posh_result *r = NULL;
+    snprintf(dir, sizeof(dir), "%s/cache", f.dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    fx_put_free(&f, FOO, RFC7711_PATH, jwk_doc(svc, 1, "x5c", 3600));
+    fx_put_free(&f, HOSTING, RFC7711_PATH, jwk_doc(svc, 1, "sha1", 3600));
+    fx_start(&f);
+
+    /* A first "process" fetches and stores both. */
+    posh_client *c = store_client(dir, POSH_FORMAT_ALL, 0);
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK, "%s", posh_result_message(r));
+    posh_result_free(r);
+    cr_assert_eq(posh_lookup(c, HOSTING, "xmpp-server", &r), POSH_OK, "%s", posh_result_message(r));
+    cr_expect(vouches(c, r, f.svc));
+    posh_result_free(r);
+    posh_client_free(c);
+    cr_assert_eq(fx_requests(&f, NULL, NULL), 2);
+
+    /* A second one reads them from the directory: a JWK Set still, and still vouching. */
+    c = store_client(dir, POSH_FORMAT_ALL, 0);
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_OK, "%s", posh_result_message(r));
+    cr_expect_eq(posh_result_format(r), POSH_FORMAT_JWK);
+    cr_expect(vouches(c, r, f.svc));
+    cr_expect(!vouches(c, r, f.other));
+    posh_result_free(r);
+    posh_client_free(c);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 2, "read from the persistent cache");
+
+    /* One with SHA-1 off: the stored x5t-only key vouches for nothing. */
+    c = store_client(dir, POSH_FORMAT_ALL, 1);
+    cr_assert_eq(posh_lookup(c, HOSTING, "xmpp-server", &r), POSH_OK, "%s", posh_result_message(r));
+    cr_expect(!vouches(c, r, f.svc), "POSH_NO_SHA1 holds for a stored document too");
+    posh_result_free(r);
+    posh_client_free(c);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 2);
+
+    /* One that refuses JWK Sets does not take the stored one: it fetches, and refuses what it gets. */
+    c = store_client(dir, POSH_FORMAT_FINGERPRINTS, 0);
+    cr_assert_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_ERR_DOCUMENT, "%s", posh_result_message(r));
+    cr_expect(strstr(posh_result_message(r), "POSH_FORMATS") != NULL, "%s", posh_result_message(r));
+    posh_result_free(r);
+    posh_client_free(c);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "the stored JWK Set was not used");
 }
