@@ -804,16 +804,32 @@ static const cc_case cc_cases[] = {
     {"Cache-Control: max-age=99999999999999999999\r\n", 3600},
     {"Cache-Control: public\r\n", 3600},
     {"Expires: Thu, 01 Jan 1970 00:00:00 GMT\r\n", 3600},
+    {"Cache-Control: No-Store\r\n", 0},
+    {"Cache-Control: public,no-cache\r\n", 0},
+    {"Cache-Control: public ,max-age=20\r\n", 20},
 };
 
-Test(delegation_lookup, max_ttl_lowered_by_cache_control)
+/*
+ * The same rule for the other spellings HTTP allows: RFC 9110 5.6.1 lets a list have optional whitespace before a
+ * comma as well as after it, and RFC 9111 5.2 says a recipient SHOULD accept an argument in the quoted-string form
+ * (which a sender must not generate). Read as anything else, the document lives POSH_MAX_TTL instead of the seconds
+ * its server gave it.
+ */
+static const cc_case cc_spellings[] = {
+    {"Cache-Control: max-age=10 , public\r\n", 10},
+    {"Cache-Control: max-age=25\t,\tpublic\r\n", 25},
+    {"Cache-Control: no-store , public\r\n", 0},
+    {"Cache-Control: max-age=\"30\"\r\n", 30},
+};
+
+/* Serve the delegation document of service ccI with the headers of cases[I]; check the lifetime of each. */
+static void run_cc(const cc_case *cases, size_t n, char *doc)
 {
-    char connect_to[128], *doc = deleg_doc(PROVIDER);
-    size_t n = sizeof(cc_cases) / sizeof(cc_cases[0]);
+    char connect_to[128];
     cr_assert_not_null(evil = ts_evil_new(ts_cert_x509(f.web_foo), ts_cert_key(f.web_foo)));
     for (size_t i = 0; i < n; i++) {
         char uri[64];
-        ts_evil_route_opts o = {.status = 200, .body = doc, .headers = cc_cases[i].headers};
+        ts_evil_route_opts o = {.status = 200, .body = doc, .headers = cases[i].headers};
         snprintf(uri, sizeof(uri), "/.well-known/services/cc%zu/", i);
         cr_assert_eq(ts_evil_route(evil, uri, &o), 0);
     }
@@ -825,15 +841,28 @@ Test(delegation_lookup, max_ttl_lowered_by_cache_control)
         posh_result *r;
         snprintf(svc, sizeof(svc), "cc%zu", i);
         snprintf(uri, sizeof(uri), "/.well-known/services/cc%zu/", i);
-        cr_assert_eq(dlookup(client, FOO, svc, &r), POSH_OK, "%s: %s", cc_cases[i].headers, posh_result_message(r));
-        cr_expect_eq(posh_result_ttl(r), cc_cases[i].ttl, "%s: ttl %ld, expected %ld", cc_cases[i].headers,
-                     posh_result_ttl(r), cc_cases[i].ttl);
+        cr_assert_eq(dlookup(client, FOO, svc, &r), POSH_OK, "%s: %s", cases[i].headers, posh_result_message(r));
+        cr_expect_eq(posh_result_ttl(r), cases[i].ttl, "%s: ttl %ld, expected %ld", cases[i].headers,
+                     posh_result_ttl(r), cases[i].ttl);
         posh_result_free(r);
         /* A lifetime of 0 is never served from the cache; any other is, until it ends. */
         cr_assert_eq(dlookup(client, FOO, svc, &r), POSH_OK);
         posh_result_free(r);
-        cr_expect_eq(ts_evil_requests(evil, uri), cc_cases[i].ttl == 0 ? 2 : 1, "%s", cc_cases[i].headers);
+        cr_expect_eq(ts_evil_requests(evil, uri), cases[i].ttl == 0 ? 2 : 1, "%s", cases[i].headers);
     }
+}
+
+Test(delegation_lookup, cache_control_list_spellings)
+{
+    char *doc = deleg_doc(PROVIDER);
+    run_cc(cc_spellings, sizeof(cc_spellings) / sizeof(cc_spellings[0]), doc);
+    free(doc);
+}
+
+Test(delegation_lookup, max_ttl_lowered_by_cache_control)
+{
+    char *doc = deleg_doc(PROVIDER);
+    run_cc(cc_cases, sizeof(cc_cases) / sizeof(cc_cases[0]), doc);
     /* And a max-age lifetime ends when it says. */
     fake_now += 119;
     posh_result *r;
@@ -968,7 +997,7 @@ static hs handshake(SSL_CTX *ctx)
 }
 
 /* The non-blocking handshake: poll the socket, or the POSH wait descriptor while a lookup runs. */
-static hs handshake_nb(SSL_CTX *ctx, const char *host)
+static hs handshake_nb_with(SSL_CTX *ctx, const char *host, void (*tweak)(SSL *))
 {
     SSL *ssl = SSL_new(ctx);
     int fd = tcp_connect(ts_tls_port(server));
@@ -978,6 +1007,8 @@ static hs handshake_nb(SSL_CTX *ctx, const char *host)
     cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
     SSL_set_tlsext_host_name(ssl, host);
     SSL_set1_host(ssl, host);
+    if (tweak != NULL)
+        tweak(ssl);
     SSL_set_fd(ssl, fd);
     for (;;) {
         int rc = SSL_connect(ssl), e;
@@ -1009,6 +1040,11 @@ static hs handshake_nb(SSL_CTX *ctx, const char *host)
     close(fd);
     ERR_clear_error();
     return h;
+}
+
+static hs handshake_nb(SSL_CTX *ctx, const char *host)
+{
+    return handshake_nb_with(ctx, host, NULL);
 }
 
 static ts_cert *issue_from(ts_ca *ca, const char *name, long nb, long na, int self_signed)
@@ -1618,4 +1654,20 @@ Test(delegation_nonblocking, answers_held_across_stages_when_nothing_is_cached)
     expect_delegated(handshake(ctx), "blocking, nothing cached");
     SSL_CTX_free(ctx);
     free(doc);
+}
+
+/* A reference identifier set for the handshake survives both suspensions (POSH's lookup, then the delegation's). */
+Test(delegation_nonblocking, reference_kept_across_stages)
+{
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    start_server(f.svc);
+    SSL_CTX *ctx = nb_ctx(1);
+    hs h = handshake_nb_with(ctx, HOSTING, reference_foo);
+    expect_delegated(h, "non-blocking, reference");
+    cr_expect_geq(h.suspensions, 2, "%d", h.suspensions);
+    cr_expect_eq(fx_requests(&f, HOSTING, NULL), 0, "nothing asked of the host name's domain");
+    h = handshake_nb_with(ctx, HOSTING, NULL);
+    cr_expect(!h.connected, "without the reference: the host's own domain, which delegates nothing");
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+    SSL_CTX_free(ctx);
 }
