@@ -1671,3 +1671,74 @@ Test(delegation_nonblocking, reference_kept_across_stages)
     cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
     SSL_CTX_free(ctx);
 }
+
+/* ======================================================================================================= */
+/* POSH_DELEGATION: the environment's switch (how the shim turns delegation on)                             */
+
+TestSuite(delegation_env, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(delegation_env, values)
+{
+    static const struct {
+        const char *value;
+        posh_err err;
+        int on;
+    } cases[] = {
+        {"1", POSH_OK, 1}, {"0", POSH_OK, 0},          {"", POSH_OK, -1},           {"yes", POSH_ERR_CONFIG, -1},
+        {"2", POSH_ERR_CONFIG, -1}, {"true", POSH_ERR_CONFIG, -1}, {" 1", POSH_ERR_CONFIG, -1}, {"01", POSH_ERR_CONFIG, -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (int before = 0; before < 2; before++) {
+            posh_config *cfg = posh_config_new();
+            cr_assert_not_null(cfg);
+            cr_expect_eq(cfg->delegation, 0, "off by default");
+            cr_assert_eq(posh_config_set_delegation(cfg, before), POSH_OK);
+            setenv("POSH_DELEGATION", cases[i].value, 1);
+            posh_err err = posh_config_load_env(cfg);
+            cr_expect_eq(err, cases[i].err, "POSH_DELEGATION=\"%s\"", cases[i].value);
+            cr_expect_eq(cfg->delegation, cases[i].on >= 0 ? cases[i].on : before, "POSH_DELEGATION=\"%s\", before %d",
+                         cases[i].value, before);
+            if (err != POSH_OK)
+                cr_expect(strstr(posh_config_error(cfg), "POSH_DELEGATION") != NULL, "%s", posh_config_error(cfg));
+            posh_config_free(cfg);
+        }
+    }
+    unsetenv("POSH_DELEGATION");
+}
+
+/* The default client, configured from the environment, on a context that never asked for delegation. */
+Test(delegation_env, default_client_with_posh_delegation)
+{
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    fx_start(&f);
+    fx_export_env(&f);
+    setenv("POSH_DELEGATION", "1", 1);
+    server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
+    cr_assert_not_null(server);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_not_null(ctx);
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    expect_delegated(handshake(ctx), "POSH_DELEGATION=1");
+    SSL_CTX_free(ctx);
+}
+
+Test(delegation_env, default_client_without_posh_delegation)
+{
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    fx_start(&f);
+    fx_export_env(&f);
+    unsetenv("POSH_DELEGATION");
+    server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
+    cr_assert_not_null(server);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_not_null(ctx);
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    hs h = handshake(ctx);
+    cr_expect(!h.connected, "off unless asked: %s", h.msg);
+    cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 0);
+    SSL_CTX_free(ctx);
+}

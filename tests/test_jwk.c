@@ -1460,3 +1460,72 @@ Test(jwk_lookup, persistent_cache_keeps_the_rules)
     posh_client_free(c);
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "the stored JWK Set was not used");
 }
+
+/* ---- POSH_FORMATS ---- */
+
+TestSuite(jwk_env, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
+
+Test(jwk_env, posh_formats_values)
+{
+    static const struct {
+        const char *value;
+        posh_err err;
+        unsigned formats;
+    } cases[] = {
+        {"fingerprints", POSH_OK, POSH_FORMAT_FINGERPRINTS},
+        {"jwk", POSH_OK, POSH_FORMAT_JWK},
+        {"fingerprints,jwk", POSH_OK, POSH_FORMAT_ALL},
+        {"jwk,fingerprints", POSH_OK, POSH_FORMAT_ALL},
+        {"jwk,jwk", POSH_OK, POSH_FORMAT_JWK},
+        {"", POSH_ERR_CONFIG, 0},
+        {"JWK", POSH_ERR_CONFIG, 0},
+        {"fingerprint", POSH_ERR_CONFIG, 0},
+        {"jwk,", POSH_ERR_CONFIG, 0},
+        {",jwk", POSH_ERR_CONFIG, 0},
+        {"fingerprints, jwk", POSH_ERR_CONFIG, 0},
+        {"fingerprints;jwk", POSH_ERR_CONFIG, 0},
+        {"x5t", POSH_ERR_CONFIG, 0},
+    };
+    unsetenv("POSH_FORMATS");
+    posh_config *cfg = posh_config_new();
+    cr_assert_not_null(cfg);
+    cr_expect_eq(cfg->formats, POSH_FORMAT_ALL, "both forms by default");
+    cr_expect_eq(posh_config_load_env(cfg), POSH_OK);
+    cr_expect_eq(cfg->formats, POSH_FORMAT_ALL, "unset: unchanged");
+    posh_config_free(cfg);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_not_null(cfg = posh_config_new());
+        cr_assert_eq(posh_config_set_formats(cfg, POSH_FORMAT_FINGERPRINTS), POSH_OK);
+        setenv("POSH_FORMATS", cases[i].value, 1);
+        posh_err err = posh_config_load_env(cfg);
+        cr_expect_eq(err, cases[i].err, "POSH_FORMATS=\"%s\": %d", cases[i].value, (int)err);
+        if (cases[i].err == POSH_OK) {
+            cr_expect_eq(cfg->formats, cases[i].formats, "POSH_FORMATS=\"%s\"", cases[i].value);
+        } else {
+            cr_expect_eq(cfg->formats, POSH_FORMAT_FINGERPRINTS, "an invalid value leaves the configuration as it was");
+            cr_expect(strstr(posh_config_error(cfg), "POSH_FORMATS") != NULL, "%s", posh_config_error(cfg));
+        }
+        posh_config_free(cfg);
+    }
+    unsetenv("POSH_FORMATS");
+}
+
+
+/* The operator's switch, end to end: a client configured from the environment refuses the old form. */
+Test(jwk_env, posh_formats_refuses_jwk_sets)
+{
+    ts_cert *svc[1] = {f.svc};
+    posh_result *r = NULL;
+    fx_put_free(&f, FOO, RFC7711_PATH, jwk_doc(svc, 1, "s256", 600));
+    fx_start(&f);
+    setenv("POSH_FORMATS", "fingerprints", 1);
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
+    posh_client *c = posh_client_new(cfg);
+    posh_config_free(cfg);
+    cr_assert_not_null(c);
+    cr_expect_eq(posh_lookup(c, FOO, "xmpp-server", &r), POSH_ERR_DOCUMENT, "%s", posh_result_message(r));
+    posh_result_free(r);
+    posh_client_free(c);
+    unsetenv("POSH_FORMATS");
+}
