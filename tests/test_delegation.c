@@ -1742,3 +1742,80 @@ Test(delegation_env, default_client_without_posh_delegation)
     cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 0);
     SSL_CTX_free(ctx);
 }
+
+/* ======================================================================================================= */
+/* More of verification: the application's host flags, per-connection POSH, answers shared with lookups    */
+
+static void no_wildcards(SSL *ssl)
+{
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_WILDCARDS);
+}
+
+/* The delegated name is checked as OpenSSL would check any host name: with the application's host flags. */
+Test(delegation_verify, wildcard_certificate_and_host_flags)
+{
+    ts_cert *wild = issue_from(f.ca, "*.hosting.example.net", -1, 30, 0);
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    start_server(wild);
+    SSL_CTX *ctx = ctx_new(1);
+    expect_delegated(handshake(ctx), "a wildcard certificate covers the delegated name");
+    hs h = handshake_with(ctx, FOO, no_wildcards);
+    cr_expect(!h.connected, "the application refuses wildcards: so does the delegation: %s", h.msg);
+    cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+    cr_expect_neq(h.status, POSH_STATUS_DELEGATED, "%s", h.msg);
+    SSL_CTX_free(ctx);
+    ts_cert_free(wild);
+}
+
+static void posh_on_this_connection(SSL *ssl)
+{
+    cr_assert_eq(SSL_set_posh_verify(ssl, "xmpp-server"), 1);
+}
+
+/*
+ * POSH enabled per connection (SSL_set_posh_verify) and delegation asked for on the context. posh.h says the
+ * context call is an error unless SSL_CTX_set_posh_verify() enabled POSH on it; whichever the answer, a connection
+ * must get delegation only when the call said yes.
+ */
+Test(delegation_verify, per_connection_posh)
+{
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    start_server(f.svc);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_not_null(ctx);
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    cr_expect_eq(SSL_CTX_set_posh_delegation(ctx, 1), 0, "POSH not enabled on the context yet");
+    hs h = handshake_with(ctx, FOO, posh_on_this_connection);
+    cr_expect(!h.connected, "%s", h.msg);
+    cr_expect_eq(h.status, POSH_STATUS_REJECTED, "%s", h.msg);
+    cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 0, "delegation was refused, so never read");
+
+    int said = SSL_CTX_set_posh_delegation(ctx, 1);
+    cr_expect_eq(said, 0, "posh.h: 0 unless POSH was enabled on ctx by SSL_CTX_set_posh_verify()");
+    h = handshake_with(ctx, FOO, posh_on_this_connection);
+    if (said)
+        expect_delegated(h, "per-connection POSH, delegation on the context");
+    else
+        cr_expect(!h.connected, "%s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
+/* A blocking lookup fills the caches a non-blocking handshake reads: no suspension at all. */
+Test(delegation_nonblocking, shares_the_caches_of_blocking_lookups)
+{
+    posh_result *r = NULL;
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    start_server(f.svc);
+    cr_assert_eq(posh_lookup(client, FOO, "xmpp-server", &r), POSH_ERR_NO_POSH);
+    posh_result_free(r);
+    cr_assert_eq(posh_lookup_delegation(client, FOO, "xmpp-server", &r), POSH_OK);
+    posh_result_free(r);
+    SSL_CTX *ctx = nb_ctx(1);
+    hs h = handshake_nb(ctx, FOO);
+    expect_delegated(h, "from the caches");
+    cr_expect_eq(h.suspensions, 0);
+    cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 1);
+    SSL_CTX_free(ctx);
+}
