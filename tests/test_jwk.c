@@ -1529,3 +1529,30 @@ Test(jwk_env, posh_formats_refuses_jwk_sets)
     posh_client_free(c);
     unsetenv("POSH_FORMATS");
 }
+
+/*
+ * A private key in a member json-c drops: with "keys" twice, json-c keeps the last and the first (holding "d") is
+ * never looked at, yet the document as published does hold a private key, and a parser that keeps the first
+ * duplicate (RFC 8259 4 leaves it open) would read exactly that key. The rule is that such a document is refused
+ * whole, never partly used.
+ */
+Test(jwk, private_member_in_a_dropped_duplicate)
+{
+    static const char *const docs[] = {
+        "{\"keys\":[{" OKKEY ",\"d\":\"c2VjcmV0\"}],\"keys\":[{" OKKEY "}],\"expires\":60}",
+        "{\"keys\":[{" OKKEY "}],\"expires\":60,\"keys\":[{" OKKEY "}],\"keys\":[{" OKKEY "}]}" /* control: no d */,
+        "{\"keys\":[{" OKKEY ",\"kid\":{\"d\":\"nested\"},\"kid\":\"1\"}],\"expires\":60}" /* control: not a member */,
+        "{\"keys\":[{" OKKEY ",\"k\":\"c2VjcmV0\",\"kty\":\"EC\"}],\"expires\":60}",
+        "{\"keys\":[{" OKKEY ",\"oth\":[],\"d\":\"x\"}],\"keys\":[{" OKKEY "}],\"expires\":60}",
+    };
+    static const posh_err want[] = {POSH_ERR_DOCUMENT, POSH_OK, POSH_OK, POSH_ERR_DOCUMENT, POSH_ERR_DOCUMENT};
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        char msg[POSH_MSG_LEN];
+        posh_doc doc;
+        posh_err err = parse(docs[i], &doc, msg);
+        cr_expect_eq(err, want[i], "%s: error %d (%s), expected %d: %s", docs[i], (int)err, posh_strerror(err),
+                     (int)want[i], msg);
+        if (err == POSH_OK)
+            posh_doc_clear(&doc);
+    }
+}
