@@ -13,6 +13,7 @@ typedef struct entry {
     posh_result *result;       /* NULL while the first fill is pending */
     bool pending;
     unsigned long gen;         /* changes each time a fill completes */
+    posh_cache_waiter *waiters; /* asynchronous callers waiting for the pending fill */
     struct entry *chain;       /* hash bucket */
     struct entry *prev, *next; /* LRU list, most recent first */
 } entry;
@@ -142,21 +143,62 @@ static entry *insert_pending(posh_cache *c, const char *key, uint64_t h)
     return e;
 }
 
+/*
+ * Settle the pending entry e with r (a new reference is taken; NULL: the fill failed, the entry goes) and wake
+ * every waiter: the blocking ones through the condition, the asynchronous ones are returned to be called
+ * once the lock is released. Called with the lock held.
+ */
+static posh_cache_waiter *settle(posh_cache *c, entry *e, posh_result *r)
+{
+    posh_cache_waiter *w = e->waiters;
+    posh_result_free(e->result);
+    e->result = r != NULL ? posh_result_ref(r) : NULL;
+    e->pending = false;
+    e->waiters = NULL;
+    e->gen = ++c->next_gen;
+    if (r == NULL)
+        remove_entry(c, e);
+    pthread_cond_broadcast(&c->filled);
+    return w;
+}
+
+/* Outside the lock: each waiter gets its own reference to r. */
+static void call_waiters(posh_cache_waiter *w, posh_result *r)
+{
+    while (w != NULL) {
+        posh_cache_waiter *next = w->next; /* w may be freed by its callback */
+        w->fn(w->arg, r != NULL ? posh_result_ref(r) : NULL);
+        w = next;
+    }
+}
+
+/* A fresh entry's result (a new reference, the entry made most recent), or NULL. Lock held. */
+static posh_result *fresh(posh_cache *c, entry *e, time_t now)
+{
+    if (e == NULL || e->pending || e->result == NULL || now >= e->result->expires_at)
+        return NULL;
+    lru_unlink(e);
+    lru_push_front(c, e);
+    return posh_result_ref(e->result);
+}
+
 posh_result *posh_cache_get(posh_cache *c, const char *key, time_t now, posh_result *(*fill)(void *arg),
                             void *arg)
 {
     uint64_t h = hash_key(key);
     unsigned long waited_for = 0;
     bool waited = false;
+    posh_cache_waiter *w;
     posh_result *r = NULL;
     entry *e;
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
         e = find(c, key, h);
-        if (e != NULL && !e->pending && e->result != NULL &&
-            (now < e->result->expires_at || (waited && e->gen != waited_for))) {
-            /* Fresh, or the very fill we waited for (even if it expired at once, e.g. a TTL of 0). */
+        if ((r = fresh(c, e, now)) != NULL)
+            goto out;
+        if (e != NULL && !e->pending && e->result != NULL && waited && e->gen != waited_for) {
+            /* The very fill we waited for, even if it expired at once (e.g. a TTL of 0). */
             lru_unlink(e);
             lru_push_front(c, e);
             r = posh_result_ref(e->result);
@@ -175,16 +217,61 @@ posh_result *posh_cache_get(posh_cache *c, const char *key, time_t now, posh_res
     pthread_mutex_unlock(&c->lock);
     r = fill(arg);
     pthread_mutex_lock(&c->lock);
-    posh_result_free(e->result);
-    e->result = r != NULL ? posh_result_ref(r) : NULL;
-    e->pending = false;
-    e->gen = ++c->next_gen;
-    if (r == NULL)
-        remove_entry(c, e);
-    pthread_cond_broadcast(&c->filled);
+    w = settle(c, e, r);
+    pthread_mutex_unlock(&c->lock);
+    call_waiters(w, r);
+    return r;
 out:
     pthread_mutex_unlock(&c->lock);
     return r;
+}
+
+posh_cache_begin_result posh_cache_begin(posh_cache *c, const char *key, time_t now, posh_result **out,
+                                         posh_cache_waiter *w)
+{
+    uint64_t h = hash_key(key);
+    posh_cache_begin_result ret;
+    entry *e;
+
+    *out = NULL;
+    pthread_mutex_lock(&c->lock);
+    e = find(c, key, h);
+    if ((*out = fresh(c, e, now)) != NULL) {
+        ret = POSH_CACHE_FRESH;
+    } else if (e != NULL && e->pending) {
+        w->next = e->waiters;
+        e->waiters = w;
+        ret = POSH_CACHE_WAIT;
+    } else if (e == NULL && (e = insert_pending(c, key, h)) == NULL) {
+        ret = POSH_CACHE_NOMEM;
+    } else {
+        e->pending = true;
+        ret = POSH_CACHE_OWNER;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+posh_result *posh_cache_peek(posh_cache *c, const char *key, time_t now)
+{
+    posh_result *r;
+    pthread_mutex_lock(&c->lock);
+    r = fresh(c, find(c, key, hash_key(key)), now);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+void posh_cache_complete(posh_cache *c, const char *key, posh_result *r)
+{
+    posh_cache_waiter *w = NULL;
+    entry *e;
+
+    pthread_mutex_lock(&c->lock);
+    /* Pending entries are never evicted or flushed, so the owner's is still there (fork aside: see below). */
+    if ((e = find(c, key, hash_key(key))) != NULL && e->pending)
+        w = settle(c, e, r);
+    pthread_mutex_unlock(&c->lock);
+    call_waiters(w, r);
 }
 
 void posh_cache_flush(posh_cache *c)
@@ -201,7 +288,8 @@ void posh_cache_flush(posh_cache *c)
 
 /*
  * fork(): the prepare handler takes the lock so that no other thread holds it at the moment of the fork; the
- * child then drops pending entries, whose owner threads do not exist there, and starts with fresh waiters.
+ * child then drops pending entries, whose owner threads (or engine) do not exist there, with their
+ * asynchronous waiters (the abandoned engine's: engine.c), and starts with fresh waiters.
  */
 void posh_cache_atfork_prepare(posh_cache *c)
 {

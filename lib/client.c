@@ -48,8 +48,10 @@ static size_t graveyard_n;
 
 static void atfork_prepare(void)
 {
+    posh_engine_atfork_prepare_all();
     pthread_mutex_lock(&registry_lock);
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_engine_atfork_prepare(c);
         pthread_mutex_lock(&c->handles_lock);
         posh_cache_atfork_prepare(c->cache);
         posh_cache_atfork_prepare(c->targets);
@@ -62,13 +64,17 @@ static void atfork_parent(void)
         posh_cache_atfork_parent(c->targets);
         posh_cache_atfork_parent(c->cache);
         pthread_mutex_unlock(&c->handles_lock);
+        posh_engine_atfork_parent(c);
     }
     pthread_mutex_unlock(&registry_lock);
+    posh_engine_atfork_parent_all();
 }
 
 static void atfork_child(void)
 {
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        /* The engine first: its waits are failed while the jobs still exist; the caches then drop its entries. */
+        posh_engine_atfork_child(c);
         posh_cache_atfork_child(c->targets);
         posh_cache_atfork_child(c->cache);
         for (size_t i = 0; i < c->n_idle; i++)
@@ -78,6 +84,7 @@ static void atfork_child(void)
         pthread_mutex_unlock(&c->handles_lock);
     }
     pthread_mutex_unlock(&registry_lock);
+    posh_engine_atfork_child_all();
 }
 
 static void atfork_init(void)
@@ -119,6 +126,7 @@ posh_client *posh_client_new(const posh_config *cfg)
     if ((c = calloc(1, sizeof(*c))) == NULL)
         goto fail;
     pthread_mutex_init(&c->handles_lock, NULL);
+    pthread_mutex_init(&c->engine_lock, NULL);
     c->max_idle = MAX_IDLE_HANDLES;
     if ((c->cfg = posh_config_dup(cfg)) == NULL || (c->idle = calloc(c->max_idle, sizeof(CURL *))) == NULL ||
         (c->cache = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
@@ -139,6 +147,13 @@ void posh_client_free(posh_client *c)
 {
     if (c == NULL)
         return;
+    if (posh_engine_is_current_thread(c)) {
+        /* From one of its own callbacks: the engine cannot stop itself. Refused (leaked), never a crash. */
+        posh_log(POSH_LOG_ERROR, "posh_client_free() called from the client's own callback: refused");
+        return;
+    }
+    /* First: the engine's jobs still use the caches and the handle pool. */
+    posh_engine_free(c);
     registry_remove(c);
     for (size_t i = 0; i < c->n_idle; i++)
         curl_easy_cleanup(c->idle[i]);
@@ -149,6 +164,7 @@ void posh_client_free(posh_client *c)
     curl_slist_free_all(c->connect_to);
     posh_config_free(c->cfg);
     pthread_mutex_destroy(&c->handles_lock);
+    pthread_mutex_destroy(&c->engine_lock);
     free(c);
 }
 
@@ -224,6 +240,25 @@ static posh_result *input_error(posh_err err, const char *what, const char *valu
     return posh_result_build(&(posh_result_parts){.domain = "", .service = "", .err = err, .message = msg});
 }
 
+/* The normalised (domain, svc, proto) of a lookup's arguments, or the input error (with *bad, when not NULL). */
+static posh_err lookup_args(const char *domain, const char *service, char dom[POSH_MAX_DOMAIN_LEN + 2],
+                            char svc[POSH_MAX_SERVICE_LEN + 1], char proto[POSH_MAX_SERVICE_LEN + 1],
+                            posh_result **bad)
+{
+    posh_err err;
+    if ((err = posh_domain_normalize(domain, dom, POSH_MAX_DOMAIN_LEN + 2)) != POSH_OK) {
+        if (bad != NULL && (*bad = input_error(err, "DNS domain name", domain)) == NULL)
+            return POSH_ERR_NOMEM;
+        return err;
+    }
+    if ((err = posh_service_parse(service, svc, proto)) != POSH_OK) {
+        if (bad != NULL && (*bad = input_error(err, "service name", service)) == NULL)
+            return POSH_ERR_NOMEM;
+        return err;
+    }
+    return POSH_OK;
+}
+
 posh_err posh_lookup(posh_client *client, const char *domain, const char *service, posh_result **out)
 {
     char dom[POSH_MAX_DOMAIN_LEN + 2], svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
@@ -236,14 +271,13 @@ posh_err posh_lookup(posh_client *client, const char *domain, const char *servic
     *out = NULL;
     if (client == NULL || domain == NULL || service == NULL)
         return POSH_ERR_INVALID_ARGUMENT;
-    if ((err = posh_domain_normalize(domain, dom, sizeof(dom))) != POSH_OK) {
-        *out = input_error(err, "DNS domain name", domain);
-        return *out == NULL ? POSH_ERR_NOMEM : err;
+    if (posh_engine_is_current_thread(NULL)) {
+        /* A callback on an engine thread: waiting here could wait for this very thread's own work. */
+        posh_log(POSH_LOG_ERROR, "posh_lookup() called from an async callback: refused (use posh_lookup_async)");
+        return POSH_ERR_INVALID_ARGUMENT;
     }
-    if ((err = posh_service_parse(service, svc, proto)) != POSH_OK) {
-        *out = input_error(err, "service name", service);
-        return *out == NULL ? POSH_ERR_NOMEM : err;
-    }
+    if ((err = lookup_args(domain, service, dom, svc, proto, out)) != POSH_OK)
+        return err;
     snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
     args = (fill_args){client, dom, svc, proto};
     *out = posh_cache_get(client->cache, key, posh_config_now(client->cfg), fill_lookup, &args);
@@ -256,6 +290,38 @@ posh_err posh_lookup(posh_client *client, const char *domain, const char *servic
         *out = NULL;
     }
     return err;
+}
+
+posh_err posh_lookup_async(posh_client *client, const char *domain, const char *service, posh_lookup_callback cb,
+                           void *arg)
+{
+    char dom[POSH_MAX_DOMAIN_LEN + 2], svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+    posh_err err;
+
+    if (client == NULL || domain == NULL || service == NULL || cb == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if ((err = lookup_args(domain, service, dom, svc, proto, NULL)) != POSH_OK)
+        return err;
+    return posh_engine_submit(client, dom, svc, proto, cb, arg);
+}
+
+posh_err posh_prefetch(posh_client *client, const char *domain, const char *service)
+{
+    char dom[POSH_MAX_DOMAIN_LEN + 2], svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+    char key[sizeof(dom) + sizeof(svc) + sizeof(proto) + 4];
+    posh_result *r;
+    posh_err err;
+
+    if (client == NULL || domain == NULL || service == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if ((err = lookup_args(domain, service, dom, svc, proto, NULL)) != POSH_OK)
+        return err;
+    snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
+    if ((r = posh_cache_peek(client->cache, key, posh_config_now(client->cfg))) != NULL) {
+        posh_result_free(r);
+        return POSH_OK; /* fresh already: nothing to do */
+    }
+    return posh_engine_submit(client, dom, svc, proto, NULL, NULL);
 }
 
 posh_err posh_match_der(const posh_client *client, const posh_result *result, const unsigned char *der,

@@ -19,6 +19,8 @@ struct posh_config {
     long max_ttl;
     long negative_ttl;
     long cache_size;
+    long async_lookups;        /* the engine's bounds (engine.c) */
+    long async_waiting;
     posh_mode mode;
     int no_sha1;
     unsigned layouts;
@@ -86,6 +88,41 @@ typedef struct posh_fetch_result {
 posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
                     posh_fetch_result *out, char *msg, size_t msglen);
 void posh_fetch_result_clear(posh_fetch_result *r);
+
+/* A response body being received, capped at max bytes. */
+typedef struct posh_body {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+    bool too_large;
+    bool nomem;
+} posh_body;
+
+/*
+ * posh_fetch in steps, for a driver that performs the transfers itself (the engine's multi handle): begin sets
+ * curl up for the first request; after each transfer, step judges it and either sets curl up for the next hop
+ * (returns 0: perform it) or ends (returns 1 with *err and out as posh_fetch gives them). The op must not move
+ * while a transfer runs (curl writes into it). url must outlive the op.
+ */
+typedef struct posh_fetch_op {
+    const posh_config *cfg;
+    CURL *curl;
+    const char *url;
+    char *current;
+    long hops;
+    int64_t deadline_ms;
+    posh_trace *trace;
+    char *msg;
+    size_t msglen;
+    posh_body b;
+    char errbuf[CURL_ERROR_SIZE];
+} posh_fetch_op;
+
+posh_err posh_fetch_begin(posh_fetch_op *op, CURL *curl, const posh_config *cfg, const char *url,
+                          int64_t deadline_ms, posh_trace *trace, char *msg, size_t msglen);
+int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh_err *err);
+void posh_fetch_op_clear(posh_fetch_op *op);
 /* Prepare a reusable easy handle with the invariant options (https only, no signals, CA, connect-to). */
 posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to);
 int64_t posh_now_ms(void);
@@ -166,6 +203,78 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
 posh_result *posh_result_ref(posh_result *r);
 
 /* ---- the POSH process (lookup.c) ---- */
+/* What one lookup gathers while it runs; the result is built from it at the end. */
+typedef struct posh_lookup_state {
+    char message[POSH_MSG_LEN];
+    posh_trace trace;
+    int followed_reference;
+    /* With a persistent cache: the last document parsed, as fetched (kept for the entry; store.c). */
+    bool keep;
+    char *body;
+    size_t body_len;
+    char *body_url;
+    long body_status;
+} posh_lookup_state;
+
+void posh_lookup_state_init(posh_lookup_state *st, bool keep);
+void posh_lookup_state_clear(posh_lookup_state *st);
+
+/*
+ * A reference target's result from its fetch (err and fr as posh_fetch gave them; fr is consumed), started at
+ * started (client clock) and started_wall (the store's): its own expires capped by the maximum TTL, or a failure
+ * (POSH_ERR_REFERENCE_TARGET for a 4xx, POSH_ERR_REFERENCE_CHAIN for a reference) for the negative TTL, or 0 for
+ * POSH_ERR_NOMEM and POSH_ERR_TIMEOUT (see lookup.c). NULL when out of memory.
+ */
+posh_result *posh_target_result(posh_client *client, const char *url, time_t started, int64_t started_wall,
+                                posh_err err, posh_fetch_result *fr, posh_lookup_state *st);
+
+/*
+ * One lookup as steps, for the blocking driver (posh_lookup_uncached) and the engine's (engine.c), so both make
+ * the same requests in the same order and build the same result:
+ *   init; while ((url = next_source)) { fetch url; next = source_done(...); if (next != NEXT_SOURCE) break; }
+ *   if TARGET: get run->src.url's result from client->targets (retrying while target_retry says so), target_done;
+ *   finish (builds, logs and persists the result; clears the run).
+ */
+typedef enum posh_run_next { POSH_RUN_NEXT_SOURCE, POSH_RUN_TARGET, POSH_RUN_FINISH } posh_run_next;
+
+typedef struct posh_run {
+    posh_client *client;
+    char domain[POSH_MAX_DOMAIN_LEN + 2];
+    char svc[POSH_MAX_SERVICE_LEN + 1];
+    char proto[POSH_MAX_SERVICE_LEN + 1];
+    char service[2 * POSH_MAX_SERVICE_LEN + 4];
+    int64_t deadline_ms;           /* posh_now_ms() clock: the whole lookup's budget */
+    time_t started;                /* client clock */
+    int64_t started_wall;          /* the persistent cache's clock */
+    posh_lookup_state st;
+    posh_doc src;                  /* the source domain's document */
+    const posh_doc *fingerprints;  /* &src when it holds the fingerprints */
+    size_t layout;                 /* the next layout to try */
+    char tried[POSH_MSG_LEN];      /* why the layouts tried so far were missing */
+    size_t tried_used;
+    char url[POSH_MAX_URL_LEN + 1];
+    posh_result *target;           /* the reference target's result (owned) */
+    bool target_ran;               /* fetched by this lookup (not shared from the URL cache) */
+    posh_escape_mode escape;
+    int64_t ttl;
+    posh_err err;
+} posh_run;
+
+void posh_run_init(posh_run *run, posh_client *client, const char *domain, const char *svc, const char *proto);
+/* The run fails with err before or instead of fetching (message may be NULL). Then finish. */
+void posh_run_fail(posh_run *run, posh_err err, const char *message);
+/* The next source URL to fetch, or NULL when none is left (run->err says why: NO_POSH, or a URL error). */
+const char *posh_run_next_source(posh_run *run);
+/* The source fetch of the last URL ended (err, fr as posh_fetch gives them; fr is consumed). */
+posh_run_next posh_run_source_done(posh_run *run, posh_err err, posh_fetch_result *fr);
+/* Should a target result obtained from the URL cache (ran: by this lookup) be asked for again (tries so far)? */
+bool posh_run_target_retry(const posh_run *run, const posh_result *target, bool ran, int tries);
+/* The target's result (owned by the run from here on; NULL: out of memory). */
+void posh_run_target_done(posh_run *run, posh_result *target, bool ran);
+/* Build the domain's result (NULL when out of memory), log a failure, persist a success; clears the run. */
+posh_result *posh_run_finish(posh_run *run);
+/* Free what the run holds, without a result (an abandoned run). */
+void posh_run_clear(posh_run *run);
 /*
  * The whole POSH process for a normalised (domain, svc, proto), without the (domain, service) cache: the
  * source domain's document is always fetched; a reference's target comes from the client's URL cache
@@ -186,6 +295,25 @@ void posh_cache_flush(posh_cache *cache);
 posh_result *posh_cache_get(posh_cache *cache, const char *key, time_t now,
                             posh_result *(*fill)(void *arg), void *arg);
 size_t posh_cache_count(posh_cache *cache);
+/*
+ * The asynchronous side of the single flight. begin: FRESH (*out: a new reference), OWNER (the entry is marked
+ * pending: the caller must run the fill and posh_cache_complete() it, whatever happens), WAIT (another caller's
+ * fill is pending, blocking or asynchronous: w, storage the caller keeps until it is called, is linked to it and
+ * w->fn(w->arg, result) runs once when it completes, on the completing thread, outside the cache's lock, with a
+ * new reference or NULL when the fill failed for lack of memory), or NOMEM. complete: the owner's result (the
+ * cache takes its own reference; NULL: the fill failed) for everyone waiting, blocking or not.
+ */
+typedef struct posh_cache_waiter {
+    void (*fn)(void *arg, posh_result *r);
+    void *arg;
+    struct posh_cache_waiter *next;
+} posh_cache_waiter;
+typedef enum { POSH_CACHE_FRESH, POSH_CACHE_OWNER, POSH_CACHE_WAIT, POSH_CACHE_NOMEM } posh_cache_begin_result;
+posh_cache_begin_result posh_cache_begin(posh_cache *cache, const char *key, time_t now, posh_result **out,
+                                         posh_cache_waiter *w);
+void posh_cache_complete(posh_cache *cache, const char *key, posh_result *r);
+/* A fresh result for key (a new reference), or NULL: never waits, never fills. */
+posh_result *posh_cache_peek(posh_cache *cache, const char *key, time_t now);
 void posh_cache_atfork_prepare(posh_cache *cache);
 void posh_cache_atfork_parent(posh_cache *cache);
 void posh_cache_atfork_child(posh_cache *cache);
@@ -210,6 +338,38 @@ void posh_store_save(posh_client *client, const char *domain, const char *servic
 /* Remove every entry. */
 void posh_store_flush(posh_store *store);
 
+/* ---- the non-blocking engine (engine.c) ---- */
+typedef struct posh_engine posh_engine;
+typedef struct posh_wait posh_wait;
+
+/* Stop the client's engine (if it has one): jobs in flight are delivered POSH_ERR_CANCELLED. */
+void posh_engine_free(posh_client *client);
+/* Queue an asynchronous lookup of a normalised (domain, svc, proto); cb as posh_lookup_async (NULL: prefetch). */
+posh_err posh_engine_submit(posh_client *client, const char *domain, const char *svc, const char *proto,
+                            posh_lookup_callback cb, void *arg);
+/* Is this thread an engine's (client's, or any engine's when client is NULL)? */
+bool posh_engine_is_current_thread(const posh_client *client);
+void posh_engine_atfork_prepare_all(void);
+void posh_engine_atfork_parent_all(void);
+void posh_engine_atfork_child_all(void);
+void posh_engine_atfork_prepare(posh_client *client);
+void posh_engine_atfork_parent(posh_client *client);
+void posh_engine_atfork_child(posh_client *client);
+
+/*
+ * A handshake's wait for a lookup (verify.c). start: queue the lookup, with a descriptor that becomes readable
+ * when it is done; POSH_ERR_BUSY past the client's bounds. take: 1 once done (*result: owned by the caller, NULL
+ * for NOMEM / INVALID_ARGUMENT / CANCELLED; *err as posh_lookup returns it), 0 while it runs. release: the
+ * SSL's reference (the lookup goes on into the cache if it still runs).
+ */
+posh_err posh_wait_start(posh_client *client, const char *domain, const char *svc, const char *proto,
+                         posh_wait **out);
+int posh_wait_fd(const posh_wait *w);
+const char *posh_wait_domain(const posh_wait *w);
+const char *posh_wait_service(const posh_wait *w);
+int posh_wait_take(posh_wait *w, posh_result **result, posh_err *err);
+void posh_wait_release(posh_wait *w);
+
 /* ---- client (client.c) ---- */
 struct posh_client {
     posh_config *cfg;
@@ -221,6 +381,8 @@ struct posh_client {
     CURL **idle;
     size_t n_idle;
     size_t max_idle;
+    pthread_mutex_t engine_lock;   /* guards engine's creation */
+    posh_engine *engine;           /* the non-blocking engine, started on first use (engine.c) */
     struct posh_client *next_client;   /* registry of live clients, for fork handling */
     struct posh_client *prev_client;
 };
@@ -274,6 +436,8 @@ int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *)
 int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *));
 /* 1 while this thread runs a POSH lookup: its HTTPS fetches are POSH's own and never subject to POSH. */
 int posh_verify_in_lookup(void);
+/* This thread (an engine's) only ever runs POSH lookups. */
+void posh_verify_mark_lookup_thread(void);
 
 /* ---- log.c: the shim is silent unless POSH_LOG is set ---- */
 /* When POSH_LOG is unset, log nowhere instead of to stderr. Call before the first message. */

@@ -16,6 +16,8 @@
 #define DEFAULT_MAX_TTL 86400
 #define DEFAULT_NEGATIVE_TTL 60
 #define DEFAULT_CACHE_SIZE 10000
+#define DEFAULT_ASYNC_LOOKUPS 1024
+#define DEFAULT_ASYNC_WAITING 10000
 
 static time_t monotonic_seconds(void *arg)
 {
@@ -42,6 +44,8 @@ posh_config *posh_config_new(void)
     cfg->max_ttl = DEFAULT_MAX_TTL;
     cfg->negative_ttl = DEFAULT_NEGATIVE_TTL;
     cfg->cache_size = DEFAULT_CACHE_SIZE;
+    cfg->async_lookups = DEFAULT_ASYNC_LOOKUPS;
+    cfg->async_waiting = DEFAULT_ASYNC_WAITING;
     cfg->mode = POSH_MODE_NAME;
     cfg->layouts = POSH_LAYOUT_ALL;
     cfg->now = monotonic_seconds;
@@ -191,6 +195,19 @@ posh_err posh_config_set_cache_size(posh_config *cfg, long entries)
                        : set_range(cfg, &cfg->cache_size, entries, 1, 10000000, "cache size");
 }
 
+posh_err posh_config_set_async_limits(posh_config *cfg, long max_lookups, long max_waiting)
+{
+    posh_err err;
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    /* Both or neither: check the second before the first is stored. */
+    if (max_waiting < 1 || max_waiting > 1000000)
+        return set_range(cfg, &cfg->async_waiting, max_waiting, 1, 1000000, "connections waiting");
+    if ((err = set_range(cfg, &cfg->async_lookups, max_lookups, 1, 100000, "lookups in flight")) != POSH_OK)
+        return err;
+    return set_range(cfg, &cfg->async_waiting, max_waiting, 1, 1000000, "connections waiting");
+}
+
 posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode)
 {
     if (cfg == NULL || (mode != POSH_MODE_NAME && mode != POSH_MODE_PIN))
@@ -274,7 +291,8 @@ bad:
 /* Every variable libposh and the shim read: what the warning of a privileged process can name. */
 static const char *const env_names[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
-    "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_CACHE_DIR", "POSH_MODE", "POSH_NO_SHA1",
+    "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_CACHE_DIR",
+    "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING", "POSH_MODE", "POSH_NO_SHA1",
     "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
 };
 
@@ -443,6 +461,8 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_number(tmp, "POSH_MAX_TTL", &tmp->max_ttl, 1, 31536000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_NEGATIVE_TTL", &tmp->negative_ttl, 0, 86400)) != POSH_OK ||
         (err = env_number(tmp, "POSH_CACHE_SIZE", &tmp->cache_size, 1, 10000000)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_ASYNC_LOOKUPS", &tmp->async_lookups, 1, 100000)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_ASYNC_WAITING", &tmp->async_waiting, 1, 1000000)) != POSH_OK ||
         (err = env_mode(tmp)) != POSH_OK || (err = env_no_sha1(tmp)) != POSH_OK ||
         (err = env_layout(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
         goto fail;

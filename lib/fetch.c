@@ -14,14 +14,7 @@ int64_t posh_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-typedef struct body_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-    size_t max;
-    bool too_large;
-    bool nomem;
-} body_buf;
+typedef posh_body body_buf;
 
 static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
@@ -146,100 +139,139 @@ static void transfer_message(CURLcode rc, posh_err err, const body_buf *b, const
         posh_msg(msg, msglen, "%s: %s", url, errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
 }
 
-/* One request, no redirect following. */
-static posh_err fetch_once(CURL *curl, const char *url, int64_t deadline_ms, body_buf *b, long *status,
-                           char **location, char *msg, size_t msglen)
+/* Set curl up for one request of op->current, no redirect following, within the deadline. */
+static posh_err hop_begin(posh_fetch_op *op)
 {
-    char errbuf[CURL_ERROR_SIZE] = "";
-    int64_t left = deadline_ms - posh_now_ms();
-    CURLcode rc;
+    int64_t left = op->deadline_ms - posh_now_ms();
+
+    op->b.len = 0;
+    op->b.too_large = op->b.nomem = false;
+    op->errbuf[0] = '\0';
+    if (left <= 0) {
+        posh_msg(op->msg, op->msglen, "%s: time budget exhausted before the request", op->current);
+        trace_add(op->trace, op->current, 0);
+        return POSH_ERR_TIMEOUT;
+    }
+    curl_easy_setopt(op->curl, CURLOPT_URL, op->current);
+    curl_easy_setopt(op->curl, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(op->curl, CURLOPT_TIMEOUT_MS, (long)left);
+    curl_easy_setopt(op->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
+    curl_easy_setopt(op->curl, CURLOPT_WRITEDATA, &op->b);
+    curl_easy_setopt(op->curl, CURLOPT_ERRORBUFFER, op->errbuf);
+    return POSH_OK;
+}
+
+void posh_fetch_op_clear(posh_fetch_op *op)
+{
+    if (op->curl != NULL)
+        curl_easy_setopt(op->curl, CURLOPT_ERRORBUFFER, NULL);
+    free(op->b.data);
+    free(op->current);
+    op->b.data = op->current = NULL;
+    op->curl = NULL;
+}
+
+posh_err posh_fetch_begin(posh_fetch_op *op, CURL *curl, const posh_config *cfg, const char *url,
+                          int64_t deadline_ms, posh_trace *trace, char *msg, size_t msglen)
+{
+    posh_err err;
+
+    *op = (posh_fetch_op){.cfg = cfg, .curl = curl, .url = url, .deadline_ms = deadline_ms, .trace = trace,
+                          .msg = msg, .msglen = msglen};
+    op->b.max = (size_t)cfg->max_bytes;
+    if ((op->current = strdup(url)) == NULL)
+        return POSH_ERR_NOMEM;
+    if ((err = hop_begin(op)) != POSH_OK)
+        posh_fetch_op_clear(op);
+    return err;
+}
+
+/* The outcome of a finished hop: POSH_OK and *location (a redirect's target, malloc'd) or an error. */
+static posh_err hop_end(posh_fetch_op *op, CURLcode rc, long *status, char **location)
+{
     char *loc = NULL;
     posh_err err;
 
     *status = 0;
     *location = NULL;
-    if (left <= 0) {
-        posh_msg(msg, msglen, "%s: time budget exhausted before the request", url);
-        return POSH_ERR_TIMEOUT;
-    }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)left);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    rc = curl_easy_perform(curl);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_setopt(op->curl, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_getinfo(op->curl, CURLINFO_RESPONSE_CODE, status);
+    trace_add(op->trace, op->current, *status);
     if (rc != CURLE_OK) {
-        err = map_curl_error(rc, b);
-        transfer_message(rc, err, b, url, errbuf, msg, msglen);
+        err = map_curl_error(rc, &op->b);
+        transfer_message(rc, err, &op->b, op->current, op->errbuf, op->msg, op->msglen);
         return err;
     }
-    if (is_redirect(*status) && curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc != NULL) {
+    if (is_redirect(*status) && curl_easy_getinfo(op->curl, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK &&
+        loc != NULL) {
         if ((*location = strdup(loc)) == NULL)
             return POSH_ERR_NOMEM;
     }
     return POSH_OK;
 }
 
-posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
-                    posh_fetch_result *out, char *msg, size_t msglen)
+int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh_err *errp)
 {
-    body_buf b = {.max = (size_t)cfg->max_bytes};
-    char *current = NULL, *location = NULL;
-    long status = 0, hops = 0;
+    char *location = NULL;
+    long status;
     posh_err err;
 
     memset(out, 0, sizeof(*out));
-    if ((current = strdup(url)) == NULL)
-        return POSH_ERR_NOMEM;
-    for (;;) {
-        b.len = 0;
-        b.too_large = b.nomem = false;
-        err = fetch_once(curl, current, deadline_ms, &b, &status, &location, msg, msglen);
-        trace_add(trace, current, status);
-        if (err != POSH_OK)
-            goto done;
-        if (!is_redirect(status))
-            break;
+    err = hop_end(op, rc, &status, &location);
+    if (err != POSH_OK)
+        goto done;
+    if (is_redirect(status)) {
         if (location == NULL) {
-            posh_msg(msg, msglen, "%s: HTTP %ld without a usable Location", current, status);
+            posh_msg(op->msg, op->msglen, "%s: HTTP %ld without a usable Location", op->current, status);
             err = POSH_ERR_HTTP_STATUS;
-            goto done;
-        }
-        if (!posh_url_is_https(location, strlen(location))) {
-            posh_msg(msg, msglen, "%s: redirect to \"%.200s\", which is not an https URL", current, location);
+        } else if (!posh_url_is_https(location, strlen(location))) {
+            posh_msg(op->msg, op->msglen, "%s: redirect to \"%.200s\", which is not an https URL", op->current,
+                     location);
             err = POSH_ERR_REDIRECT_SCHEME;
-            goto done;
-        }
-        if (++hops > cfg->max_redirects) {
-            posh_msg(msg, msglen, "%s: redirect to %.200s would exceed %ld redirects", url, location,
-                     cfg->max_redirects);
+        } else if (++op->hops > op->cfg->max_redirects) {
+            posh_msg(op->msg, op->msglen, "%s: redirect to %.200s would exceed %ld redirects", op->url, location,
+                     op->cfg->max_redirects);
             err = POSH_ERR_TOO_MANY_REDIRECTS;
-            goto done;
+        } else {
+            free(op->current);
+            op->current = location;
+            location = NULL;
+            if ((err = hop_begin(op)) == POSH_OK)
+                return 0; /* the next hop is set up */
         }
-        free(current);
-        current = location;
-        location = NULL;
+        goto done;
     }
     if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
         out->status = status;
-        out->body = b.data != NULL ? b.data : strdup("");
-        out->body_len = b.len;
-        out->final_url = current;
-        b.data = NULL;
-        current = NULL;
+        out->body = op->b.data != NULL ? op->b.data : strdup("");
+        out->body_len = op->b.len;
+        out->final_url = op->current;
+        op->b.data = NULL;
+        op->current = NULL;
         err = out->body != NULL ? POSH_OK : POSH_ERR_NOMEM;
     } else {
-        posh_msg(msg, msglen, "%s: HTTP status %ld", current, status);
+        posh_msg(op->msg, op->msglen, "%s: HTTP status %ld", op->current, status);
         err = POSH_ERR_HTTP_STATUS;
     }
 done:
-    free(b.data);
-    free(current);
     free(location);
     if (err != POSH_OK)
         posh_fetch_result_clear(out);
+    posh_fetch_op_clear(op);
+    *errp = err;
+    return 1;
+}
+
+posh_err posh_fetch(CURL *curl, const posh_config *cfg, const char *url, int64_t deadline_ms, posh_trace *trace,
+                    posh_fetch_result *out, char *msg, size_t msglen)
+{
+    posh_fetch_op op;
+    posh_err err;
+
+    memset(out, 0, sizeof(*out));
+    if ((err = posh_fetch_begin(&op, curl, cfg, url, deadline_ms, trace, msg, msglen)) != POSH_OK)
+        return err;
+    while (!posh_fetch_step(&op, curl_easy_perform(curl), out, &err))
+        ;
     return err;
 }

@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ typedef struct ctx_state {
     int transparent;               /* installed by the shim: never adds a host name, service per connection */
     cert_verify_fn next;           /* the application's own cert verify callback (shim), NULL: X509_verify_cert */
     void *next_arg;
+    atomic_int nonblocking;        /* SSL_CTX_set_posh_nonblocking(): a cold lookup suspends the handshake */
 } ctx_state;
 
 typedef struct ssl_state {
@@ -32,6 +34,7 @@ typedef struct ssl_state {
     posh_status status;
     posh_err err;
     char message[POSH_MSG_LEN];
+    posh_wait *wait;               /* non-blocking: the lookup this connection's verification waits for */
 } ssl_state;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -47,6 +50,14 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
     free(ptr);
 }
 
+static void ssl_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    ssl_state *st = ptr;
+    if (st != NULL && st->wait != NULL)
+        posh_wait_release(st->wait); /* the lookup itself goes on, into the cache */
+    free(st);
+}
+
 /* SSL_dup() copies ex_data pointers: give the copy its own state. */
 static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl,
                          void *argp)
@@ -57,6 +68,9 @@ static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **
     if ((copy = malloc(sizeof(*copy))) == NULL)
         return 0;
     memcpy(copy, *from_d, sizeof(*copy));
+    copy->wait = NULL; /* the original's wait is the original's */
+    if (copy->status == POSH_STATUS_PENDING)
+        copy->status = POSH_STATUS_NONE;
     *from_d = copy;
     return 1;
 }
@@ -81,7 +95,7 @@ static void setup_lock_release(void)
 static void index_init(void)
 {
     ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
-    ssl_index = SSL_get_ex_new_index(0, NULL, NULL, ssl_state_dup, state_free);
+    ssl_index = SSL_get_ex_new_index(0, NULL, NULL, ssl_state_dup, ssl_state_free);
     pthread_atfork(setup_lock_acquire, setup_lock_release, setup_lock_release);
 }
 
@@ -176,21 +190,64 @@ static void notify_vouched(posh_client *client, const posh_result *res, X509 *le
         shim_hooks.vouched(leaf, reference, ttl);
 }
 
-/* Run POSH for reference against leaf: 1 vouched, 0 not (st says why). */
-static int posh_vouches(ssl_state *st, posh_client *client, const char *reference, const char *service, X509 *leaf)
+/*
+ * Non-blocking: the answer for (reference, service) if there is one now (1: *res, *err as posh_lookup gives
+ * them), else 0: a lookup runs and st->wait waits for it. The answer is the cache's when fresh, or the one the
+ * wait brought for this very (reference, service); a wait for anything else (an SSL reused for another peer)
+ * is dropped. Past the engine's bounds the answer is POSH_ERR_BUSY: fail closed.
+ */
+static int obtain_nonblocking(ssl_state *st, posh_client *client, const char *reference, const char *service,
+                              posh_result **res, posh_err *err)
+{
+    char key[POSH_MAX_DOMAIN_LEN + SERVICE_BUF + 2];
+    char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+
+    *res = NULL;
+    if (st->wait != NULL) {
+        if (strcmp(posh_wait_domain(st->wait), reference) == 0 && strcmp(posh_wait_service(st->wait), service) == 0) {
+            if (!posh_wait_take(st->wait, res, err))
+                return 0;
+            posh_wait_release(st->wait);
+            st->wait = NULL;
+            return 1;
+        }
+        posh_wait_release(st->wait);
+        st->wait = NULL;
+    }
+    snprintf(key, sizeof(key), "%s %s", reference, service);
+    if ((*res = posh_cache_peek(client->cache, key, posh_config_now(client->cfg))) != NULL) {
+        *err = (*res)->err;
+        return 1;
+    }
+    if ((*err = posh_service_parse(service, svc, proto)) == POSH_OK &&
+        (*err = posh_wait_start(client, reference, svc, proto, &st->wait)) == POSH_OK)
+        return 0;
+    return 1;
+}
+
+/* Run POSH for reference against leaf: 1 vouched, 0 not (st says why), 2 pending (non-blocking: st->wait). */
+static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
+                        const char *service, X509 *leaf)
 {
     unsigned char stackbuf[4096], *der = NULL, *p;
     posh_result *res = NULL;
-    int len, match = 0, index = -1;
+    int len, match = 0, index = -1, answered = 1;
     const char *url = "";
-    posh_err err;
+    posh_err err = POSH_OK;
 
     /* The lookup's own TLS work must leave the handshake's error queue as it was, and must not meet POSH. */
     ERR_set_mark();
     in_lookup++;
-    err = posh_lookup(client, reference, service, &res);
+    if (!nonblocking)
+        err = posh_lookup(client, reference, service, &res);
+    else
+        answered = obtain_nonblocking(st, client, reference, service, &res, &err);
     in_lookup--;
     ERR_pop_to_mark();
+    if (!answered) {
+        record(st, POSH_STATUS_PENDING, POSH_OK, "%s %s: waiting for the POSH lookup", reference, service);
+        return 2;
+    }
     if (err != POSH_OK) {
         record(st, POSH_STATUS_REJECTED, err, "%s %s: %s: %s", reference, service, posh_strerror(err),
                posh_result_message(res));
@@ -244,6 +301,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     STACK_OF(X509) *anchors = NULL;
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
     const char *host;
+    int vouched;
     int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
     int add_reference = !have_hosts && !transparent;
     int ret;
@@ -292,7 +350,16 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     ERR_pop_to_mark();
     if (client == NULL) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
-    } else if (posh_vouches(st, client, reference, service, leaf)) {
+    } else if ((vouched = posh_vouches(st, client, cst != NULL && cst->nonblocking && !transparent, reference,
+                                       service, leaf)) == 2) {
+        /* Suspend the handshake: SSL_connect() returns WANT_RETRY_VERIFY and this verification runs again. */
+        if (SSL_set_retry_verify(ssl))
+            return 1;
+        posh_wait_release(st->wait);
+        st->wait = NULL;
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_INTERNAL, "%s: OpenSSL refused to suspend the handshake",
+               reference);
+    } else if (vouched) {
         /* Vouched: verify everything else exactly as before, without the host names. */
         if (!X509_VERIFY_PARAM_set1_host(param, NULL, 0))
             goto nomem;
@@ -363,10 +430,11 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     char chosen[SERVICE_BUF], given_reference[POSH_MAX_DOMAIN_LEN + 2];
+    char kept_reference[POSH_MAX_DOMAIN_LEN + 2];
     ctx_state *cst;
     ssl_state *st;
     const char *service;
-    int transparent;
+    int transparent, ret;
 
     if (ssl == NULL || !indexes_ready())
         return X509_verify_cert(xctx);
@@ -375,6 +443,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
         return next_verify(cst, xctx);
     st = ssl_state_get(ssl, 0);
     take_reference(st, given_reference);
+    memcpy(kept_reference, given_reference, sizeof(kept_reference));
     service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     if (transparent) {
@@ -396,7 +465,11 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
         X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
         return 0;
     }
-    return verify_with_posh(xctx, ssl, cst, st, service, given_reference, transparent);
+    ret = verify_with_posh(xctx, ssl, cst, st, service, given_reference, transparent);
+    /* A suspended verification runs again from the start: it must find the reference it was given. */
+    if (st->status == POSH_STATUS_PENDING)
+        memcpy(st->reference, kept_reference, sizeof(st->reference));
+    return ret;
 }
 
 /* ---- for the LD_PRELOAD shim (client_internal.h) ---- */
@@ -447,6 +520,11 @@ int posh_verify_in_lookup(void)
     return in_lookup != 0;
 }
 
+void posh_verify_mark_lookup_thread(void)
+{
+    in_lookup = 1;
+}
+
 /* ---- public API ---- */
 
 int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
@@ -475,6 +553,26 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
     st->installed = 1;
     pthread_mutex_unlock(&setup_lock);
     return 1;
+}
+
+int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
+{
+    ctx_state *st;
+    int ok;
+    if (ctx == NULL || !indexes_ready())
+        return 0;
+    pthread_mutex_lock(&setup_lock);
+    ok = (st = ctx_state_get(ctx, 0)) != NULL && st->installed && !st->transparent;
+    if (ok)
+        st->nonblocking = on != 0;
+    pthread_mutex_unlock(&setup_lock);
+    return ok;
+}
+
+int SSL_get_posh_wait_fd(const SSL *ssl)
+{
+    ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
+    return st != NULL && st->wait != NULL && st->status == POSH_STATUS_PENDING ? posh_wait_fd(st->wait) : -1;
 }
 
 int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)

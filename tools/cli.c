@@ -112,6 +112,8 @@ const char *cli_err_name(posh_err err)
     case POSH_ERR_NO_REFERENCE_ID: return "POSH_ERR_NO_REFERENCE_ID";
     case POSH_ERR_CERTIFICATE: return "POSH_ERR_CERTIFICATE";
     case POSH_ERR_INTERNAL: return "POSH_ERR_INTERNAL";
+    case POSH_ERR_BUSY: return "POSH_ERR_BUSY";
+    case POSH_ERR_CANCELLED: return "POSH_ERR_CANCELLED";
     }
     return "POSH_ERR_UNKNOWN";
 }

@@ -88,6 +88,7 @@ static const char *status_name(posh_status s)
     case POSH_STATUS_PKIX: return "pkix";
     case POSH_STATUS_ACCEPTED: return "accepted";
     case POSH_STATUS_REJECTED: return "rejected";
+    case POSH_STATUS_PENDING: return "pending";
     }
     return "none";
 }

@@ -1,0 +1,762 @@
+/*
+ * engine.c - non-blocking lookups: one thread per client drives every lookup in flight through libcurl's multi
+ * interface (many transfers, one thread), with the same steps as a blocking lookup (posh_run, lookup.c), the
+ * same caches and the same single flight (posh_cache_begin/complete, cache.c).
+ *
+ * A job is one asynchronous request for (domain, service): posh_lookup_async(), posh_prefetch() or a handshake
+ * waiting in non-blocking mode (a posh_wait, which the SSL holds). It either finds the answer fresh in the
+ * cache, waits for a fill in flight (anyone's: a blocking thread's or another job's), or owns the fill and runs
+ * the lookup itself. Every job ends by delivering exactly once: a callback, or a wait made readable.
+ *
+ * Threads and locks. Jobs belong to the engine thread: only it starts, advances and ends them. Other threads
+ * touch an engine only under its lock, to submit a job or to wake one whose cache fill completed (the cache's
+ * waiter callback, which may run on any thread that completes a fill, the engine's own included); they then
+ * wake the thread with curl_multi_wakeup(). The engine lock is a leaf: nothing else is taken while it is held,
+ * and the engine thread holds it only to move jobs between lists.
+ *
+ * Lifetime. posh_client_free() stops the thread: every job still in flight is delivered POSH_ERR_CANCELLED and
+ * the cache entries it owned are released (a blocking waiter then fills them itself). At exit() an atexit
+ * handler, registered once libcurl (and so OpenSSL) is initialised so that it runs before OpenSSL's own
+ * cleanup, stops every engine thread without delivering anything. In the child of fork() the engine is
+ * abandoned (its thread does not exist there; its transfers' connections belong to the parent): its waits are
+ * failed with POSH_ERR_CANCELLED on descriptors of the child's own, its callbacks are never called, and the
+ * child's next asynchronous request starts a new engine.
+ */
+#include "client_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define KEY_LEN (POSH_MAX_DOMAIN_LEN + 2 * POSH_MAX_SERVICE_LEN + 8)
+
+/* A handshake waiting for a lookup (verify.c holds one reference, the job the other). */
+struct posh_wait {
+    atomic_int refs;
+    int fd;                        /* eventfd: readable once done */
+    atomic_bool done;
+    posh_result *result;           /* written before done is set; taken by posh_wait_take */
+    posh_err err;
+    char domain[POSH_MAX_DOMAIN_LEN + 2];
+    char service[2 * POSH_MAX_SERVICE_LEN + 4];
+};
+
+typedef enum job_state {
+    JOB_NEW,
+    JOB_WAIT_DOMAIN,               /* another caller's fill of the domain's entry is in flight */
+    JOB_SOURCE,                    /* fetching a source document */
+    JOB_WAIT_TARGET,               /* another caller's fill of the reference target is in flight */
+    JOB_TARGET                     /* fetching the reference target */
+} job_state;
+
+typedef struct job {
+    struct job *prev, *next;       /* the engine's jobs (under its lock) */
+    struct job *queue_next;        /* incoming or woken (under its lock) */
+    bool queued;
+    posh_engine *engine;
+    char key[KEY_LEN];
+    char domain[POSH_MAX_DOMAIN_LEN + 2];
+    char svc[POSH_MAX_SERVICE_LEN + 1];
+    char proto[POSH_MAX_SERVICE_LEN + 1];
+    /* delivery: exactly one of these, or neither (a prefetch) */
+    posh_lookup_callback cb;
+    void *cb_arg;
+    posh_wait *wait;
+    /* progress (engine thread only) */
+    job_state state;
+    bool owner;                    /* owns the domain's cache entry: must complete it */
+    bool target_owner;             /* owns the target's entry (run.src.url) */
+    posh_run run;
+    bool running;                  /* run is initialised */
+    CURL *curl;
+    bool in_multi;
+    posh_fetch_op op;
+    posh_lookup_state tst;         /* the target fetch's own trace and message */
+    time_t t_started;
+    int64_t t_started_wall;
+    int target_tries;
+    posh_cache_waiter waiter;
+    posh_result *woken;            /* what the fill we waited for produced (set by the waiter, under the lock) */
+} job;
+
+struct posh_engine {
+    posh_client *client;
+    pthread_mutex_t lock;
+    pthread_t thread;
+    CURLM *multi;
+    bool stop;                     /* posh_client_free: cancel everything, deliver, end */
+    bool quit;                     /* exit(): end at once */
+    job jobs;                      /* sentinel of every job not yet delivered */
+    job *incoming;                 /* submitted, not started */
+    job *woken;                    /* their fill completed */
+    size_t n_jobs;
+    atomic_long n_waiting;
+    struct posh_engine *next_engine;   /* every running engine, for exit() */
+};
+
+static _Thread_local posh_engine *current_engine; /* the engine whose thread this is */
+
+static pthread_mutex_t engines_lock = PTHREAD_MUTEX_INITIALIZER;
+static posh_engine *engines;
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+/* ---- waits ---- */
+
+static void wait_unref(posh_wait *w)
+{
+    if (w == NULL || atomic_fetch_sub(&w->refs, 1) != 1)
+        return;
+    close(w->fd);
+    posh_result_free(w->result);
+    free(w);
+}
+
+static void wait_deliver(posh_wait *w, posh_err err, posh_result *r)
+{
+    uint64_t one = 1;
+    w->result = r;
+    w->err = err;
+    atomic_store_explicit(&w->done, true, memory_order_release);
+    /* An eventfd write of 1 cannot fail short of a counter overflow, which one write per wait never reaches. */
+    if (write(w->fd, &one, sizeof(one)) < 0)
+        posh_log(POSH_LOG_ERROR, "non-blocking wait: eventfd write failed");
+}
+
+int posh_wait_fd(const posh_wait *w)
+{
+    return w->fd;
+}
+
+const char *posh_wait_domain(const posh_wait *w)
+{
+    return w->domain;
+}
+
+const char *posh_wait_service(const posh_wait *w)
+{
+    return w->service;
+}
+
+int posh_wait_take(posh_wait *w, posh_result **result, posh_err *err)
+{
+    if (!atomic_load_explicit(&w->done, memory_order_acquire))
+        return 0;
+    *result = w->result;
+    *err = w->err;
+    w->result = NULL;
+    return 1;
+}
+
+void posh_wait_release(posh_wait *w)
+{
+    wait_unref(w);
+}
+
+/* ---- delivery ---- */
+
+static void job_unlink(job *j)
+{
+    posh_engine *e = j->engine;
+    pthread_mutex_lock(&e->lock);
+    j->prev->next = j->next;
+    j->next->prev = j->prev;
+    e->n_jobs--;
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* What posh_lookup() gives for r: its error, and no result for NOMEM / INVALID_ARGUMENT. */
+static posh_err result_err(posh_result **r)
+{
+    posh_err err;
+    if (*r == NULL)
+        return POSH_ERR_NOMEM;
+    err = (*r)->err;
+    if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
+        posh_result_free(*r);
+        *r = NULL;
+    }
+    return err;
+}
+
+/* Hand r (owned; may be NULL) to whoever asked, once, and free the job. */
+static void job_deliver(job *j, posh_err err, posh_result *r)
+{
+    job_unlink(j);
+    if (j->cb != NULL) {
+        j->cb(err, r, j->cb_arg);
+    } else if (j->wait != NULL) {
+        /* No longer waiting for a lookup (the descriptor is the SSL's until it retries or is freed). */
+        atomic_fetch_sub(&j->engine->n_waiting, 1);
+        wait_deliver(j->wait, err, r);
+    } else {
+        posh_result_free(r);
+    }
+    wait_unref(j->wait);
+    free(j);
+}
+
+static void job_release_curl(job *j)
+{
+    if (j->in_multi) {
+        curl_multi_remove_handle(j->engine->multi, j->curl);
+        j->in_multi = false;
+    }
+    posh_fetch_op_clear(&j->op);
+    if (j->curl != NULL)
+        curl_easy_setopt(j->curl, CURLOPT_PRIVATE, NULL);
+    posh_client_handle_put(j->engine->client, j->curl);
+    j->curl = NULL;
+}
+
+/* The domain's lookup is over: r (owned; NULL when out of memory) goes to the cache (if ours) and to the job. */
+static void job_finish(job *j, posh_result *r)
+{
+    job_release_curl(j);
+    if (j->owner)
+        posh_cache_complete(j->engine->client->cache, j->key, r);
+    job_deliver(j, result_err(&r), r);
+}
+
+/* ---- the steps ---- */
+
+static void source_next(job *j);
+static void target_begin(job *j);
+
+/* A waiter callback: any thread that completes a fill we wait for. */
+static void job_wake(void *arg, posh_result *r)
+{
+    job *j = arg;
+    posh_engine *e = j->engine;
+    pthread_mutex_lock(&e->lock);
+    j->woken = r;
+    j->queue_next = e->woken;
+    e->woken = j;
+    j->queued = true;
+    pthread_mutex_unlock(&e->lock);
+    curl_multi_wakeup(e->multi);
+}
+
+/* Start (or continue after a redirect) the transfer the op has set curl up for. */
+static bool transfer_add(job *j)
+{
+    if (curl_multi_add_handle(j->engine->multi, j->curl) != CURLM_OK)
+        return false;
+    j->in_multi = true;
+    return true;
+}
+
+static void source_done(job *j, posh_err err, posh_fetch_result *fr)
+{
+    switch (posh_run_source_done(&j->run, err, fr)) {
+    case POSH_RUN_NEXT_SOURCE:
+        source_next(j);
+        return;
+    case POSH_RUN_TARGET:
+        target_begin(j);
+        return;
+    case POSH_RUN_FINISH:
+        break;
+    }
+    job_finish(j, posh_run_finish(&j->run));
+}
+
+static void source_next(job *j)
+{
+    posh_fetch_result fr = {0};
+    const char *url = posh_run_next_source(&j->run);
+    posh_err err;
+
+    if (url == NULL) {
+        job_finish(j, posh_run_finish(&j->run));
+        return;
+    }
+    j->state = JOB_SOURCE;
+    err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, j->run.deadline_ms, &j->run.st.trace,
+                           j->run.st.message, sizeof(j->run.st.message));
+    if (err == POSH_OK && transfer_add(j))
+        return;
+    if (err == POSH_OK) {
+        posh_fetch_op_clear(&j->op);
+        posh_msg(j->run.st.message, sizeof(j->run.st.message), "%s: the transfer engine refused the request", url);
+        err = POSH_ERR_INTERNAL;
+    }
+    source_done(j, err, &fr);
+}
+
+static void target_got(job *j, posh_result *target, bool ran)
+{
+    if (posh_run_target_retry(&j->run, target, ran, j->target_tries++)) {
+        posh_result_free(target);
+        target_begin(j);
+        return;
+    }
+    posh_run_target_done(&j->run, target, ran);
+    job_finish(j, posh_run_finish(&j->run));
+}
+
+/* The target fetch ended: its result for the URL cache, then for this lookup. */
+static void target_done(job *j, posh_err err, posh_fetch_result *fr)
+{
+    posh_client *c = j->engine->client;
+    posh_result *tr = posh_target_result(c, j->run.src.url, j->t_started, j->t_started_wall, err, fr, &j->tst);
+    posh_lookup_state_clear(&j->tst);
+    j->target_owner = false;
+    posh_cache_complete(c->targets, j->run.src.url, tr);
+    target_got(j, tr, true);
+}
+
+static void target_begin(job *j)
+{
+    posh_client *c = j->engine->client;
+    posh_result *tr = NULL;
+    posh_fetch_result fr = {0};
+    posh_err err;
+
+    j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
+    switch (posh_cache_begin(c->targets, j->run.src.url, posh_config_now(c->cfg), &tr, &j->waiter)) {
+    case POSH_CACHE_FRESH:
+        target_got(j, tr, false);
+        return;
+    case POSH_CACHE_WAIT:
+        j->state = JOB_WAIT_TARGET;
+        return;
+    case POSH_CACHE_NOMEM:
+        target_got(j, NULL, false);
+        return;
+    case POSH_CACHE_OWNER:
+        break;
+    }
+    j->target_owner = true;
+    j->state = JOB_TARGET;
+    j->t_started = posh_config_now(c->cfg);
+    j->t_started_wall = posh_config_wall_now(c->cfg);
+    posh_lookup_state_init(&j->tst, c->store != NULL);
+    err = posh_fetch_begin(&j->op, j->curl, c->cfg, j->run.src.url, j->run.deadline_ms, &j->tst.trace,
+                           j->tst.message, sizeof(j->tst.message));
+    if (err == POSH_OK && transfer_add(j))
+        return;
+    if (err == POSH_OK) {
+        posh_fetch_op_clear(&j->op);
+        posh_msg(j->tst.message, sizeof(j->tst.message), "%s: the transfer engine refused the request",
+                 j->run.src.url);
+        err = POSH_ERR_INTERNAL;
+    }
+    target_done(j, err, &fr);
+}
+
+/* A transfer of this job ended with rc. */
+static void transfer_done(job *j, CURLcode rc)
+{
+    posh_fetch_result fr;
+    posh_err err;
+
+    curl_multi_remove_handle(j->engine->multi, j->curl);
+    j->in_multi = false;
+    if (!posh_fetch_step(&j->op, rc, &fr, &err)) {
+        /* A redirect: the next hop is set up on the same handle. */
+        if (transfer_add(j))
+            return;
+        posh_fetch_op_clear(&j->op);
+        err = POSH_ERR_INTERNAL;
+        memset(&fr, 0, sizeof(fr));
+    }
+    if (j->state == JOB_TARGET)
+        target_done(j, err, &fr);
+    else
+        source_done(j, err, &fr);
+}
+
+static void job_start(job *j)
+{
+    posh_client *c = j->engine->client;
+    posh_result *r = NULL;
+
+    j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
+    switch (posh_cache_begin(c->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter)) {
+    case POSH_CACHE_FRESH:
+        job_deliver(j, result_err(&r), r);
+        return;
+    case POSH_CACHE_WAIT:
+        j->state = JOB_WAIT_DOMAIN;
+        return;
+    case POSH_CACHE_NOMEM:
+        job_deliver(j, POSH_ERR_NOMEM, NULL);
+        return;
+    case POSH_CACHE_OWNER:
+        break;
+    }
+    j->owner = true;
+    /* A memory miss: the persistent cache's entry if it is sound and fresh (a small local read), else fetch. */
+    if (c->store != NULL) {
+        char service[2 * POSH_MAX_SERVICE_LEN + 4];
+        snprintf(service, sizeof(service), "_%s._%s", j->svc, j->proto);
+        if ((r = posh_store_load(c, j->domain, service)) != NULL) {
+            job_finish(j, r);
+            return;
+        }
+    }
+    posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
+    j->running = true;
+    if ((j->curl = posh_client_handle_get(c)) == NULL) {
+        const char *why = posh_client_curl_problem();
+        posh_run_fail(&j->run, why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM, why);
+        job_finish(j, posh_run_finish(&j->run));
+        return;
+    }
+    curl_easy_setopt(j->curl, CURLOPT_PRIVATE, (void *)j);
+    source_next(j);
+}
+
+static void job_resume(job *j)
+{
+    posh_result *r = j->woken;
+    j->woken = NULL;
+    if (j->state == JOB_WAIT_TARGET)
+        target_got(j, r, false);
+    else
+        job_deliver(j, result_err(&r), r); /* the fill we waited for (JOB_WAIT_DOMAIN) */
+}
+
+/* posh_client_free: end a job without its answer. Owned entries are released for the next caller to fill. */
+static void job_cancel(job *j)
+{
+    posh_client *c = j->engine->client;
+    if (j->target_owner) {
+        posh_lookup_state_clear(&j->tst);
+        posh_cache_complete(c->targets, j->run.src.url, NULL);
+    }
+    job_release_curl(j);
+    if (j->running)
+        posh_run_clear(&j->run);
+    if (j->owner)
+        posh_cache_complete(c->cache, j->key, NULL);
+    posh_result_free(j->woken);
+    j->woken = NULL;
+    job_deliver(j, POSH_ERR_CANCELLED, NULL);
+}
+
+/* ---- the thread ---- */
+
+static job *reverse(job *list)
+{
+    job *prev = NULL;
+    while (list != NULL) {
+        job *next = list->queue_next;
+        list->queue_next = prev;
+        prev = list;
+        list = next;
+    }
+    return prev;
+}
+
+/* The first job (owners_only: the first that owns a cache entry), or NULL. */
+static job *first_job(posh_engine *e, bool owners_only)
+{
+    job *found = NULL;
+    pthread_mutex_lock(&e->lock);
+    for (job *j = e->jobs.next; j != &e->jobs && found == NULL; j = j->next)
+        if (!owners_only || j->owner || j->target_owner)
+            found = j;
+    pthread_mutex_unlock(&e->lock);
+    return found;
+}
+
+static void *engine_main(void *arg)
+{
+    posh_engine *e = arg;
+    bool stop = false;
+
+    current_engine = e;
+    posh_verify_mark_lookup_thread(); /* the engine's own HTTPS fetches are never subject to POSH */
+    for (;;) {
+        job *in, *woken;
+        CURLMsg *msg;
+        int running, left;
+
+        pthread_mutex_lock(&e->lock);
+        if (e->quit) {
+            pthread_mutex_unlock(&e->lock);
+            return NULL;
+        }
+        stop = e->stop;
+        in = e->incoming;
+        woken = e->woken;
+        e->incoming = e->woken = NULL;
+        for (job *j = in; j != NULL; j = j->queue_next)
+            j->queued = false;
+        for (job *j = woken; j != NULL; j = j->queue_next)
+            j->queued = false;
+        pthread_mutex_unlock(&e->lock);
+        if (stop)
+            break;
+        in = reverse(in); /* the lists are newest first: start and resume in order */
+        woken = reverse(woken);
+        while (in != NULL) {
+            job *next = in->queue_next;
+            job_start(in);
+            in = next;
+        }
+        while (woken != NULL) {
+            job *next = woken->queue_next;
+            job_resume(woken);
+            woken = next;
+        }
+        curl_multi_perform(e->multi, &running);
+        while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+            job *j = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+            if (j != NULL)
+                transfer_done(j, msg->data.result);
+        }
+        curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
+    }
+    /*
+     * Stopped by posh_client_free: every job not yet delivered is cancelled. Owners first: releasing their
+     * entries wakes the jobs waiting for them (queued, never resumed), which must still exist then.
+     */
+    for (job *j; (j = first_job(e, true)) != NULL;)
+        job_cancel(j);
+    for (job *j; (j = first_job(e, false)) != NULL;)
+        job_cancel(j);
+    return NULL;
+}
+
+/* exit(): stop every engine thread before OpenSSL's and libcurl's own cleanup, delivering nothing. */
+static void engines_quit(void)
+{
+    pthread_mutex_lock(&engines_lock);
+    for (posh_engine *e = engines; e != NULL; e = e->next_engine) {
+        if (current_engine == e)
+            continue; /* exit() from a callback: this very thread cannot be joined; its loop never resumes */
+        pthread_mutex_lock(&e->lock);
+        e->quit = true;
+        pthread_mutex_unlock(&e->lock);
+        curl_multi_wakeup(e->multi);
+        pthread_join(e->thread, NULL);
+    }
+    engines = NULL;
+    pthread_mutex_unlock(&engines_lock);
+}
+
+static void atexit_init(void)
+{
+    atexit(engines_quit);
+}
+
+static posh_engine *engine_new(posh_client *c)
+{
+    posh_engine *e;
+    /* libcurl (and with it OpenSSL) first: their exit handlers must run after ours (atexit is last in, first out). */
+    if (posh_client_curl_problem() != NULL)
+        return NULL;
+    pthread_once(&atexit_once, atexit_init);
+    if ((e = calloc(1, sizeof(*e))) == NULL)
+        return NULL;
+    e->client = c;
+    e->jobs.next = e->jobs.prev = &e->jobs;
+    pthread_mutex_init(&e->lock, NULL);
+    if ((e->multi = curl_multi_init()) == NULL)
+        goto fail;
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+        goto fail;
+    return e;
+fail:
+    if (e->multi != NULL)
+        curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
+    return NULL;
+}
+
+/* The client's engine, started on first use. */
+static posh_engine *engine_get(posh_client *c)
+{
+    posh_engine *e;
+    bool made = false;
+    pthread_mutex_lock(&c->engine_lock);
+    if ((e = c->engine) == NULL && (e = c->engine = engine_new(c)) != NULL)
+        made = true;
+    pthread_mutex_unlock(&c->engine_lock);
+    if (made) {
+        /* Not under the client's lock: the fork handlers take engines_lock first (lock order). */
+        pthread_mutex_lock(&engines_lock);
+        e->next_engine = engines;
+        engines = e;
+        pthread_mutex_unlock(&engines_lock);
+    }
+    return e;
+}
+
+void posh_engine_free(posh_client *c)
+{
+    posh_engine *e = c->engine;
+    if (e == NULL)
+        return;
+    pthread_mutex_lock(&engines_lock);
+    for (posh_engine **p = &engines; *p != NULL; p = &(*p)->next_engine) {
+        if (*p == e) {
+            *p = e->next_engine;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&engines_lock);
+    pthread_mutex_lock(&e->lock);
+    e->stop = true;
+    pthread_mutex_unlock(&e->lock);
+    curl_multi_wakeup(e->multi);
+    pthread_join(e->thread, NULL);
+    /* Jobs submitted but never started were cancelled by the thread too (they are in e->jobs). */
+    curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->lock);
+    c->engine = NULL;
+    free(e);
+}
+
+/* ---- submitting ---- */
+
+static posh_err submit(posh_client *c, const char *dom, const char *svc, const char *proto,
+                       posh_lookup_callback cb, void *arg, posh_wait *w)
+{
+    posh_engine *e;
+    job *j;
+
+    if ((e = engine_get(c)) == NULL)
+        return posh_client_curl_problem() != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+    if ((j = calloc(1, sizeof(*j))) == NULL)
+        return POSH_ERR_NOMEM;
+    j->engine = e;
+    snprintf(j->domain, sizeof(j->domain), "%s", dom);
+    snprintf(j->svc, sizeof(j->svc), "%s", svc);
+    snprintf(j->proto, sizeof(j->proto), "%s", proto);
+    snprintf(j->key, sizeof(j->key), "%s _%s._%s", dom, svc, proto);
+    j->cb = cb;
+    j->cb_arg = arg;
+    j->wait = w;
+    pthread_mutex_lock(&e->lock);
+    if (e->n_jobs >= (size_t)c->cfg->async_lookups || e->stop) {
+        pthread_mutex_unlock(&e->lock);
+        free(j);
+        return POSH_ERR_BUSY;
+    }
+    j->next = e->jobs.next;
+    j->prev = &e->jobs;
+    e->jobs.next->prev = j;
+    e->jobs.next = j;
+    e->n_jobs++;
+    j->queue_next = e->incoming;
+    e->incoming = j;
+    j->queued = true;
+    pthread_mutex_unlock(&e->lock);
+    curl_multi_wakeup(e->multi);
+    return POSH_OK;
+}
+
+bool posh_engine_is_current_thread(const posh_client *c)
+{
+    return current_engine != NULL && (c == NULL || current_engine->client == c);
+}
+
+posh_err posh_engine_submit(posh_client *c, const char *dom, const char *svc, const char *proto,
+                            posh_lookup_callback cb, void *arg)
+{
+    return submit(c, dom, svc, proto, cb, arg, NULL);
+}
+
+posh_err posh_wait_start(posh_client *c, const char *dom, const char *svc, const char *proto, posh_wait **out)
+{
+    posh_engine *e;
+    posh_wait *w;
+    posh_err err;
+
+    *out = NULL;
+    if ((e = engine_get(c)) == NULL)
+        return posh_client_curl_problem() != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+    if (atomic_fetch_add(&e->n_waiting, 1) >= c->cfg->async_waiting) {
+        atomic_fetch_sub(&e->n_waiting, 1);
+        return POSH_ERR_BUSY;
+    }
+    if ((w = calloc(1, sizeof(*w))) == NULL) {
+        atomic_fetch_sub(&e->n_waiting, 1);
+        return POSH_ERR_NOMEM;
+    }
+    snprintf(w->domain, sizeof(w->domain), "%s", dom);
+    snprintf(w->service, sizeof(w->service), "_%s._%s", svc, proto);
+    atomic_init(&w->refs, 2);
+    if ((w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        free(w);
+        atomic_fetch_sub(&e->n_waiting, 1);
+        return errno == ENOMEM ? POSH_ERR_NOMEM : POSH_ERR_BUSY; /* out of descriptors */
+    }
+    if ((err = submit(c, dom, svc, proto, NULL, NULL, w)) != POSH_OK) {
+        atomic_fetch_sub(&e->n_waiting, 1);
+        atomic_init(&w->refs, 1);
+        wait_unref(w);
+        return err;
+    }
+    *out = w;
+    return POSH_OK;
+}
+
+/* ---- fork ---- */
+
+void posh_engine_atfork_prepare_all(void)
+{
+    pthread_mutex_lock(&engines_lock);
+}
+
+void posh_engine_atfork_parent_all(void)
+{
+    pthread_mutex_unlock(&engines_lock);
+}
+
+void posh_engine_atfork_child_all(void)
+{
+    engines = NULL; /* no engine thread exists in the child: exit() has none to stop */
+    pthread_mutex_unlock(&engines_lock);
+}
+
+void posh_engine_atfork_prepare(posh_client *c)
+{
+    pthread_mutex_lock(&c->engine_lock);
+    if (c->engine != NULL)
+        pthread_mutex_lock(&c->engine->lock);
+}
+
+void posh_engine_atfork_parent(posh_client *c)
+{
+    if (c->engine != NULL)
+        pthread_mutex_unlock(&c->engine->lock);
+    pthread_mutex_unlock(&c->engine_lock);
+}
+
+/*
+ * The child: the engine thread does not exist here and its transfers' connections are the parent's, so the
+ * engine is abandoned as it is (never cleaned up: that would close the parent's TLS streams). Waiting
+ * handshakes fail closed: each wait gets an eventfd of the child's own on the same descriptor number (the
+ * inherited one is shared with the parent, which still waits on it), made readable. Callbacks are not called.
+ */
+void posh_engine_atfork_child(posh_client *c)
+{
+    posh_engine *e = c->engine;
+    if (e != NULL) {
+        for (job *j = e->jobs.next; j != &e->jobs; j = j->next) {
+            posh_wait *w = j->wait;
+            int fd;
+            if (w == NULL || atomic_load(&w->done))
+                continue;
+            if ((fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0) {
+                dup3(fd, w->fd, O_CLOEXEC);
+                close(fd);
+            }
+            wait_deliver(w, POSH_ERR_CANCELLED, NULL);
+        }
+        c->engine = NULL; /* its lock stays taken: nobody in this process uses that engine again */
+    }
+    pthread_mutex_unlock(&c->engine_lock);
+}
