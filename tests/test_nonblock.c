@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -43,6 +44,18 @@ typedef enum kind {
     KIND_NONE   /* its own site, no document */
 } kind;
 
+/*
+ * A TLS server presenting a certificate: ts_tls, run in a child process. It stands for a remote server: its
+ * threads (one per connection, 200 at once) then share neither the client's allocator (whose locks, under a
+ * sanitizer, its threads' births and deaths contend for) nor its locks, only the CPU, which the timer
+ * measurement discounts (run_delay_ms). The child lives until its control pipe closes.
+ */
+typedef struct remote_tls {
+    pid_t pid;
+    int port;
+    int ctl;   /* write end of the control pipe: closing it stops the server */
+} remote_tls;
+
 static struct {
     char *dir;
     ts_ca *ca;
@@ -53,7 +66,9 @@ static struct {
     ts_nginx *nginx;
     ts_relay *slow;  /* nginx with DELAY_MS per connection */
     ts_relay *dead;  /* a web server that accepts and never answers */
-    ts_tls *tls;     /* the provider's XMPP server (the TLS handshakes) */
+    remote_tls tls[4]; /* TLS servers in child processes: [0] the provider's XMPP server (svc) */
+    size_t ntls;
+    int tls_port;      /* where connections go */
 } nb;
 
 static kind kind_of(size_t i)
@@ -78,6 +93,74 @@ static ts_cert *issue(ts_ca *ca, const char *name, long nb_days, long na_days, i
     ts_cert *c = ts_cert_issue(ca, &o);
     cr_assert_not_null(c, "issue %s: %s", name, ts_error());
     return c;
+}
+
+/* The child: a ts_tls server whose port goes up the pipe; it ends when ctl reaches end of file. */
+static void remote_tls_child(ts_cert *cert, int ctl, int report)
+{
+    ts_tls *s = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert));
+    int port = s != NULL ? ts_tls_port(s) : -1;
+    char byte;
+
+    if (write(report, &port, sizeof(port)) != (ssize_t)sizeof(port) || s == NULL)
+        _exit(1);
+    while (read(ctl, &byte, 1) < 0 && errno == EINTR)
+        ;
+    ts_tls_stop(s);
+    _exit(0);
+}
+
+/*
+ * Start the server for cert in a child process. Called while the test process has no other thread (so the
+ * child may allocate even under a sanitizer whose allocator is not fork-safe).
+ */
+static void start_remote_tls(remote_tls *r, ts_cert *cert)
+{
+    int ctl[2], report[2];
+    pid_t parent = getpid();
+    ssize_t n;
+
+    cr_assert_eq(pipe2(ctl, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(report, O_CLOEXEC), 0);
+    r->pid = fork();
+    cr_assert_geq(r->pid, 0, "fork: %s", strerror(errno));
+    if (r->pid == 0) {
+        /* Never outlive the test (it may crash without closing the pipe). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(1);
+        close(ctl[1]);
+        close(report[0]);
+        for (size_t i = 0; i < nb.ntls; i++)
+            close(nb.tls[i].ctl); /* the other servers' pipes: theirs must end when the test closes them */
+        remote_tls_child(cert, ctl[0], report[1]);
+    }
+    close(ctl[0]);
+    close(report[1]);
+    r->ctl = ctl[1];
+    do
+        n = read(report[0], &r->port, sizeof(r->port));
+    while (n < 0 && errno == EINTR);
+    close(report[0]);
+    cr_assert(n == (ssize_t)sizeof(r->port) && r->port > 0, "TLS server did not start");
+}
+
+static void stop_remote_tls(remote_tls *r)
+{
+    if (r->pid <= 0)
+        return;
+    close(r->ctl);
+    while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    r->pid = 0;
+}
+
+/* TLS servers for each certificate, in this order (nb.tls[i]); connections go to the first. */
+static void start_tls_servers(ts_cert *const *certs, size_t n)
+{
+    cr_assert_leq(n, sizeof(nb.tls) / sizeof(nb.tls[0]));
+    for (size_t i = 0; i < n; i++, nb.ntls++)
+        start_remote_tls(&nb.tls[nb.ntls], certs[i]);
+    nb.tls_port = nb.tls[0].port;
 }
 
 static void setup(void)
@@ -106,7 +189,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    ts_tls_stop(nb.tls);
+    for (size_t i = 0; i < nb.ntls; i++)
+        stop_remote_tls(&nb.tls[i]);
     ts_relay_stop(nb.slow);
     ts_relay_stop(nb.dead);
     ts_nginx_free(nb.nginx);
@@ -136,6 +220,9 @@ static void start_servers_with_delay(size_t domains, int delay_ms)
 {
     char crt[700], key[700], name[64];
 
+    /* First, while this process has no other thread. */
+    if (nb.ntls == 0)
+        start_tls_servers(&nb.svc, 1);
     snprintf(crt, sizeof(crt), "%s/web.crt", nb.dir);
     snprintf(key, sizeof(key), "%s/web.key", nb.dir);
     cr_assert_not_null(nb.nginx = ts_nginx_new(nb.dir), "%s", ts_error());
@@ -160,8 +247,6 @@ static void start_servers_with_delay(size_t domains, int delay_ms)
     cr_assert_eq(ts_nginx_start(nb.nginx), 0, "nginx did not start: %s", ts_error());
     cr_assert_not_null(nb.slow = ts_relay_start(ts_nginx_port(nb.nginx), delay_ms, 0), "%s", ts_error());
     cr_assert_not_null(nb.dead = ts_relay_start(ts_nginx_port(nb.nginx), 0, 1), "%s", ts_error());
-    cr_assert_not_null(nb.tls = ts_tls_start(ts_cert_x509(nb.svc), NULL, ts_cert_key(nb.svc)),
-                       "TLS server did not start: %s", ts_error());
 }
 
 static void start_servers(size_t domains)
@@ -229,27 +314,59 @@ static SSL_CTX *make_ctx(posh_client *client, int nonblocking)
 
 /* ---- the event loop ---- */
 
-/* The application's periodic timer: how late it fired at worst. */
+/*
+ * Milliseconds this thread has spent runnable but not running (waiting for a CPU), from the kernel's
+ * /proc/thread-self/schedstat ("cpu_ns run_delay_ns slices"); -1 when unknown.
+ */
+static int64_t run_delay_ms(void)
+{
+    char buf[128];
+    long long cpu, delay;
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return sscanf(buf, "%lld %lld", &cpu, &delay) == 2 ? delay / 1000000 : -1;
+}
+
+/*
+ * The application's periodic timer. late: how late it fired at worst. held: the same less the time the loop
+ * thread was waiting for a CPU meanwhile, i.e. what the loop itself spent (working, or blocked in a call) past
+ * the due time: an overloaded machine (200 TLS server threads, a sanitizer, tests in parallel) delays a timer,
+ * only a blocking call holds it. Without schedstat, held is late.
+ */
 typedef struct ticker {
-    int64_t due, max_late;
+    int64_t due, max_late, max_held, delay_at_tick;
     long ticks;
 } ticker;
 
 static void ticker_start(ticker *t)
 {
     t->due = ts_now_ms() + TICK_MS;
-    t->max_late = 0;
+    t->max_late = t->max_held = 0;
     t->ticks = 0;
+    t->delay_at_tick = run_delay_ms();
 }
 
 static void tick(ticker *t)
 {
-    int64_t now;
+    int64_t now, late, held, delay;
     if (t == NULL || (now = ts_now_ms()) < t->due)
         return;
-    if (now - t->due > t->max_late)
-        t->max_late = now - t->due;
+    /* Run-queue time since the last tick: at most TICK_MS of it fell before the due time. */
+    delay = run_delay_ms();
+    late = now - t->due;
+    held = delay >= 0 && t->delay_at_tick >= 0 ? late - (delay - t->delay_at_tick) : late;
+    if (late > t->max_late)
+        t->max_late = late;
+    if (held > t->max_held)
+        t->max_held = held;
     t->ticks++;
+    t->delay_at_tick = delay;
     t->due = now + TICK_MS;
 }
 
@@ -280,7 +397,7 @@ typedef struct conn {
 /* A non-blocking TCP connection to the TLS server and an SSL for domain (host and SNI); nothing sent yet. */
 static void conn_open(conn *c, SSL_CTX *ctx, const char *domain)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)ts_tls_port(nb.tls))};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)nb.tls_port)};
     int rc;
 
     memset(c, 0, sizeof(*c));
@@ -450,7 +567,7 @@ static void expect_verdict(const conn *c, verdict want)
 /* A blocking handshake for domain on a new connection (no Criterion asserts: also run by other threads). */
 static verdict blocking_handshake(SSL_CTX *ctx, const char *domain)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)ts_tls_port(nb.tls))};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)nb.tls_port)};
     verdict v = {-1, -1, -1, -1};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     SSL *ssl = SSL_new(ctx);
@@ -491,6 +608,7 @@ static void *blocking_pass_main(void *arg)
 }
 
 #define MANY 200
+#define MANY_TIMEOUT_MS 20000
 #define BLOCKING_THREADS 25
 
 Test(nonblock, many_domains_in_one_thread)
@@ -505,7 +623,8 @@ Test(nonblock, many_domains_in_one_thread)
     char name[64];
 
     start_servers(MANY);
-    client = make_client(&(client_opts){0});
+    /* A timeout that only a hang reaches: the verdicts are the documents', not the machine's speed. */
+    client = make_client(&(client_opts){.timeout_ms = MANY_TIMEOUT_MS});
     ctx = make_ctx(client, 1);
 
     t0 = ts_now_ms();
@@ -517,16 +636,18 @@ Test(nonblock, many_domains_in_one_thread)
     drive(cs, MANY, &t, all_done);
     took = ts_now_ms() - t0;
     fprintf(stderr, "nonblock: %d handshakes to %d cold domains behind a %d ms server, one thread: %lld ms "
-            "(blocking one after another: over %d ms); 10 ms timer fired %ld times, at worst %lld ms late\n",
-            MANY, MANY, DELAY_MS, (long long)took, MANY * DELAY_MS, t.ticks, (long long)t.max_late);
+            "(blocking one after another: over %d ms); 10 ms timer fired %ld times, at worst %lld ms late, "
+            "%lld ms of it held by the loop\n",
+            MANY, MANY, DELAY_MS, (long long)took, MANY * DELAY_MS, t.ticks, (long long)t.max_late,
+            (long long)t.max_held);
 
     for (size_t i = 0; i < MANY; i++) {
         expect_verdict(&cs[i], expected(kind_of(i)));
         cr_expect_gt(cs[i].retries, 0, "%s: a cold lookup must go through WANT_RETRY_VERIFY", cs[i].domain);
     }
     cr_expect_lt(took, MANY * DELAY_MS / 4, "the lookups overlap: %lld ms", (long long)took);
-    cr_expect_lt(t.max_late, MAX_LATE_MS, "the timer was held up %lld ms: something blocked the loop",
-                 (long long)t.max_late);
+    cr_expect_lt(t.max_held, MAX_LATE_MS, "the timer was held up %lld ms: something blocked the loop",
+                 (long long)t.max_held);
     cr_expect_gt(t.ticks, 0);
 
     /* Every lookup landed in the cache, with its kind of answer: no request from here on. */
@@ -561,17 +682,15 @@ Test(nonblock, many_domains_in_one_thread)
     posh_client_free(client); /* its idle connections to nginx go with it */
 
     /* The same domains in blocking mode, a fresh client: the same verdict for each. */
-    client = make_client(&(client_opts){0});
+    client = make_client(&(client_opts){.timeout_ms = MANY_TIMEOUT_MS});
     ctx = make_ctx(client, 0);
-    {
-        /* The timer cannot fire while a blocking handshake waits: what the loop above would have seen. */
-        int64_t b0 = ts_now_ms();
-        dname(name, sizeof(name), 0);
-        blocking[0] = blocking_handshake(ctx, name);
-        fprintf(stderr, "nonblock: one blocking cold handshake holds its thread %lld ms\n",
-                (long long)(ts_now_ms() - b0));
-        cr_expect_geq(ts_now_ms() - b0, DELAY_MS, "the probe sees a blocked loop");
-    }
+    /* The timer cannot fire while a blocking handshake waits: what the loop above would have seen. */
+    ticker_start(&t);
+    dname(name, sizeof(name), 0);
+    blocking[0] = blocking_handshake(ctx, name);
+    tick(&t);
+    fprintf(stderr, "nonblock: one blocking cold handshake holds the timer %lld ms\n", (long long)t.max_held);
+    cr_expect_geq(t.max_held, DELAY_MS - TICK_MS, "the probe sees a blocked loop");
     {
         blocking_pass b = {.ctx = ctx, .n = MANY, .v = blocking};
         pthread_t tid[BLOCKING_THREADS];
@@ -594,7 +713,7 @@ Test(nonblock, many_domains_in_one_thread)
 
 #define DEAD 4
 #define HEALTHY 16
-#define DEAD_TIMEOUT_MS 2000
+#define DEAD_TIMEOUT_MS 3000
 
 Test(nonblock, dead_server_times_out_alone)
 {
@@ -618,8 +737,8 @@ Test(nonblock, dead_server_times_out_alone)
         conn_open(&cs[i], ctx, name);
     }
     drive(cs, HEALTHY + DEAD, &t, all_done);
-    fprintf(stderr, "nonblock: dead server: timer at worst %lld ms late over %lld ms\n", (long long)t.max_late,
-            (long long)(ts_now_ms() - t0));
+    fprintf(stderr, "nonblock: dead server: timer at worst %lld ms late (%lld ms held by the loop) over %lld ms\n",
+            (long long)t.max_late, (long long)t.max_held, (long long)(ts_now_ms() - t0));
 
     for (size_t i = 0; i < DEAD; i++) {
         cr_expect(!cs[i].v.connected, "%s: a dead server vouches for nothing", cs[i].domain);
@@ -628,7 +747,7 @@ Test(nonblock, dead_server_times_out_alone)
                      cs[i].msg);
         cr_expect_geq(cs[i].done_ms - t0, DEAD_TIMEOUT_MS - 100, "%s: gave up after %lld ms", cs[i].domain,
                       (long long)(cs[i].done_ms - t0));
-        cr_expect_gt(cs[i].retries, 0);
+        cr_expect_gt(cs[i].retries, 0, "%s: waited without blocking", cs[i].domain);
     }
     for (size_t i = DEAD; i < HEALTHY + DEAD; i++) {
         expect_verdict(&cs[i], expected(kind_of(i - DEAD)));
@@ -636,7 +755,7 @@ Test(nonblock, dead_server_times_out_alone)
                      cs[i].domain, (long long)(cs[i].done_ms - t0));
     }
     cr_expect_geq(ts_relay_accepted(nb.dead), DEAD, "the dead server was really asked");
-    cr_expect_lt(t.max_late, MAX_LATE_MS, "the timer was held up %lld ms", (long long)t.max_late);
+    cr_expect_lt(t.max_held, MAX_LATE_MS, "the timer was held up %lld ms", (long long)t.max_held);
     SSL_CTX_free(ctx);
     posh_client_free(client);
 }
@@ -661,17 +780,15 @@ static int same_failure(long got, long want)
  * the chain's error; with an accept-everything callback (domain b, cold) it goes on, through WANT_RETRY_VERIFY,
  * and the verify result still says the chain's error: POSH vouched for the name only.
  */
-static void expect_not_laundered(posh_client *client, ts_cert *cert, long want, const char *a, const char *b)
+static void expect_not_laundered(posh_client *client, const remote_tls *server, ts_cert *cert, long want,
+                                 const char *a, const char *b)
 {
     SSL_CTX *ctx = make_ctx(client, 1);
-    ts_tls *server;
     conn c;
 
     publish(a, RFC7711_PATH, fx_doc1(cert, 3600));
     publish(b, RFC7711_PATH, fx_doc1(cert, 3600));
-    ts_tls_stop(nb.tls);
-    cr_assert_not_null(nb.tls = server = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert)),
-                       "TLS server did not start: %s", ts_error());
+    nb.tls_port = server->port;
     conn_open(&c, ctx, a);
     drive(&c, 1, NULL, all_done);
     cr_expect(!c.v.connected, "%s: the handshake must fail", a);
@@ -696,14 +813,17 @@ Test(nonblock, no_laundering)
     ts_cert *untrusted = issue(stranger, SERVICE_HOST, -1, 30, 0);
     ts_cert *expired = issue(nb.ca, SERVICE_HOST, -30, -1, 0);
     ts_cert *self = issue(NULL, SERVICE_HOST, -1, 30, 1);
+    ts_cert *presented[3] = {untrusted, expired, self};
     posh_client *client;
 
+    start_tls_servers(presented, 3);
     start_servers(24); /* KIND_FP sites: d0, d4, ..., d20 */
     client = make_client(&(client_opts){0});
-    expect_not_laundered(client, untrusted, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, "d0.example.com",
-                         "d4.example.com");
-    expect_not_laundered(client, expired, X509_V_ERR_CERT_HAS_EXPIRED, "d8.example.com", "d12.example.com");
-    expect_not_laundered(client, self, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "d16.example.com",
+    expect_not_laundered(client, &nb.tls[0], untrusted, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+                         "d0.example.com", "d4.example.com");
+    expect_not_laundered(client, &nb.tls[1], expired, X509_V_ERR_CERT_HAS_EXPIRED, "d8.example.com",
+                         "d12.example.com");
+    expect_not_laundered(client, &nb.tls[2], self, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "d16.example.com",
                          "d20.example.com");
     posh_client_free(client);
     ts_cert_free(untrusted);
@@ -1191,6 +1311,24 @@ Test(nonblock, client_free_cancels_lookups)
 
 /* ---- fork() ---- */
 
+/*
+ * AddressSanitizer's allocator has no fork handlers before LLVM 18 (llvm-project pull request 75290, "[asan]
+ * Install pthread_atfork"; GCC's libasan follows LLVM): a child forked while another thread (here the
+ * engine, setting up its TLS connections) holds an allocator lock hangs at its first allocation, whatever the
+ * program does. glibc's malloc is fork-safe, so the test runs in every other build.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NB_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define NB_ASAN 1
+#endif
+#if defined(NB_ASAN) && ((defined(__clang__) && __clang_major__ < 18) || (!defined(__clang__) && __GNUC__ < 15))
+#define NB_FORK_UNSAFE_ALLOCATOR 1
+#endif
+
 /* The child: a new async lookup completes; the parent's callbacks never run here. An exit status. */
 static int child_main(posh_client *client, rec *parents, size_t n)
 {
@@ -1218,6 +1356,10 @@ Test(nonblock, fork_with_lookups_in_flight)
     int status = 0;
     pid_t pid, got;
 
+#ifdef NB_FORK_UNSAFE_ALLOCATOR
+    cr_skip_test("this sanitizer's allocator is not fork-safe (before LLVM 18): a child of a threaded process "
+                 "can hang in it");
+#endif
     start_servers(4);
     client = make_client(&(client_opts){.timeout_ms = BOUND_TIMEOUT_MS, .ndead = 2});
     for (size_t i = 0; i < 2; i++) {
