@@ -1,8 +1,8 @@
 /*
  * test_nonblock.c - non-blocking POSH against real servers: nginx behind a relay that holds every connection
- * 300 ms (or, for "dead" domains, never answers), an in-process TLS server presenting the provider's
- * certificate, and one thread driving hundreds of handshakes with one poll() over their sockets and POSH wait
- * descriptors, a 10 ms timer in the same loop. Also posh_lookup_async/posh_prefetch, single flight with
+ * 300 ms (or, for "dead" domains, never answers), a TLS server (ts_tls, in a child process) presenting the
+ * provider's certificate, and one thread driving hundreds of handshakes with one poll() over their sockets and
+ * POSH wait descriptors, a 10 ms timer in the same loop. Also posh_lookup_async/posh_prefetch, single flight with
  * blocking callers, the engine's bounds, freeing while lookups run, and fork().
  */
 #include "fixture.h"
@@ -111,8 +111,8 @@ static void remote_tls_child(ts_cert *cert, int ctl, int report)
 }
 
 /*
- * Start the server for cert in a child process. Called while the test process has no other thread (so the
- * child may allocate even under a sanitizer whose allocator is not fork-safe).
+ * Start the server for cert in a child process. Called before the test starts any thread (Criterion's own
+ * waits idle), so that the child may allocate even under a sanitizer whose allocator is not fork-safe.
  */
 static void start_remote_tls(remote_tls *r, ts_cert *cert)
 {
@@ -220,7 +220,7 @@ static void start_servers_with_delay(size_t domains, int delay_ms)
 {
     char crt[700], key[700], name[64];
 
-    /* First, while this process has no other thread. */
+    /* First, before any thread of the test (see start_remote_tls). */
     if (nb.ntls == 0)
         start_tls_servers(&nb.svc, 1);
     snprintf(crt, sizeof(crt), "%s/web.crt", nb.dir);
@@ -336,8 +336,8 @@ static int64_t run_delay_ms(void)
 /*
  * The application's periodic timer. late: how late it fired at worst. held: the same less the time the loop
  * thread was waiting for a CPU meanwhile, i.e. what the loop itself spent (working, or blocked in a call) past
- * the due time: an overloaded machine (200 TLS server threads, a sanitizer, tests in parallel) delays a timer,
- * only a blocking call holds it. Without schedstat, held is late.
+ * the due time: an overloaded machine (the servers' handshakes, a sanitizer, tests in parallel) delays a
+ * timer, only a blocking call holds it. Without schedstat, held is late.
  */
 typedef struct ticker {
     int64_t due, max_late, max_held, delay_at_tick;
@@ -563,7 +563,6 @@ static void expect_verdict(const conn *c, verdict want)
     cr_expect_eq(c->no_wait_fd, 0, "%s: WANT_RETRY_VERIFY and SSL_get_posh_wait_fd() < 0", c->domain);
 }
 
-
 /* A blocking handshake for domain on a new connection (no Criterion asserts: also run by other threads). */
 static verdict blocking_handshake(SSL_CTX *ctx, const char *domain)
 {
@@ -589,7 +588,7 @@ static verdict blocking_handshake(SSL_CTX *ctx, const char *domain)
 
 typedef struct blocking_pass {
     SSL_CTX *ctx;
-    size_t first, n;
+    size_t n;
     atomic_size_t next;
     verdict *v;
 } blocking_pass;
@@ -868,6 +867,8 @@ Test(nonblock, single_flight_with_blocking_callers)
     for (size_t i = 0; i < 2 * FLIGHT; i++)
         conn_open(&cs[i], ctx, bg[i / FLIGHT].domain); /* d0: fingerprints, d1: a reference */
     drive(cs, 2 * FLIGHT, NULL, all_waited);
+    for (size_t i = 0; i < 2 * FLIGHT; i++)
+        cr_assert(!cs[i].done, "%s: the lookup ended before the others came: %s", cs[i].domain, cs[i].msg);
     /* Every connection waits for the lookup in flight: now a prefetch and a blocking lookup join it. */
     for (int i = 0; i < 2; i++) {
         cr_expect_eq(posh_prefetch(client, bg[i].domain, SERVICE), POSH_OK);
