@@ -51,10 +51,17 @@ void bench_decision(bench_env *env);
 void bench_cold_lookup(bench_env *env);
 void bench_many_domains(bench_env *env);
 void bench_single_flight(bench_env *env);
-void bench_shim_send(bool smoke);
+/* An event loop's timer while N cold lookups go through a slow relay, blocking and non-blocking handshakes. */
+void bench_nonblock(bench_env *env);
+/*
+ * For bench_nonblock: warm POSH handshakes on a context with SSL_CTX_set_posh_nonblocking() against plain PKIX,
+ * measured as bench_handshake measures b/a: the medians over rounds of the wall rate and client capacity ratios.
+ */
+void bench_handshake_nonblocking(bench_env *env, double *wall_ratio, double *cpu_ratio);
+void bench_shim_send(bool smoke);           /* the shim's libc hooks in a send-heavy program, with and without */
 void bench_warm_start(bench_env *env); /* a new process's verdict with an empty or a filled cache directory */
 /* The child side of bench_warm_start: --warm-lookup CA CONNECT_TO DIR DER. Returns the exit status. */
-int bench_warm_lookup_main(int argc, char **argv);   /* the shim's libc hooks in a send-heavy program, with and without */
+int bench_warm_lookup_main(int argc, char **argv);
 /* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
 int bench_send_loop_main(long n);
 

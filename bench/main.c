@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many", "single", "shimsend", "warm"};
+static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many",
+                                       "single", "nonblock", "shimsend", "warm"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static void usage(FILE *out)
@@ -17,7 +18,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: posh-bench [--smoke] [--json FILE] [--only SECTION[,SECTION...]]\n"
                  "  --smoke   a seconds-long run: every section, small counts, no timing verdicts\n"
                  "  --json    also write the JSON report to FILE\n"
-                 "  --only    run these sections: memory, handshake, decision, cold, many, single, shimsend, warm\n"
+                 "  --only    run these sections: memory, handshake, decision, cold, many, single, nonblock,\n"
+                 "            shimsend, warm\n"
                  "exit status: 0 done (see the verdicts), 1 a benchmark failed, 2 usage;\n"
                  "in smoke mode also 1 when a count target (single flight, connections) is missed\n");
 }
@@ -90,6 +92,8 @@ int main(int argc, char **argv)
         bench_many_domains(&env);
     if (selected(only, "single"))
         bench_single_flight(&env);
+    if (selected(only, "nonblock"))
+        bench_nonblock(&env);
     if (selected(only, "shimsend"))
         bench_shim_send(smoke);
     if (selected(only, "warm"))

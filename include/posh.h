@@ -96,7 +96,8 @@ typedef enum posh_err {
     POSH_ERR_CERTIFICATE = 24,       /* the peer certificate could not be read or hashed */
     POSH_ERR_INTERNAL = 25,          /* a bug or an unexpected library failure */
     POSH_ERR_BUSY = 26,              /* non-blocking: too many lookups in flight or connections waiting */
-    POSH_ERR_CANCELLED = 27          /* non-blocking: the lookup was abandoned (client freed, process forked) */
+    POSH_ERR_CANCELLED = 27,         /* non-blocking: the lookup was abandoned (client freed, process forked) */
+    POSH_ERR_NO_DELEGATION = 28      /* the domain publishes no service delegation document (4xx) */
 } posh_err;
 
 /* A fixed, short English description of an error code. Never NULL; unknown codes give "unknown error". */
@@ -115,6 +116,17 @@ typedef enum posh_mode {
 #define POSH_LAYOUT_RFC7711 0x1u /* https://D/.well-known/posh/SERVICE.json */
 #define POSH_LAYOUT_DRAFT02 0x2u /* https://D/.well-known/posh._SERVICE._tcp.json */
 #define POSH_LAYOUT_ALL (POSH_LAYOUT_RFC7711 | POSH_LAYOUT_DRAFT02)
+
+/*
+ * Document forms, a bit mask (POSH_FORMATS). A reference document may lead to either.
+ *   FINGERPRINTS: {"fingerprints": [{"sha-256": "base64"}, ...], "expires": N} (RFC 7711, draft-ietf-xmpp-posh-01+)
+ *   JWK: a JSON Web Key Set {"keys": [{"kty": ..., "x5t#S256"/"x5t": "base64url", "x5c": ["base64 DER", ...]}],
+ *        "expires": N} (draft-miller-posh-01..03, draft-ietf-xmpp-posh-00): a key vouches for the leaf whose
+ *        SHA-256 is its x5t#S256, whose SHA-1 is its x5t (unless SHA-1 is off), or whose DER is its x5c[0].
+ */
+#define POSH_FORMAT_FINGERPRINTS 0x1u
+#define POSH_FORMAT_JWK 0x2u
+#define POSH_FORMAT_ALL (POSH_FORMAT_FINGERPRINTS | POSH_FORMAT_JWK)
 
 typedef struct posh_config posh_config;
 
@@ -190,6 +202,13 @@ POSH_EXPORT posh_err posh_config_set_async_limits(posh_config *cfg, long max_loo
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
 POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);
+/* Which document forms are accepted (also POSH_FORMATS): a non-empty subset of POSH_FORMAT_ALL (the default). */
+POSH_EXPORT posh_err posh_config_set_formats(posh_config *cfg, unsigned formats);
+/*
+ * 1: every context using this client also accepts Secure Service Delegation (see SSL_CTX_set_posh_delegation();
+ * also POSH_DELEGATION=1, the way to turn it on for the shim). Default 0.
+ */
+POSH_EXPORT posh_err posh_config_set_delegation(posh_config *cfg, int on);
 /* Which URL layouts are requested: a non-empty subset of POSH_LAYOUT_ALL. */
 POSH_EXPORT posh_err posh_config_set_layouts(posh_config *cfg, unsigned layouts);
 /*
@@ -206,7 +225,12 @@ typedef struct posh_client posh_client;
 
 /* A client using a copy of cfg (NULL: defaults). NULL when out of memory or cfg is unusable. */
 POSH_EXPORT posh_client *posh_client_new(const posh_config *cfg);
-/* Free the client. Results obtained from it stay valid until released. */
+/*
+ * Free the client. Results obtained from it stay valid until released. Its engine thread (if non-blocking work
+ * started one) is stopped first: callbacks of lookups in flight are called with POSH_ERR_CANCELLED before this
+ * returns, and handshakes waiting for it fail closed when retried. Never call it from one of its own callbacks
+ * (refused: logged, and the client is left alive), nor while other threads still use the client.
+ */
 POSH_EXPORT void posh_client_free(posh_client *client);
 
 /*
@@ -261,6 +285,24 @@ POSH_EXPORT posh_err posh_lookup_async(posh_client *client, const char *domain, 
 POSH_EXPORT posh_err posh_prefetch(posh_client *client, const char *domain, const char *service) POSH_MUST_CHECK;
 
 /*
+ * Secure Service Delegation (draft-jennings-secure-service-delegation-00): what domain says about where its
+ * service runs. GET https://DOMAIN/.well-known/services/SERVICE/ (SERVICE the bare name, e.g. "xmpp-server";
+ * https only, redirects and limits as for POSH) must give a JSON array of 1..32 objects, read by posh as
+ * {"host": "xmpp.example.com", "port": 5269, "domain": "example.com"}: connect to host:port and expect a
+ * certificate valid for domain (the draft's member names are lost; this is posh's reading of it). Cached per
+ * (domain, service) with the same single flight, bound and negative TTL as posh_lookup(); a document for
+ * POSH_MAX_TTL lowered by the response's Cache-Control max-age (no-cache or no-store: not cached), since the
+ * draft has no expires. Returns and fills *out as posh_lookup() does; a 4xx is POSH_ERR_NO_DELEGATION.
+ */
+POSH_EXPORT posh_err posh_lookup_delegation(posh_client *client, const char *domain, const char *service,
+                                            posh_result **out) POSH_MUST_CHECK;
+/* The delegations of a result of posh_lookup_delegation() (0 for any other result or a failure). */
+POSH_EXPORT size_t posh_result_delegation_count(const posh_result *result);
+/* Delegation i: host, port and domain (normalised DNS names; pointers into the result). 1, or 0 past the end. */
+POSH_EXPORT int posh_result_delegation(const posh_result *result, size_t i, const char **host, int *port,
+                                       const char **domain);
+
+/*
  * Does a leaf certificate (its DER bytes) match the result's fingerprints under the rules of the client that
  * made the result (strongest supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1 or 0, and *index to the
  * descriptor that matched (or -1). Errors only for bad arguments or a failed result (returns its error).
@@ -291,6 +333,8 @@ POSH_EXPORT time_t posh_result_expires_at(const posh_result *result);
  * counts instead of its expires, so a result never outlives the shared target it was built on.
  */
 POSH_EXPORT long posh_result_ttl(const posh_result *result);
+/* The form the result's fingerprints were read from (POSH_FORMAT_FINGERPRINTS or POSH_FORMAT_JWK); 0 for a failure. */
+POSH_EXPORT unsigned posh_result_format(const posh_result *result);
 /* 1 when the source domain's document was a reference that was followed, else 0. */
 POSH_EXPORT int posh_result_followed_reference(const posh_result *result);
 
@@ -365,6 +409,17 @@ POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
  */
 POSH_EXPORT int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on);
 /*
+ * Secure Service Delegation for the client connections of ctx (on = 1; also for every context whose client has
+ * posh_config_set_delegation() / POSH_DELEGATION=1). When the reference identifier's name check fails and POSH
+ * does not vouch for the certificate (POSH is always tried first), the source domain's delegation document for
+ * the service (posh_lookup_delegation()) is read, and a certificate that carries one of the delegated "domain"
+ * names is accepted: OpenSSL then verifies the chain and that name as usual (a trusted chain is required even in
+ * POSH_MODE_PIN; nothing else is laundered). SSL_get_posh_status() is then POSH_STATUS_DELEGATED and the message
+ * says "delegated to NAME by URL". Non-blocking contexts look the document up without blocking too. 1 ok, 0 error
+ * (POSH not enabled on ctx by SSL_CTX_set_posh_verify()).
+ */
+POSH_EXPORT int SSL_CTX_set_posh_delegation(SSL_CTX *ctx, int on);
+/*
  * A descriptor that becomes readable (POLLIN) when the POSH lookup this connection waits for is done; -1 when it
  * waits for none (status not POSH_STATUS_PENDING). Owned by the library: never read, write or close it; it is
  * valid until the next SSL_connect()/SSL_do_handshake() on ssl or SSL_free(), whichever comes first.
@@ -376,7 +431,9 @@ typedef enum posh_status {
     POSH_STATUS_PKIX = 1,     /* the reference identifier matched the certificate: POSH was not needed */
     POSH_STATUS_ACCEPTED = 2, /* the name did not match and POSH vouched for the certificate */
     POSH_STATUS_REJECTED = 3, /* the name did not match and POSH did not vouch (see the error) */
-    POSH_STATUS_PENDING = 4   /* non-blocking: the lookup runs; the handshake returned WANT_RETRY_VERIFY */
+    POSH_STATUS_PENDING = 4,  /* non-blocking: the lookup runs; the handshake returned WANT_RETRY_VERIFY */
+    POSH_STATUS_DELEGATED = 5 /* the name did not match; the source domain delegated the service to a name the
+                               * certificate carries (SSL_CTX_set_posh_delegation) */
 } posh_status;
 
 /* After the handshake: what POSH decided for this connection. */

@@ -1,6 +1,8 @@
 /*
- * b64.c - standard base64 (RFC 4648 section 4) as POSH uses it: a strict decoder that accepts exactly one
- * spelling of each digest (padding optional, unused bits zero), and the padded encoder for normalised output.
+ * b64.c - base64 as POSH uses it: standard base64 (RFC 4648 section 4; fingerprints, a JWK's x5c) with a strict
+ * decoder that accepts exactly one spelling of each value (padding optional, unused bits zero) and the padded
+ * encoder for normalised output; base64url without padding (RFC 7515 section 2; a JWK's x5t, x5t#S256), just as
+ * strict.
  */
 #include "posh_internal.h"
 
@@ -8,8 +10,11 @@
 
 static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* The 6-bit value of a standard base64 symbol, or -1: '-', '_', '=', whitespace and the rest are not symbols. */
-static int b64_value(unsigned char c)
+/*
+ * The 6-bit value of a symbol of the standard (url: the base64url) alphabet, or -1: the other alphabet's two
+ * symbols, '=', whitespace and the rest are not symbols.
+ */
+static int b64_value(unsigned char c, bool url)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -17,9 +22,9 @@ static int b64_value(unsigned char c)
         return c - 'a' + 26;
     if (c >= '0' && c <= '9')
         return c - '0' + 52;
-    if (c == '+')
+    if (c == (url ? '-' : '+'))
         return 62;
-    if (c == '/')
+    if (c == (url ? '_' : '/'))
         return 63;
     return -1;
 }
@@ -42,21 +47,21 @@ static size_t b64_symbol_count(const char *in, size_t in_len)
     return in_len - pad;
 }
 
-int posh_b64_decode_exact(const char *in, size_t in_len, unsigned char *out, size_t want)
+/* The number of bytes nsym symbols carry (nsym % 4 != 1, which b64_symbol_count rules out). */
+static size_t decoded_len(size_t nsym)
 {
-    size_t nsym, i, o = 0;
+    return nsym / 4 * 3 + (nsym % 4 == 0 ? 0 : nsym % 4 - 1);
+}
+
+/* Decode nsym symbols of the alphabet into out (decoded_len(nsym) bytes). 0, or -1 when malformed. */
+static int decode_symbols(const char *in, size_t nsym, bool url, unsigned char *out)
+{
+    size_t i, o = 0;
     uint32_t acc = 0;
     unsigned bits = 0;
 
-    if ((in == NULL && in_len > 0) || (out == NULL && want > 0))
-        return -1;
-    if ((nsym = b64_symbol_count(in, in_len)) == SIZE_MAX)
-        return -1;
-    /* Check the length before writing anything, so out is never overrun whatever the input says. */
-    if (nsym / 4 * 3 + (nsym % 4 == 0 ? 0 : nsym % 4 - 1) != want)
-        return -1;
     for (i = 0; i < nsym; i++) {
-        int v = b64_value((unsigned char)in[i]);
+        int v = b64_value((unsigned char)in[i], url);
         if (v < 0)
             return -1;
         acc = (acc << 6) | (uint32_t)v;
@@ -69,6 +74,52 @@ int posh_b64_decode_exact(const char *in, size_t in_len, unsigned char *out, siz
     }
     /* RFC 4648 3.5: the unused bits of the last symbol are zero; anything else is a second spelling. */
     return acc == 0 ? 0 : -1;
+}
+
+int posh_b64_decode_exact(const char *in, size_t in_len, unsigned char *out, size_t want)
+{
+    size_t nsym;
+
+    if ((in == NULL && in_len > 0) || (out == NULL && want > 0))
+        return -1;
+    if ((nsym = b64_symbol_count(in, in_len)) == SIZE_MAX)
+        return -1;
+    /* Check the length before writing anything, so out is never overrun whatever the input says. */
+    if (decoded_len(nsym) != want)
+        return -1;
+    return decode_symbols(in, nsym, false, out);
+}
+
+int posh_b64_decode(const char *in, size_t in_len, unsigned char *out, size_t cap, size_t *out_len)
+{
+    size_t nsym;
+
+    if ((in == NULL && in_len > 0) || (out == NULL && cap > 0) || out_len == NULL)
+        return -1;
+    if ((nsym = b64_symbol_count(in, in_len)) == SIZE_MAX || decoded_len(nsym) > cap)
+        return -1;
+    *out_len = decoded_len(nsym);
+    return decode_symbols(in, nsym, false, out);
+}
+
+int posh_b64url_decode_exact(const char *in, size_t in_len, unsigned char *out, size_t want)
+{
+    if ((in == NULL && in_len > 0) || (out == NULL && want > 0))
+        return -1;
+    /* No padding in base64url as JOSE uses it (RFC 7515 section 2), and never a lone last symbol. */
+    if (in_len % 4 == 1 || decoded_len(in_len) != want)
+        return -1;
+    return decode_symbols(in, in_len, true, out);
+}
+
+size_t posh_b64url_encode(const unsigned char *in, size_t len, char *out, size_t outlen)
+{
+    size_t n = posh_b64_encode(in, len, out, outlen), i;
+    while (n > 0 && out[n - 1] == '=')
+        out[--n] = '\0';
+    for (i = 0; i < n; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return n;
 }
 
 size_t posh_b64_encode(const unsigned char *in, size_t len, char *out, size_t outlen)

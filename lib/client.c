@@ -55,12 +55,14 @@ static void atfork_prepare(void)
         pthread_mutex_lock(&c->handles_lock);
         posh_cache_atfork_prepare(c->cache);
         posh_cache_atfork_prepare(c->targets);
+        posh_cache_atfork_prepare(c->delegations);
     }
 }
 
 static void atfork_parent(void)
 {
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_cache_atfork_parent(c->delegations);
         posh_cache_atfork_parent(c->targets);
         posh_cache_atfork_parent(c->cache);
         pthread_mutex_unlock(&c->handles_lock);
@@ -75,6 +77,7 @@ static void atfork_child(void)
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
         /* The engine first: its waits are failed while the jobs still exist; the caches then drop its entries. */
         posh_engine_atfork_child(c);
+        posh_cache_atfork_child(c->delegations);
         posh_cache_atfork_child(c->targets);
         posh_cache_atfork_child(c->cache);
         for (size_t i = 0; i < c->n_idle; i++)
@@ -131,6 +134,7 @@ posh_client *posh_client_new(const posh_config *cfg)
     if ((c->cfg = posh_config_dup(cfg)) == NULL || (c->idle = calloc(c->max_idle, sizeof(CURL *))) == NULL ||
         (c->cache = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
         (c->targets = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
+        (c->delegations = posh_cache_new((size_t)cfg->cache_size)) == NULL ||
         posh_connect_to_parse(cfg->connect_to, &c->connect_to, why, sizeof(why)) != POSH_OK)
         goto fail;
     c->store = posh_store_open(c->cfg); /* NULL: none, or unsafe (logged); memory only */
@@ -160,6 +164,7 @@ void posh_client_free(posh_client *c)
     free(c->idle);
     posh_cache_free(c->cache);
     posh_cache_free(c->targets);
+    posh_cache_free(c->delegations);
     posh_store_free(c->store);
     curl_slist_free_all(c->connect_to);
     posh_config_free(c->cfg);
@@ -174,6 +179,7 @@ void posh_client_flush(posh_client *c)
         return;
     posh_cache_flush(c->cache);
     posh_cache_flush(c->targets);
+    posh_cache_flush(c->delegations);
     posh_store_flush(c->store);
 }
 
@@ -259,7 +265,15 @@ static posh_err lookup_args(const char *domain, const char *service, char dom[PO
     return POSH_OK;
 }
 
-posh_err posh_lookup(posh_client *client, const char *domain, const char *service, posh_result **out)
+static posh_result *fill_delegation(void *arg)
+{
+    fill_args *a = arg;
+    return posh_delegation_uncached(a->client, a->domain, a->svc, a->proto);
+}
+
+/* A blocking lookup through one of the client's caches (fill runs the lookup on a miss, once for everyone). */
+static posh_err lookup_through(posh_client *client, posh_cache *(*which)(posh_client *), posh_result *(*fill)(void *),
+                               const char *domain, const char *service, posh_result **out)
 {
     char dom[POSH_MAX_DOMAIN_LEN + 2], svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
     char key[sizeof(dom) + sizeof(svc) + sizeof(proto) + 4];
@@ -273,21 +287,47 @@ posh_err posh_lookup(posh_client *client, const char *domain, const char *servic
         return POSH_ERR_INVALID_ARGUMENT;
     if (posh_engine_is_current_thread(NULL)) {
         /* A callback on an engine thread: waiting here could wait for this very thread's own work. */
-        posh_log(POSH_LOG_ERROR, "posh_lookup() called from an async callback: refused (use posh_lookup_async)");
+        posh_log(POSH_LOG_ERROR, "a blocking lookup called from an async callback: refused (use posh_lookup_async)");
         return POSH_ERR_INVALID_ARGUMENT;
     }
     if ((err = lookup_args(domain, service, dom, svc, proto, out)) != POSH_OK)
         return err;
     snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
     args = (fill_args){client, dom, svc, proto};
-    *out = posh_cache_get(client->cache, key, posh_config_now(client->cfg), fill_lookup, &args);
-    if (*out == NULL)
+    *out = posh_cache_get(which(client), key, posh_config_now(client->cfg), fill, &args);
+    return posh_lookup_outcome(out);
+}
+
+posh_cache *posh_client_posh_cache(posh_client *client)
+{
+    return client->cache;
+}
+
+posh_cache *posh_client_delegation_cache(posh_client *client)
+{
+    return client->delegations;
+}
+
+posh_err posh_lookup(posh_client *client, const char *domain, const char *service, posh_result **out)
+{
+    return lookup_through(client, posh_client_posh_cache, fill_lookup, domain, service, out);
+}
+
+posh_err posh_lookup_delegation(posh_client *client, const char *domain, const char *service, posh_result **out)
+{
+    return lookup_through(client, posh_client_delegation_cache, fill_delegation, domain, service, out);
+}
+
+posh_err posh_lookup_outcome(posh_result **r)
+{
+    posh_err err;
+    if (*r == NULL)
         return POSH_ERR_NOMEM;
-    err = (*out)->err;
+    err = (*r)->err;
     if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
         /* posh.h: no result for these two. A caller that trusts it frees nothing, so keeping one would leak. */
-        posh_result_free(*out);
-        *out = NULL;
+        posh_result_free(*r);
+        *r = NULL;
     }
     return err;
 }

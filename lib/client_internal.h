@@ -20,10 +20,12 @@ struct posh_config {
     long negative_ttl;
     long cache_size;
     long async_lookups;        /* the engine's bounds (engine.c) */
+    int delegation;            /* POSH_DELEGATION: every context of the client also accepts delegation */
     long async_waiting;
     posh_mode mode;
     int no_sha1;
     unsigned layouts;
+    unsigned formats;          /* POSH_FORMAT_* accepted */
     time_t (*now)(void *arg);
     void *now_arg;
     char *cache_dir;           /* the persistent cache directory, or NULL */
@@ -75,9 +77,11 @@ typedef struct posh_trace {
 
 typedef struct posh_fetch_result {
     long status;               /* final status after redirects (2xx or 4xx when POSH_OK) */
+    long max_age;              /* the final response's Cache-Control: max-age (0 for no-cache, no-store), or -1 */
     char *body;                /* malloc'd, NUL-terminated, body_len bytes before the NUL */
     size_t body_len;
     char *final_url;           /* malloc'd */
+    char *content_type;        /* the final response's Content-Type (malloc'd), or NULL when it had none */
 } posh_fetch_result;
 
 /*
@@ -143,6 +147,7 @@ struct posh_result {
     int refs;                  /* atomic */
     posh_err err;
     int followed_reference;
+    unsigned format;           /* POSH_FORMAT_* the fingerprints were read from; 0 without any */
     long ttl;
     time_t expires_at;
     const char *domain;        /* a reference target's result (the URL cache): its URL */
@@ -154,6 +159,8 @@ struct posh_result {
     size_t n_descriptors;
     const posh_result_descriptor *descriptors;
     const unsigned char *digests;
+    size_t n_delegations;      /* a delegation lookup's result: where the service is delegated */
+    const struct posh_result_deleg *delegations;
     /*
      * A reference target's result, when the client has a persistent cache: its document as fetched, for the
      * entries of the domains that refer to it (store.c). NULL otherwise.
@@ -176,6 +183,7 @@ typedef struct posh_result_parts {
     long ttl;
     time_t expires_at;
     const posh_doc *doc;          /* the fingerprints document, or NULL */
+    const posh_delegation_doc *delegations; /* a delegation lookup's document, or NULL */
     bool allow_sha1;
     /*
      * The reference target's own result (from the URL cache), or NULL. Its requests follow the trace's; when
@@ -192,6 +200,12 @@ typedef struct posh_result_parts {
     const char *raw_url;
     long raw_status;
 } posh_result_parts;
+
+typedef struct posh_result_deleg {
+    const char *host;
+    const char *domain;
+    int port;
+} posh_result_deleg;
 
 /* NULL when out of memory. */
 posh_result *posh_result_build(const posh_result_parts *parts);
@@ -283,6 +297,19 @@ void posh_run_clear(posh_run *run);
  */
 posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const char *svc, const char *proto);
 
+/* ---- Secure Service Delegation lookups (lookup.c) ---- */
+/* https://DOMAIN/.well-known/services/SVC/ into out, or NULL when it does not fit. */
+const char *posh_delegation_url(const char *domain, const char *svc, char *out, size_t outlen);
+/*
+ * The result of a delegation document's fetch (err and fr as posh_fetch gives them; fr is consumed; st holds
+ * the trace and the message), started at started on the client's clock: the delegations for POSH_MAX_TTL
+ * lowered by Cache-Control, or POSH_ERR_NO_DELEGATION for a 4xx, or the error, for the negative TTL.
+ */
+posh_result *posh_delegation_result(posh_client *client, const char *domain, const char *service, time_t started,
+                                    posh_err err, posh_fetch_result *fr, posh_lookup_state *st);
+/* The whole delegation lookup of a normalised (domain, svc, proto), blocking, without the cache. */
+posh_result *posh_delegation_uncached(posh_client *client, const char *domain, const char *svc, const char *proto);
+
 /* ---- cache (cache.c) ---- */
 typedef struct posh_cache posh_cache;
 posh_cache *posh_cache_new(size_t max_entries);
@@ -340,6 +367,8 @@ void posh_store_flush(posh_store *store);
 
 /* ---- the non-blocking engine (engine.c) ---- */
 typedef struct posh_engine posh_engine;
+/* What a lookup looks up: POSH documents (posh_lookup) or delegation documents (posh_lookup_delegation). */
+typedef enum posh_lookup_kind { POSH_KIND_POSH = 0, POSH_KIND_DELEGATION = 1 } posh_lookup_kind;
 typedef struct posh_wait posh_wait;
 
 /* Stop the client's engine (if it has one): jobs in flight are delivered POSH_ERR_CANCELLED. */
@@ -362,8 +391,9 @@ void posh_engine_atfork_child(posh_client *client);
  * for NOMEM / INVALID_ARGUMENT / CANCELLED; *err as posh_lookup returns it), 0 while it runs. release: the
  * SSL's reference (the lookup goes on into the cache if it still runs).
  */
-posh_err posh_wait_start(posh_client *client, const char *domain, const char *svc, const char *proto,
-                         posh_wait **out);
+posh_err posh_wait_start(posh_client *client, posh_lookup_kind kind, const char *domain, const char *svc,
+                         const char *proto, posh_wait **out);
+posh_lookup_kind posh_wait_kind(const posh_wait *w);
 int posh_wait_fd(const posh_wait *w);
 const char *posh_wait_domain(const posh_wait *w);
 const char *posh_wait_service(const posh_wait *w);
@@ -376,6 +406,7 @@ struct posh_client {
     posh_store *store;             /* the persistent cache, or NULL */
     posh_cache *cache;             /* results by "domain _svc._proto" */
     posh_cache *targets;           /* reference targets' results by URL (lookup.c says why and how long) */
+    posh_cache *delegations;       /* delegation documents' results by "domain _svc._proto" */
     struct curl_slist *connect_to;
     pthread_mutex_t handles_lock;  /* guards the idle handle pool (keeps connections warm between lookups) */
     CURL **idle;
@@ -393,6 +424,12 @@ struct posh_client {
  */
 CURL *posh_client_handle_get(posh_client *client);
 void posh_client_handle_put(posh_client *client, CURL *curl);
+/* The client's caches of POSH results and of delegation results (a lookup kind's cache, for engine.c too). */
+posh_cache *posh_client_posh_cache(posh_client *client);
+posh_cache *posh_client_delegation_cache(posh_client *client);
+/* What posh_lookup() returns for the cache's answer r: its error, and no result (r freed, set to NULL) for
+ * POSH_ERR_NOMEM (also when r is NULL) and POSH_ERR_INVALID_ARGUMENT. */
+posh_err posh_lookup_outcome(posh_result **r);
 /* Why libcurl cannot serve (it failed to initialise, or has no TLS), or NULL when it can. */
 const char *posh_client_curl_problem(void);
 

@@ -48,6 +48,7 @@ posh_config *posh_config_new(void)
     cfg->async_waiting = DEFAULT_ASYNC_WAITING;
     cfg->mode = POSH_MODE_NAME;
     cfg->layouts = POSH_LAYOUT_ALL;
+    cfg->formats = POSH_FORMAT_ALL;
     cfg->now = monotonic_seconds;
     cfg->wall_now = wall_seconds;
     return cfg;
@@ -224,6 +225,22 @@ posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1)
     return POSH_OK;
 }
 
+posh_err posh_config_set_delegation(posh_config *cfg, int on)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->delegation = on != 0;
+    return POSH_OK;
+}
+
+posh_err posh_config_set_formats(posh_config *cfg, unsigned formats)
+{
+    if (cfg == NULL || formats == 0 || (formats & ~POSH_FORMAT_ALL) != 0)
+        return POSH_ERR_INVALID_ARGUMENT;
+    cfg->formats = formats;
+    return POSH_OK;
+}
+
 posh_err posh_config_set_layouts(posh_config *cfg, unsigned layouts)
 {
     if (cfg == NULL || layouts == 0 || (layouts & ~POSH_LAYOUT_ALL) != 0)
@@ -243,48 +260,6 @@ posh_err posh_config_set_clock(posh_config *cfg, time_t (*now)(void *arg), void 
 
 /* ---- the connect-to list ---- */
 
-/* "HOST:PORT:ADDR:PORT" entries separated by commas; each part may be empty except the separators. */
-posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen)
-{
-    const char *p = list;
-    *out = NULL;
-    if (list == NULL || list[0] == '\0')
-        return POSH_OK;
-    while (*p != '\0') {
-        size_t n = strcspn(p, ","), colons = 0;
-        char entry[512];
-        struct curl_slist *next;
-        if (n == 0 || n >= sizeof(entry))
-            goto bad;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char ch = (unsigned char)p[i];
-            if (ch == ':')
-                colons++;
-            else if (ch <= ' ' || ch >= 0x7f)
-                goto bad;
-        }
-        /* An IPv6 address in brackets has colons of its own: count only the 3 separators we need at least. */
-        if (colons < 3)
-            goto bad;
-        memcpy(entry, p, n);
-        entry[n] = '\0';
-        if ((next = curl_slist_append(*out, entry)) == NULL) {
-            curl_slist_free_all(*out);
-            *out = NULL;
-            return POSH_ERR_NOMEM;
-        }
-        *out = next;
-        p += n;
-        if (*p == ',')
-            p++;
-    }
-    return POSH_OK;
-bad:
-    posh_msg(msg, msglen, "\"%.100s\": expected comma-separated HOST:PORT:ADDR:PORT entries", list);
-    curl_slist_free_all(*out);
-    *out = NULL;
-    return POSH_ERR_CONFIG;
-}
 
 /* ---- the environment ---- */
 
@@ -292,7 +267,7 @@ bad:
 static const char *const env_names[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
     "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_CACHE_DIR",
-    "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING", "POSH_MODE", "POSH_NO_SHA1",
+    "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING", "POSH_FORMATS", "POSH_DELEGATION", "POSH_MODE", "POSH_NO_SHA1",
     "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
 };
 
@@ -381,50 +356,69 @@ static posh_err env_mode(posh_config *tmp)
     return POSH_OK;
 }
 
-static posh_err env_no_sha1(posh_config *tmp)
+/* A switch: "1" or "0" into *field; unset or empty leaves it. */
+static posh_err env_flag(posh_config *tmp, const char *var, int *field)
 {
-    const char *v = posh_getenv("POSH_NO_SHA1");
+    const char *v = posh_getenv(var);
     if (v == NULL || v[0] == '\0')
         return POSH_OK;
     if (strcmp(v, "1") == 0) {
-        tmp->no_sha1 = 1;
+        *field = 1;
     } else if (strcmp(v, "0") == 0) {
-        tmp->no_sha1 = 0;
+        *field = 0;
     } else {
-        posh_msg(tmp->error, sizeof(tmp->error), "POSH_NO_SHA1=\"%.64s\": expected 1 or 0", v);
+        posh_msg(tmp->error, sizeof(tmp->error), "%s=\"%.64s\": expected 1 or 0", var, v);
         return POSH_ERR_CONFIG;
     }
     return POSH_OK;
 }
 
-static posh_err env_layout(posh_config *tmp)
+/*
+ * A comma-separated list of names, each giving one bit of *out (names[i] -> bits[i]), not empty, no trailing
+ * comma; absent: *out unchanged. expected: the message's list of valid values.
+ */
+static posh_err env_bits(posh_config *tmp, const char *var, const char *const names[], const unsigned bits[],
+                         size_t n_names, const char *expected, unsigned *out)
 {
-    const char *v = posh_getenv("POSH_LAYOUT");
-    unsigned layouts = 0;
+    const char *v = posh_getenv(var);
+    unsigned value = 0;
     const char *p;
     if (v == NULL)
         return POSH_OK;
     for (p = v; *p != '\0';) {
-        size_t n = strcspn(p, ",");
-        if (n == 7 && strncmp(p, "rfc7711", n) == 0) {
-            layouts |= POSH_LAYOUT_RFC7711;
-        } else if (n == 7 && strncmp(p, "draft02", n) == 0) {
-            layouts |= POSH_LAYOUT_DRAFT02;
-        } else {
-            layouts = 0;
+        size_t n = strcspn(p, ","), i;
+        for (i = 0; i < n_names; i++)
+            if (n == strlen(names[i]) && strncmp(p, names[i], n) == 0)
+                break;
+        if (i == n_names) {
+            value = 0;
             break;
         }
+        value |= bits[i];
         p += n;
         if (*p == ',' && *++p == '\0')
-            layouts = 0; /* a trailing comma is a typo, not a list */
+            value = 0; /* a trailing comma is a typo, not a list */
     }
-    if (layouts == 0) {
-        posh_msg(tmp->error, sizeof(tmp->error),
-                 "POSH_LAYOUT=\"%.64s\": expected rfc7711, draft02 or rfc7711,draft02", v);
+    if (value == 0) {
+        posh_msg(tmp->error, sizeof(tmp->error), "%s=\"%.64s\": expected %s", var, v, expected);
         return POSH_ERR_CONFIG;
     }
-    tmp->layouts = layouts;
+    *out = value;
     return POSH_OK;
+}
+
+static posh_err env_layout(posh_config *tmp)
+{
+    static const char *const names[] = {"rfc7711", "draft02"};
+    static const unsigned bits[] = {POSH_LAYOUT_RFC7711, POSH_LAYOUT_DRAFT02};
+    return env_bits(tmp, "POSH_LAYOUT", names, bits, 2, "rfc7711, draft02 or rfc7711,draft02", &tmp->layouts);
+}
+
+static posh_err env_formats(posh_config *tmp)
+{
+    static const char *const names[] = {"fingerprints", "jwk"};
+    static const unsigned bits[] = {POSH_FORMAT_FINGERPRINTS, POSH_FORMAT_JWK};
+    return env_bits(tmp, "POSH_FORMATS", names, bits, 2, "fingerprints, jwk or fingerprints,jwk", &tmp->formats);
 }
 
 static posh_err env_string(posh_config *tmp, const char *var, char **field)
@@ -463,8 +457,9 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_number(tmp, "POSH_CACHE_SIZE", &tmp->cache_size, 1, 10000000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_LOOKUPS", &tmp->async_lookups, 1, 100000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_WAITING", &tmp->async_waiting, 1, 1000000)) != POSH_OK ||
-        (err = env_mode(tmp)) != POSH_OK || (err = env_no_sha1(tmp)) != POSH_OK ||
-        (err = env_layout(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
+        (err = env_mode(tmp)) != POSH_OK || (err = env_flag(tmp, "POSH_NO_SHA1", &tmp->no_sha1)) != POSH_OK ||
+        (err = env_flag(tmp, "POSH_DELEGATION", &tmp->delegation)) != POSH_OK ||
+        (err = env_layout(tmp)) != POSH_OK || (err = env_formats(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
         goto fail;
     ct = posh_getenv("POSH_CONNECT_TO");
     if (ct != NULL) {

@@ -41,6 +41,7 @@ struct posh_wait {
     atomic_bool done;
     posh_result *result;           /* written before done is set; taken by posh_wait_take */
     posh_err err;
+    posh_lookup_kind kind;
     char domain[POSH_MAX_DOMAIN_LEN + 2];
     char service[2 * POSH_MAX_SERVICE_LEN + 4];
 };
@@ -50,7 +51,8 @@ typedef enum job_state {
     JOB_WAIT_DOMAIN,               /* another caller's fill of the domain's entry is in flight */
     JOB_SOURCE,                    /* fetching a source document */
     JOB_WAIT_TARGET,               /* another caller's fill of the reference target is in flight */
-    JOB_TARGET                     /* fetching the reference target */
+    JOB_TARGET,                    /* fetching the reference target */
+    JOB_DELEGATION                 /* fetching a delegation document */
 } job_state;
 
 typedef struct job {
@@ -58,6 +60,8 @@ typedef struct job {
     struct job *queue_next;        /* incoming or woken (under its lock) */
     bool queued;
     posh_engine *engine;
+    posh_lookup_kind kind;
+    posh_cache *cache;             /* the kind's cache (the client's POSH results or delegations) */
     char key[KEY_LEN];
     char domain[POSH_MAX_DOMAIN_LEN + 2];
     char svc[POSH_MAX_SERVICE_LEN + 1];
@@ -75,7 +79,9 @@ typedef struct job {
     CURL *curl;
     bool in_multi;
     posh_fetch_op op;
-    posh_lookup_state tst;         /* the target fetch's own trace and message */
+    posh_lookup_state tst;         /* the target's (or the delegation document's) fetch: trace and message */
+    bool tst_live;                 /* tst is initialised */
+    char deleg_url[POSH_MAX_URL_LEN + 1];
     time_t t_started;
     int64_t t_started_wall;
     int target_tries;
@@ -141,6 +147,11 @@ const char *posh_wait_service(const posh_wait *w)
     return w->service;
 }
 
+posh_lookup_kind posh_wait_kind(const posh_wait *w)
+{
+    return w->kind;
+}
+
 int posh_wait_take(posh_wait *w, posh_result **result, posh_err *err)
 {
     if (!atomic_load_explicit(&w->done, memory_order_acquire))
@@ -166,20 +177,6 @@ static void job_unlink(job *j)
     j->next->prev = j->prev;
     e->n_jobs--;
     pthread_mutex_unlock(&e->lock);
-}
-
-/* What posh_lookup() gives for r: its error, and no result for NOMEM / INVALID_ARGUMENT. */
-static posh_err result_err(posh_result **r)
-{
-    posh_err err;
-    if (*r == NULL)
-        return POSH_ERR_NOMEM;
-    err = (*r)->err;
-    if (err == POSH_ERR_NOMEM || err == POSH_ERR_INVALID_ARGUMENT) {
-        posh_result_free(*r);
-        *r = NULL;
-    }
-    return err;
 }
 
 /* Hand r (owned; may be NULL) to whoever asked, once, and free the job. */
@@ -217,8 +214,8 @@ static void job_finish(job *j, posh_result *r)
 {
     job_release_curl(j);
     if (j->owner)
-        posh_cache_complete(j->engine->client->cache, j->key, r);
-    job_deliver(j, result_err(&r), r);
+        posh_cache_complete(j->cache, j->key, r);
+    job_deliver(j, posh_lookup_outcome(&r), r);
 }
 
 /* ---- the steps ---- */
@@ -249,6 +246,21 @@ static bool transfer_add(job *j)
     return true;
 }
 
+/*
+ * Begin fetching url (which must outlive the transfer) into st's trace and message, within deadline_ms, on the
+ * job's handle: POSH_OK once the transfer runs, else the error (st's message says why).
+ */
+static posh_err transfer_start(job *j, const char *url, int64_t deadline_ms, posh_lookup_state *st)
+{
+    posh_err err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, deadline_ms, &st->trace,
+                                    st->message, sizeof(st->message));
+    if (err != POSH_OK || transfer_add(j))
+        return err;
+    posh_fetch_op_clear(&j->op);
+    posh_msg(st->message, sizeof(st->message), "%s: the transfer engine refused the request", url);
+    return POSH_ERR_INTERNAL;
+}
+
 static void source_done(job *j, posh_err err, posh_fetch_result *fr)
 {
     switch (posh_run_source_done(&j->run, err, fr)) {
@@ -275,16 +287,8 @@ static void source_next(job *j)
         return;
     }
     j->state = JOB_SOURCE;
-    err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, j->run.deadline_ms, &j->run.st.trace,
-                           j->run.st.message, sizeof(j->run.st.message));
-    if (err == POSH_OK && transfer_add(j))
-        return;
-    if (err == POSH_OK) {
-        posh_fetch_op_clear(&j->op);
-        posh_msg(j->run.st.message, sizeof(j->run.st.message), "%s: the transfer engine refused the request", url);
-        err = POSH_ERR_INTERNAL;
-    }
-    source_done(j, err, &fr);
+    if ((err = transfer_start(j, url, j->run.deadline_ms, &j->run.st)) != POSH_OK)
+        source_done(j, err, &fr);
 }
 
 static void target_got(job *j, posh_result *target, bool ran)
@@ -304,6 +308,7 @@ static void target_done(job *j, posh_err err, posh_fetch_result *fr)
     posh_client *c = j->engine->client;
     posh_result *tr = posh_target_result(c, j->run.src.url, j->t_started, j->t_started_wall, err, fr, &j->tst);
     posh_lookup_state_clear(&j->tst);
+    j->tst_live = false;
     j->target_owner = false;
     posh_cache_complete(c->targets, j->run.src.url, tr);
     target_got(j, tr, true);
@@ -335,17 +340,44 @@ static void target_begin(job *j)
     j->t_started = posh_config_now(c->cfg);
     j->t_started_wall = posh_config_wall_now(c->cfg);
     posh_lookup_state_init(&j->tst, c->store != NULL);
-    err = posh_fetch_begin(&j->op, j->curl, c->cfg, j->run.src.url, j->run.deadline_ms, &j->tst.trace,
-                           j->tst.message, sizeof(j->tst.message));
-    if (err == POSH_OK && transfer_add(j))
-        return;
-    if (err == POSH_OK) {
-        posh_fetch_op_clear(&j->op);
-        posh_msg(j->tst.message, sizeof(j->tst.message), "%s: the transfer engine refused the request",
-                 j->run.src.url);
-        err = POSH_ERR_INTERNAL;
+    j->tst_live = true;
+    if ((err = transfer_start(j, j->run.src.url, j->run.deadline_ms, &j->tst)) != POSH_OK)
+        target_done(j, err, &fr);
+}
+
+/* The delegation document's fetch ended. */
+static void delegation_done(job *j, posh_err err, posh_fetch_result *fr)
+{
+    posh_client *c = j->engine->client;
+    char service[2 * POSH_MAX_SERVICE_LEN + 4];
+    posh_result *r;
+
+    snprintf(service, sizeof(service), "_%s._%s", j->svc, j->proto);
+    r = posh_delegation_result(c, j->domain, service, j->t_started, err, fr, &j->tst);
+    posh_lookup_state_clear(&j->tst);
+    j->tst_live = false;
+    job_finish(j, r);
+}
+
+/* The one request of a delegation lookup (the job owns its cache entry and has a handle). */
+static void delegation_begin(job *j)
+{
+    posh_client *c = j->engine->client;
+    char url[POSH_MAX_URL_LEN + 1];
+    posh_fetch_result fr = {0};
+    posh_err err = POSH_ERR_BAD_DOMAIN;
+
+    j->state = JOB_DELEGATION;
+    j->t_started = posh_config_now(c->cfg);
+    posh_lookup_state_init(&j->tst, false);
+    j->tst_live = true;
+    if (posh_delegation_url(j->domain, j->svc, url, sizeof(url)) != NULL) {
+        /* The op keeps a pointer to the URL: the job's own copy, which lives as long as the transfer. */
+        snprintf(j->deleg_url, sizeof(j->deleg_url), "%s", url);
+        if ((err = transfer_start(j, j->deleg_url, posh_now_ms() + c->cfg->timeout_ms, &j->tst)) == POSH_OK)
+            return;
     }
-    target_done(j, err, &fr);
+    delegation_done(j, err, &fr);
 }
 
 /* A transfer of this job ended with rc. */
@@ -366,6 +398,8 @@ static void transfer_done(job *j, CURLcode rc)
     }
     if (j->state == JOB_TARGET)
         target_done(j, err, &fr);
+    else if (j->state == JOB_DELEGATION)
+        delegation_done(j, err, &fr);
     else
         source_done(j, err, &fr);
 }
@@ -376,9 +410,9 @@ static void job_start(job *j)
     posh_result *r = NULL;
 
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
-    switch (posh_cache_begin(c->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter)) {
+    switch (posh_cache_begin(j->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter)) {
     case POSH_CACHE_FRESH:
-        job_deliver(j, result_err(&r), r);
+        job_deliver(j, posh_lookup_outcome(&r), r);
         return;
     case POSH_CACHE_WAIT:
         j->state = JOB_WAIT_DOMAIN;
@@ -391,7 +425,7 @@ static void job_start(job *j)
     }
     j->owner = true;
     /* A memory miss: the persistent cache's entry if it is sound and fresh (a small local read), else fetch. */
-    if (c->store != NULL) {
+    if (j->kind == POSH_KIND_POSH && c->store != NULL) {
         char service[2 * POSH_MAX_SERVICE_LEN + 4];
         snprintf(service, sizeof(service), "_%s._%s", j->svc, j->proto);
         if ((r = posh_store_load(c, j->domain, service)) != NULL) {
@@ -399,16 +433,30 @@ static void job_start(job *j)
             return;
         }
     }
-    posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
-    j->running = true;
+    if (j->kind == POSH_KIND_POSH) {
+        posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
+        j->running = true;
+    }
     if ((j->curl = posh_client_handle_get(c)) == NULL) {
         const char *why = posh_client_curl_problem();
-        posh_run_fail(&j->run, why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM, why);
-        job_finish(j, posh_run_finish(&j->run));
+        posh_err err = why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+        if (j->kind == POSH_KIND_POSH) {
+            posh_run_fail(&j->run, err, why);
+            job_finish(j, posh_run_finish(&j->run));
+        } else {
+            posh_fetch_result fr = {0};
+            posh_lookup_state_init(&j->tst, false);
+            j->tst_live = true;
+            posh_msg(j->tst.message, sizeof(j->tst.message), "%s", why != NULL ? why : "");
+            delegation_done(j, err, &fr);
+        }
         return;
     }
     curl_easy_setopt(j->curl, CURLOPT_PRIVATE, (void *)j);
-    source_next(j);
+    if (j->kind == POSH_KIND_DELEGATION)
+        delegation_begin(j);
+    else
+        source_next(j);
 }
 
 static void job_resume(job *j)
@@ -418,22 +466,22 @@ static void job_resume(job *j)
     if (j->state == JOB_WAIT_TARGET)
         target_got(j, r, false);
     else
-        job_deliver(j, result_err(&r), r); /* the fill we waited for (JOB_WAIT_DOMAIN) */
+        job_deliver(j, posh_lookup_outcome(&r), r); /* the fill we waited for (JOB_WAIT_DOMAIN) */
 }
 
 /* posh_client_free: end a job without its answer. Owned entries are released for the next caller to fill. */
 static void job_cancel(job *j)
 {
     posh_client *c = j->engine->client;
-    if (j->target_owner) {
-        posh_lookup_state_clear(&j->tst);
+    if (j->target_owner)
         posh_cache_complete(c->targets, j->run.src.url, NULL);
-    }
+    if (j->tst_live)
+        posh_lookup_state_clear(&j->tst);
     job_release_curl(j);
     if (j->running)
         posh_run_clear(&j->run);
     if (j->owner)
-        posh_cache_complete(c->cache, j->key, NULL);
+        posh_cache_complete(j->cache, j->key, NULL);
     posh_result_free(j->woken);
     j->woken = NULL;
     job_deliver(j, POSH_ERR_CANCELLED, NULL);
@@ -453,13 +501,15 @@ static job *reverse(job *list)
     return prev;
 }
 
-/* The first job (owners_only: the first that owns a cache entry), or NULL. */
-static job *first_job(posh_engine *e, bool owners_only)
+typedef enum cancel_pass { OWNS_TARGET, OWNS_DOMAIN, ANY } cancel_pass;
+
+/* The first job of the pass, or NULL. */
+static job *first_job(posh_engine *e, cancel_pass pass)
 {
     job *found = NULL;
     pthread_mutex_lock(&e->lock);
     for (job *j = e->jobs.next; j != &e->jobs && found == NULL; j = j->next)
-        if (!owners_only || j->owner || j->target_owner)
+        if (pass == ANY || (pass == OWNS_TARGET && j->target_owner) || (pass == OWNS_DOMAIN && j->owner))
             found = j;
     pthread_mutex_unlock(&e->lock);
     return found;
@@ -517,13 +567,14 @@ static void *engine_main(void *arg)
         curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
     }
     /*
-     * Stopped by posh_client_free: every job not yet delivered is cancelled. Owners first: releasing their
-     * entries wakes the jobs waiting for them (queued, never resumed), which must still exist then.
+     * Stopped by posh_client_free: every job not yet delivered is cancelled. A job waiting for a fill has its
+     * waiter linked to that entry, so it must outlive the fill's owner: owners of a target entry go first
+     * (they wait for nothing: they fetch), then owners of a domain entry (whose waits, on targets, are over
+     * now), then everyone else. Releasing an entry wakes its waiters: queued, never resumed.
      */
-    for (job *j; (j = first_job(e, true)) != NULL;)
-        job_cancel(j);
-    for (job *j; (j = first_job(e, false)) != NULL;)
-        job_cancel(j);
+    for (cancel_pass pass = OWNS_TARGET; pass <= ANY; pass++)
+        for (job *j; (j = first_job(e, pass)) != NULL;)
+            job_cancel(j);
     return NULL;
 }
 
@@ -620,7 +671,7 @@ void posh_engine_free(posh_client *c)
 
 /* ---- submitting ---- */
 
-static posh_err submit(posh_client *c, const char *dom, const char *svc, const char *proto,
+static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, const char *svc, const char *proto,
                        posh_lookup_callback cb, void *arg, posh_wait *w)
 {
     posh_engine *e;
@@ -631,6 +682,8 @@ static posh_err submit(posh_client *c, const char *dom, const char *svc, const c
     if ((j = calloc(1, sizeof(*j))) == NULL)
         return POSH_ERR_NOMEM;
     j->engine = e;
+    j->kind = kind;
+    j->cache = kind == POSH_KIND_DELEGATION ? posh_client_delegation_cache(c) : posh_client_posh_cache(c);
     snprintf(j->domain, sizeof(j->domain), "%s", dom);
     snprintf(j->svc, sizeof(j->svc), "%s", svc);
     snprintf(j->proto, sizeof(j->proto), "%s", proto);
@@ -665,10 +718,11 @@ bool posh_engine_is_current_thread(const posh_client *c)
 posh_err posh_engine_submit(posh_client *c, const char *dom, const char *svc, const char *proto,
                             posh_lookup_callback cb, void *arg)
 {
-    return submit(c, dom, svc, proto, cb, arg, NULL);
+    return submit(c, POSH_KIND_POSH, dom, svc, proto, cb, arg, NULL);
 }
 
-posh_err posh_wait_start(posh_client *c, const char *dom, const char *svc, const char *proto, posh_wait **out)
+posh_err posh_wait_start(posh_client *c, posh_lookup_kind kind, const char *dom, const char *svc, const char *proto,
+                         posh_wait **out)
 {
     posh_engine *e;
     posh_wait *w;
@@ -685,6 +739,7 @@ posh_err posh_wait_start(posh_client *c, const char *dom, const char *svc, const
         atomic_fetch_sub(&e->n_waiting, 1);
         return POSH_ERR_NOMEM;
     }
+    w->kind = kind;
     snprintf(w->domain, sizeof(w->domain), "%s", dom);
     snprintf(w->service, sizeof(w->service), "_%s._%s", svc, proto);
     atomic_init(&w->refs, 2);
@@ -693,7 +748,7 @@ posh_err posh_wait_start(posh_client *c, const char *dom, const char *svc, const
         atomic_fetch_sub(&e->n_waiting, 1);
         return errno == ENOMEM ? POSH_ERR_NOMEM : POSH_ERR_BUSY; /* out of descriptors */
     }
-    if ((err = submit(c, dom, svc, proto, NULL, NULL, w)) != POSH_OK) {
+    if ((err = submit(c, kind, dom, svc, proto, NULL, NULL, w)) != POSH_OK) {
         atomic_fetch_sub(&e->n_waiting, 1);
         atomic_init(&w->refs, 1);
         wait_unref(w);

@@ -47,6 +47,49 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* "HOST:PORT:ADDR:PORT" entries separated by commas; each part may be empty except the separators. */
+posh_err posh_connect_to_parse(const char *list, struct curl_slist **out, char *msg, size_t msglen)
+{
+    const char *p = list;
+    *out = NULL;
+    if (list == NULL || list[0] == '\0')
+        return POSH_OK;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ","), colons = 0;
+        char entry[512];
+        struct curl_slist *next;
+        if (n == 0 || n >= sizeof(entry))
+            goto bad;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if (ch == ':')
+                colons++;
+            else if (ch <= ' ' || ch >= 0x7f)
+                goto bad;
+        }
+        /* An IPv6 address in brackets has colons of its own: count only the 3 separators we need at least. */
+        if (colons < 3)
+            goto bad;
+        memcpy(entry, p, n);
+        entry[n] = '\0';
+        if ((next = curl_slist_append(*out, entry)) == NULL) {
+            curl_slist_free_all(*out);
+            *out = NULL;
+            return POSH_ERR_NOMEM;
+        }
+        *out = next;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return POSH_OK;
+bad:
+    posh_msg(msg, msglen, "\"%.100s\": expected comma-separated HOST:PORT:ADDR:PORT entries", list);
+    curl_slist_free_all(*out);
+    *out = NULL;
+    return POSH_ERR_CONFIG;
+}
+
 posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl_slist *connect_to)
 {
     CURLcode rc = CURLE_OK;
@@ -81,6 +124,7 @@ void posh_fetch_result_clear(posh_fetch_result *r)
 {
     free(r->body);
     free(r->final_url);
+    free(r->content_type);
     memset(r, 0, sizeof(*r));
 }
 
@@ -210,6 +254,39 @@ static posh_err hop_end(posh_fetch_op *op, CURLcode rc, long *status, char **loc
     return POSH_OK;
 }
 
+/*
+ * The lowest lifetime the response's Cache-Control headers give: max-age=N (delta-seconds, RFC 9111 1.2.2; a
+ * value past 2^31 counts as 2^31), 0 for no-cache or no-store; -1 when none says. Directive names are
+ * case-insensitive; anything unreadable is ignored (the caller's own maximum stands).
+ */
+static long cache_control_max_age(CURL *curl)
+{
+    struct curl_header *h;
+    long best = -1;
+    for (size_t i = 0; curl_easy_header(curl, "Cache-Control", i, CURLH_HEADER, -1, &h) == CURLHE_OK; i++) {
+        const char *p = h->value;
+        while (*p != '\0') {
+            long v = -1;
+            size_t n;
+            p += strspn(p, " \t,");
+            n = strcspn(p, ",");
+            if ((n == 8 && strncasecmp(p, "no-store", 8) == 0) || (n == 8 && strncasecmp(p, "no-cache", 8) == 0)) {
+                v = 0;
+            } else if (n > 8 && strncasecmp(p, "max-age=", 8) == 0 && strspn(p + 8, "0123456789") == n - 8) {
+                v = 0;
+                for (size_t k = 8; k < n; k++)
+                    v = v > 214748364 ? 2147483648L : v * 10 + (p[k] - '0');
+            }
+            if (v >= 0 && (best < 0 || v < best))
+                best = v;
+            p += n;
+        }
+        if (h->amount <= i + 1)
+            break;
+    }
+    return best;
+}
+
 int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh_err *errp)
 {
     char *location = NULL;
@@ -242,7 +319,14 @@ int posh_fetch_step(posh_fetch_op *op, CURLcode rc, posh_fetch_result *out, posh
         goto done;
     }
     if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
+        char *ct = NULL;
         out->status = status;
+        out->max_age = cache_control_max_age(op->curl);
+        if (curl_easy_getinfo(op->curl, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL &&
+            (out->content_type = strdup(ct)) == NULL) {
+            err = POSH_ERR_NOMEM;
+            goto done;
+        }
         out->body = op->b.data != NULL ? op->b.data : strdup("");
         out->body_len = op->b.len;
         out->final_url = op->current;

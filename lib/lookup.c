@@ -37,7 +37,8 @@ void posh_lookup_state_clear(lookup_state *st)
 }
 
 /* Judge a finished fetch as a POSH document (fr is consumed). *missing is set (and POSH_OK returned) on a 4xx. */
-static posh_err doc_from_fetch(posh_err err, posh_fetch_result *fr, lookup_state *r, posh_doc *doc, bool *missing)
+static posh_err doc_from_fetch(const posh_config *cfg, posh_err err, posh_fetch_result *fr, lookup_state *r,
+                               posh_doc *doc, bool *missing)
 {
     char why[POSH_MSG_LEN];
 
@@ -50,7 +51,7 @@ static posh_err doc_from_fetch(posh_err err, posh_fetch_result *fr, lookup_state
         posh_fetch_result_clear(fr);
         return POSH_OK;
     }
-    err = posh_doc_parse(fr->body, fr->body_len, doc, why, sizeof(why));
+    err = posh_doc_parse_formats(fr->body, fr->body_len, cfg->formats, doc, why, sizeof(why));
     if (err != POSH_OK) {
         posh_msg(r->message, sizeof(r->message), "%s: %s", fr->final_url, why);
     } else if (r->keep) {
@@ -106,7 +107,7 @@ posh_result *posh_target_result(posh_client *client, const char *url, time_t sta
     posh_result *r;
     bool missing;
 
-    err = doc_from_fetch(err, fr, st, &doc, &missing);
+    err = doc_from_fetch(cfg, err, fr, st, &doc, &missing);
     if (err == POSH_OK && missing) {
         err = POSH_ERR_REFERENCE_TARGET; /* st->message names the URL and the status */
     } else if (err == POSH_OK && doc.kind == POSH_DOC_REFERENCE) {
@@ -211,7 +212,7 @@ posh_run_next posh_run_source_done(posh_run *run, posh_err err, posh_fetch_resul
 {
     bool missing;
 
-    err = doc_from_fetch(err, fr, &run->st, &run->src, &missing);
+    err = doc_from_fetch(run->client->cfg, err, fr, &run->st, &run->src, &missing);
     if (err == POSH_OK && missing) {
         /* 4xx: remember why, try the next layout. */
         if (run->tried_used < sizeof(run->tried)) {
@@ -364,4 +365,81 @@ posh_result *posh_lookup_uncached(posh_client *client, const char *domain, const
     }
     posh_client_handle_put(client, curl);
     return posh_run_finish(&run);
+}
+
+/* ---- Secure Service Delegation: one document per (domain, service), no reference, no expires ---- */
+
+const char *posh_delegation_url(const char *domain, const char *svc, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "https://%s/.well-known/services/%s/", domain, svc);
+    return n > 0 && (size_t)n < outlen ? out : NULL;
+}
+
+posh_result *posh_delegation_result(posh_client *client, const char *domain, const char *service, time_t started,
+                                    posh_err err, posh_fetch_result *fr, posh_lookup_state *st)
+{
+    const posh_config *cfg = client->cfg;
+    posh_delegation_doc doc = {0};
+    char why[POSH_MSG_LEN];
+    long ttl;
+    posh_result *r;
+
+    if (err == POSH_OK && fr->status >= 400) {
+        posh_msg(st->message, sizeof(st->message), "%s: HTTP status %ld: no delegation document", fr->final_url,
+                 fr->status);
+        err = POSH_ERR_NO_DELEGATION;
+    } else if (err == POSH_OK && (err = posh_delegation_parse(fr->body, fr->body_len, &doc, why, sizeof(why))) != POSH_OK) {
+        posh_msg(st->message, sizeof(st->message), "%s: %s", fr->final_url, why);
+    }
+    if (err == POSH_OK) {
+        /* The draft has no expires: the configured maximum, lowered by what the response says of itself. */
+        ttl = fr->max_age >= 0 && fr->max_age < cfg->max_ttl ? fr->max_age : cfg->max_ttl;
+        st->message[0] = '\0';
+    } else {
+        ttl = err == POSH_ERR_NOMEM || err == POSH_ERR_CANCELLED ? 0 : cfg->negative_ttl;
+    }
+    r = posh_result_build(&(posh_result_parts){
+        .domain = domain,
+        .service = service,
+        .err = err,
+        .message = st->message,
+        .trace = &st->trace,
+        .ttl = ttl,
+        .expires_at = started + (time_t)ttl,
+        .delegations = err == POSH_OK ? &doc : NULL,
+    });
+    if (err != POSH_OK)
+        posh_log(POSH_LOG_INFO, "delegation %s %s: %s: %s", domain, service, posh_strerror(err),
+                 r != NULL ? r->message : "(no result: out of memory)");
+    posh_delegation_clear(&doc);
+    posh_fetch_result_clear(fr);
+    return r;
+}
+
+posh_result *posh_delegation_uncached(posh_client *client, const char *domain, const char *svc, const char *proto)
+{
+    char url[POSH_MAX_URL_LEN + 1], service[2 * POSH_MAX_SERVICE_LEN + 4];
+    time_t started = posh_config_now(client->cfg);
+    posh_fetch_result fr = {0};
+    posh_lookup_state st;
+    posh_result *r;
+    posh_err err;
+    CURL *curl;
+
+    snprintf(service, sizeof(service), "_%s._%s", svc, proto);
+    posh_lookup_state_init(&st, false);
+    if ((curl = posh_client_handle_get(client)) == NULL) {
+        const char *why = posh_client_curl_problem();
+        err = why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+        posh_msg(st.message, sizeof(st.message), "%s", why != NULL ? why : "");
+    } else if (posh_delegation_url(domain, svc, url, sizeof(url)) == NULL) {
+        err = POSH_ERR_BAD_DOMAIN;
+    } else {
+        err = posh_fetch(curl, client->cfg, url, posh_now_ms() + client->cfg->timeout_ms, &st.trace, &fr,
+                         st.message, sizeof(st.message));
+    }
+    r = posh_delegation_result(client, domain, service, started, err, &fr, &st);
+    posh_client_handle_put(client, curl);
+    posh_lookup_state_clear(&st);
+    return r;
 }

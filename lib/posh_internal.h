@@ -7,6 +7,7 @@
 
 #include "posh.h"
 
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -16,7 +17,9 @@
 #define POSH_MAX_SERVICE_LEN 63
 #define POSH_MAX_URL_LEN 2048
 #define POSH_MAX_JSON_DEPTH 8         /* a document needs 3: object > array > object */
-#define POSH_MAX_DESCRIPTORS 64
+#define POSH_MAX_DESCRIPTORS 64      /* fingerprint descriptors, or keys of a JWK Set */
+#define POSH_MAX_X5C 10              /* certificates in a JWK's x5c */
+#define POSH_MAX_X5C_BYTES 16384     /* each, DER */
 #define POSH_MAX_HASH_STRING 128      /* longest base64 value looked at (SHA-512 needs 88) */
 #define POSH_MAX_REQUESTS 33          /* requests per lookup: 2 layouts + reference, each 1 + 10 redirects */
 #define POSH_MSG_LEN 512
@@ -46,6 +49,15 @@ size_t posh_hash_len(posh_hash h);
 int posh_b64_decode_exact(const char *in, size_t in_len, unsigned char *out, size_t want);
 /* Encode len bytes as padded standard base64 into out (needs 4*((len+2)/3)+1 bytes). Returns chars written. */
 size_t posh_b64_encode(const unsigned char *in, size_t len, char *out, size_t outlen);
+/* The same decoding rules for a value of any length up to cap bytes: *out_len gets its length. 0 or -1. */
+int posh_b64_decode(const char *in, size_t in_len, unsigned char *out, size_t cap, size_t *out_len);
+/*
+ * base64url as JOSE uses it (RFC 7515 section 2: the '-' '_' alphabet, no padding, unused bits zero) into exactly
+ * want bytes. No '=', no standard-alphabet '+' or '/'. 0 or -1.
+ */
+int posh_b64url_decode_exact(const char *in, size_t in_len, unsigned char *out, size_t want);
+/* Encode as unpadded base64url (same buffer size as posh_b64_encode). Returns chars written. */
+size_t posh_b64url_encode(const unsigned char *in, size_t len, char *out, size_t outlen);
 
 /* ---- names and URLs ---- */
 /*
@@ -86,6 +98,7 @@ typedef enum posh_doc_kind { POSH_DOC_FINGERPRINTS = 1, POSH_DOC_REFERENCE = 2 }
 
 typedef struct posh_doc {
     posh_doc_kind kind;
+    unsigned format;                /* POSH_DOC_FINGERPRINTS: POSH_FORMAT_FINGERPRINTS or POSH_FORMAT_JWK */
     int64_t expires;                /* > 0 */
     /* POSH_DOC_FINGERPRINTS */
     size_t n_descriptors;           /* >= 1 (descriptors with no known hash are kept, with present == 0) */
@@ -101,6 +114,44 @@ typedef struct posh_doc {
  * POSH_ERR_NOMEM), leaves *doc empty and, if msg is not NULL, writes a message naming the member at fault.
  */
 posh_err posh_doc_parse(const char *buf, size_t len, posh_doc *doc, char *msg, size_t msglen);
+
+/*
+ * Strict JSON (doc.c): the bytes as exactly one value of type want (json_type_object, json_type_array), within
+ * POSH_MAX_JSON_DEPTH, nothing but whitespace after it; what json-c lets through and JSON does not is refused
+ * first. POSH_ERR_JSON with a message naming the byte; *out to release with json_object_put().
+ */
+posh_err posh_json_parse(const char *buf, size_t len, json_type want, json_object **out, char *msg, size_t msglen);
+/* json-c's name of a value's type, for messages ("int", "null", ...). */
+const char *posh_json_type_name(json_object *v);
+
+/* ---- Secure Service Delegation documents (delegation.c): pure, bounded, fuzzed ---- */
+#define POSH_MAX_DELEGATIONS 32
+typedef struct posh_delegation {
+    char host[POSH_MAX_DOMAIN_LEN + 2];   /* where the service runs (normalised DNS name) */
+    int port;                             /* 1..65535 */
+    char domain[POSH_MAX_DOMAIN_LEN + 2]; /* the name its certificate carries (normalised DNS name) */
+} posh_delegation;
+
+typedef struct posh_delegation_doc {
+    size_t n;                             /* 1..POSH_MAX_DELEGATIONS */
+    posh_delegation *entries;             /* malloc'd */
+} posh_delegation_doc;
+
+/*
+ * Parse a delegation document from exactly len bytes: a JSON array of 1..POSH_MAX_DELEGATIONS objects, each
+ * with "host" and "domain" (strings, DNS names as posh_domain_normalize() accepts them: never an address) and
+ * "port" (integer 1..65535); other members are ignored. POSH_OK and *doc (posh_delegation_clear), or
+ * POSH_ERR_JSON / POSH_ERR_DOCUMENT / POSH_ERR_NOMEM with a message naming the entry and member.
+ */
+posh_err posh_delegation_parse(const char *buf, size_t len, posh_delegation_doc *doc, char *msg, size_t msglen);
+void posh_delegation_clear(posh_delegation_doc *doc);
+/*
+ * The same, accepting only the forms in formats (POSH_FORMAT_*; references always): another form is
+ * POSH_ERR_DOCUMENT. A JWK Set's keys become descriptors: x5t a SHA-1 digest, x5t#S256 a SHA-256 digest, x5c[0]
+ * the SHA-256 of that certificate (it must agree with the thumbprints given beside it).
+ */
+posh_err posh_doc_parse_formats(const char *buf, size_t len, unsigned formats, posh_doc *doc, char *msg,
+                                size_t msglen);
 void posh_doc_clear(posh_doc *doc);
 
 /* ---- the persistent cache directory (store_entry.c: pure, fuzzed; store_dir.c: the file system) ---- */

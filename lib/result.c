@@ -46,7 +46,9 @@ posh_result *posh_result_build(const posh_result_parts *p)
     size_t mlen = posh_escape(message, sizeof(message), p->message, p->escape) + 1;
     size_t dlen = strlen(p->domain) + 1, slen = strlen(p->service) + 1;
     size_t rawlen = p->raw_doc != NULL ? p->raw_doc_len + 1 + strlen(p->raw_url) + 1 : 0;
+    size_t n_deleg = p->delegations != NULL ? p->delegations->n : 0;
     size_t digests = 0, strings = dlen + slen + mlen + rawlen, size, off;
+    posh_result_deleg *deleg;
     posh_request *req;
     posh_result_descriptor *desc;
     unsigned char *dig;
@@ -59,7 +61,10 @@ posh_result *posh_result_build(const posh_result_parts *p)
         digests = result_digest_bytes(t);
     for (size_t i = 0; p->doc != NULL && i < n_desc; i++)
         digests += descriptor_bytes(&p->doc->descriptors[i]);
-    size = align8(sizeof(*r)) + align8(n_req * sizeof(*req)) + align8(n_desc * sizeof(*desc)) + digests + strings;
+    for (size_t i = 0; i < n_deleg; i++)
+        strings += strlen(p->delegations->entries[i].host) + 1 + strlen(p->delegations->entries[i].domain) + 1;
+    size = align8(sizeof(*r)) + align8(n_req * sizeof(*req)) + align8(n_desc * sizeof(*desc)) +
+           align8(n_deleg * sizeof(*deleg)) + digests + strings;
     if ((r = calloc(1, size)) == NULL)
         return NULL;
     off = align8(sizeof(*r));
@@ -67,12 +72,15 @@ posh_result *posh_result_build(const posh_result_parts *p)
     off += align8(n_req * sizeof(*req));
     desc = (posh_result_descriptor *)((char *)r + off);
     off += align8(n_desc * sizeof(*desc));
+    deleg = (posh_result_deleg *)((char *)r + off);
+    off += align8(n_deleg * sizeof(*deleg));
     dig = (unsigned char *)r + off;
     str = (char *)dig + digests;
 
     r->refs = 1;
     r->err = p->err;
     r->followed_reference = p->followed_reference;
+    r->format = p->doc != NULL ? p->doc->format : from_target ? t->format : 0;
     r->ttl = p->ttl;
     r->expires_at = p->expires_at;
 #define COPY_STRING(dst, src, len)                                                                             \
@@ -96,6 +104,12 @@ posh_result *posh_result_build(const posh_result_parts *p)
         COPY_STRING(r->doc, p->raw_doc, p->raw_doc_len);
         *str++ = '\0';
         COPY_STRING(r->doc_url, p->raw_url, strlen(p->raw_url) + 1);
+    }
+    for (size_t i = 0; i < n_deleg; i++) {
+        const posh_delegation *d = &p->delegations->entries[i];
+        deleg[i].port = d->port;
+        COPY_STRING(deleg[i].host, d->host, strlen(d->host) + 1);
+        COPY_STRING(deleg[i].domain, d->domain, strlen(d->domain) + 1);
     }
 #undef COPY_STRING
     if (from_target) {
@@ -122,6 +136,8 @@ posh_result *posh_result_build(const posh_result_parts *p)
     r->n_descriptors = n_desc;
     r->descriptors = desc;
     r->digests = dig;
+    r->n_delegations = n_deleg;
+    r->delegations = deleg;
     return r;
 }
 
@@ -208,6 +224,29 @@ time_t posh_result_expires_at(const posh_result *r)
 long posh_result_ttl(const posh_result *r)
 {
     return r == NULL ? 0 : r->ttl;
+}
+
+size_t posh_result_delegation_count(const posh_result *r)
+{
+    return r != NULL && r->err == POSH_OK ? r->n_delegations : 0;
+}
+
+int posh_result_delegation(const posh_result *r, size_t i, const char **host, int *port, const char **domain)
+{
+    if (i >= posh_result_delegation_count(r))
+        return 0;
+    if (host != NULL)
+        *host = r->delegations[i].host;
+    if (port != NULL)
+        *port = r->delegations[i].port;
+    if (domain != NULL)
+        *domain = r->delegations[i].domain;
+    return 1;
+}
+
+unsigned posh_result_format(const posh_result *r)
+{
+    return r != NULL && r->err == POSH_OK ? r->format : 0;
 }
 
 int posh_result_followed_reference(const posh_result *r)

@@ -126,6 +126,10 @@ posh_result *posh_store_load(posh_client *client, const char *domain, const char
         posh_msg(why, sizeof(why), "a document over the body cap of %ld bytes", cfg->max_bytes);
         goto refused;
     }
+    if (((e.source.kind == POSH_DOC_REFERENCE ? e.target.format : e.source.format) & cfg->formats) == 0) {
+        posh_msg(why, sizeof(why), "a document of a form this client does not accept (POSH_FORMATS)");
+        goto refused;
+    }
     /* Wall-clock expiry. Fetched "in the future": the clock went back, and nothing says how old it is. */
     now = posh_config_wall_now(cfg);
     if (e.fetched > now || e.target_fetched > now) {

@@ -26,6 +26,7 @@ typedef struct ctx_state {
     cert_verify_fn next;           /* the application's own cert verify callback (shim), NULL: X509_verify_cert */
     void *next_arg;
     atomic_int nonblocking;        /* SSL_CTX_set_posh_nonblocking(): a cold lookup suspends the handshake */
+    atomic_int delegation;         /* SSL_CTX_set_posh_delegation(): delegation documents are read too */
 } ctx_state;
 
 typedef struct ssl_state {
@@ -35,6 +36,7 @@ typedef struct ssl_state {
     posh_err err;
     char message[POSH_MSG_LEN];
     posh_wait *wait;               /* non-blocking: the lookup this connection's verification waits for */
+    posh_result *held[2];          /* non-blocking: answers obtained for this verification, by posh_lookup_kind */
 } ssl_state;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -50,11 +52,22 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
     free(ptr);
 }
 
+/* The answers a suspended verification obtained: kept until the verification ends, then dropped. */
+static void drop_held(ssl_state *st)
+{
+    for (size_t k = 0; k < sizeof(st->held) / sizeof(st->held[0]); k++) {
+        posh_result_free(st->held[k]);
+        st->held[k] = NULL;
+    }
+}
+
 static void ssl_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     ssl_state *st = ptr;
     if (st != NULL && st->wait != NULL)
         posh_wait_release(st->wait); /* the lookup itself goes on, into the cache */
+    if (st != NULL)
+        drop_held(st);
     free(st);
 }
 
@@ -68,7 +81,8 @@ static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **
     if ((copy = malloc(sizeof(*copy))) == NULL)
         return 0;
     memcpy(copy, *from_d, sizeof(*copy));
-    copy->wait = NULL; /* the original's wait is the original's */
+    copy->wait = NULL; /* the original's wait and answers are the original's */
+    copy->held[0] = copy->held[1] = NULL;
     if (copy->status == POSH_STATUS_PENDING)
         copy->status = POSH_STATUS_NONE;
     *from_d = copy;
@@ -191,38 +205,87 @@ static void notify_vouched(posh_client *client, const posh_result *res, X509 *le
 }
 
 /*
- * Non-blocking: the answer for (reference, service) if there is one now (1: *res, *err as posh_lookup gives
- * them), else 0: a lookup runs and st->wait waits for it. The answer is the cache's when fresh, or the one the
- * wait brought for this very (reference, service); a wait for anything else (an SSL reused for another peer)
- * is dropped. Past the engine's bounds the answer is POSH_ERR_BUSY: fail closed.
+ * Non-blocking: the answer of kind (POSH or delegation) for (reference, service) if there is one now (1: *res,
+ * *err as posh_lookup gives them), else 0: a lookup runs and st->wait waits for it. The answer is one this
+ * verification already holds (a suspended verification runs again from the start, and must find the answers of
+ * its earlier stages even if they were never cached, e.g. with a negative TTL of 0), the one the wait brought for
+ * this very kind and (reference, service), or the cache's when fresh; a wait or an answer for anything else (an
+ * SSL reused for another peer) is dropped. Past the engine's bounds the answer is POSH_ERR_BUSY: fail closed.
  */
-static int obtain_nonblocking(ssl_state *st, posh_client *client, const char *reference, const char *service,
-                              posh_result **res, posh_err *err)
+static int obtain_nonblocking(ssl_state *st, posh_client *client, posh_lookup_kind kind, const char *reference,
+                              const char *service, posh_result **res, posh_err *err)
 {
     char key[POSH_MAX_DOMAIN_LEN + SERVICE_BUF + 2];
     char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
+    posh_cache *cache = kind == POSH_KIND_DELEGATION ? posh_client_delegation_cache(client)
+                                                     : posh_client_posh_cache(client);
+    posh_result **held = &st->held[kind];
 
     *res = NULL;
+    if (*held != NULL) {
+        if (strcmp(posh_result_domain(*held), reference) == 0 && strcmp(posh_result_service(*held), service) == 0) {
+            *res = posh_result_ref(*held);
+            *err = posh_lookup_outcome(res);
+            return 1;
+        }
+        posh_result_free(*held);
+        *held = NULL;
+    }
     if (st->wait != NULL) {
-        if (strcmp(posh_wait_domain(st->wait), reference) == 0 && strcmp(posh_wait_service(st->wait), service) == 0) {
+        if (posh_wait_kind(st->wait) == kind && strcmp(posh_wait_domain(st->wait), reference) == 0 &&
+            strcmp(posh_wait_service(st->wait), service) == 0) {
             if (!posh_wait_take(st->wait, res, err))
                 return 0;
             posh_wait_release(st->wait);
             st->wait = NULL;
+            if (*res != NULL)
+                *held = posh_result_ref(*res);
             return 1;
         }
         posh_wait_release(st->wait);
         st->wait = NULL;
     }
     snprintf(key, sizeof(key), "%s %s", reference, service);
-    if ((*res = posh_cache_peek(client->cache, key, posh_config_now(client->cfg))) != NULL) {
-        *err = (*res)->err;
+    if ((*res = posh_cache_peek(cache, key, posh_config_now(client->cfg))) != NULL) {
+        *held = posh_result_ref(*res);
+        *err = posh_lookup_outcome(res);
         return 1;
     }
     if ((*err = posh_service_parse(service, svc, proto)) == POSH_OK &&
-        (*err = posh_wait_start(client, reference, svc, proto, &st->wait)) == POSH_OK)
+        (*err = posh_wait_start(client, kind, reference, svc, proto, &st->wait)) == POSH_OK)
         return 0;
     return 1;
+}
+
+/*
+ * The answer of kind for (reference, service): blocking (posh_lookup, posh_lookup_delegation) or not. 1 with
+ * *res and *err, or 0: pending (non-blocking; st->wait). The lookup's own TLS work must leave the handshake's
+ * error queue as it was, and must not meet POSH.
+ */
+static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_lookup_kind kind, const char *reference,
+                  const char *service, posh_result **res, posh_err *err)
+{
+    int answered = 1;
+    ERR_set_mark();
+    in_lookup++;
+    if (nonblocking)
+        answered = obtain_nonblocking(st, client, kind, reference, service, res, err);
+    else if (kind == POSH_KIND_DELEGATION)
+        *err = posh_lookup_delegation(client, reference, service, res);
+    else
+        *err = posh_lookup(client, reference, service, res);
+    in_lookup--;
+    ERR_pop_to_mark();
+    return answered;
+}
+
+/* The URL of a result's last request (where its document came from), or "". */
+static const char *last_url(const posh_result *res)
+{
+    const char *url = "";
+    if (posh_result_request_count(res) > 0)
+        posh_result_request(res, posh_result_request_count(res) - 1, &url, NULL);
+    return url;
 }
 
 /* Run POSH for reference against leaf: 1 vouched, 0 not (st says why), 2 pending (non-blocking: st->wait). */
@@ -231,20 +294,11 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
 {
     unsigned char stackbuf[4096], *der = NULL, *p;
     posh_result *res = NULL;
-    int len, match = 0, index = -1, answered = 1;
-    const char *url = "";
+    int len, match = 0, index = -1;
+    const char *url;
     posh_err err = POSH_OK;
 
-    /* The lookup's own TLS work must leave the handshake's error queue as it was, and must not meet POSH. */
-    ERR_set_mark();
-    in_lookup++;
-    if (!nonblocking)
-        err = posh_lookup(client, reference, service, &res);
-    else
-        answered = obtain_nonblocking(st, client, reference, service, &res, &err);
-    in_lookup--;
-    ERR_pop_to_mark();
-    if (!answered) {
+    if (!obtain(st, client, nonblocking, POSH_KIND_POSH, reference, service, &res, &err)) {
         record(st, POSH_STATUS_PENDING, POSH_OK, "%s %s: waiting for the POSH lookup", reference, service);
         return 2;
     }
@@ -267,8 +321,7 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
     p = der;
     i2d_X509(leaf, &p);
     err = posh_match_der(client, res, der, (size_t)len, &match, &index);
-    if (posh_result_request_count(res) > 0)
-        posh_result_request(res, posh_result_request_count(res) - 1, &url, NULL);
+    url = last_url(res);
     if (err != POSH_OK)
         record(st, POSH_STATUS_REJECTED, err, "%s: %s", reference, posh_strerror(err));
     else if (!match)
@@ -288,6 +341,49 @@ done:
 }
 
 /*
+ * Secure Service Delegation, once POSH did not vouch (st holds its rejection): does the source domain delegate
+ * the service to a name the certificate carries? 1 yes (name filled, st says so), 0 no (st says why, keeping
+ * POSH's error code and message first), 2 pending (non-blocking).
+ */
+static int posh_delegates(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
+                          const char *service, X509 *leaf, unsigned int flags, char name[POSH_MAX_DOMAIN_LEN + 2])
+{
+    char posh_said[POSH_MSG_LEN];
+    posh_err posh_err_code = st->err, err = POSH_OK;
+    posh_result *res = NULL;
+    const char *domain;
+    size_t n;
+
+    memcpy(posh_said, st->message, sizeof(posh_said));
+    if (!obtain(st, client, nonblocking, POSH_KIND_DELEGATION, reference, service, &res, &err)) {
+        record(st, POSH_STATUS_PENDING, POSH_OK, "%s %s: waiting for the delegation lookup", reference, service);
+        return 2;
+    }
+    if (err != POSH_OK) {
+        record(st, POSH_STATUS_REJECTED, posh_err_code, "%s; delegation: %s: %s", posh_said, posh_strerror(err),
+               posh_result_message(res));
+        posh_result_free(res);
+        return 0;
+    }
+    n = posh_result_delegation_count(res);
+    for (size_t i = 0; i < n; i++) {
+        if (posh_result_delegation(res, i, NULL, NULL, &domain) && X509_check_host(leaf, domain, 0, flags, NULL) > 0) {
+            snprintf(name, POSH_MAX_DOMAIN_LEN + 2, "%s", domain);
+            record(st, POSH_STATUS_DELEGATED, POSH_OK, "%s %s: delegated to %s by %s", reference, service, domain,
+                   last_url(res));
+            notify_vouched(client, res, leaf, reference);
+            posh_result_free(res);
+            return 1;
+        }
+    }
+    record(st, POSH_STATUS_REJECTED, posh_err_code,
+           "%s; delegation: the certificate carries none of the %zu names delegated by %s", posh_said, n,
+           last_url(res));
+    posh_result_free(res);
+    return 0;
+}
+
+/*
  * The decision for one client connection. transparent (the shim): the application's own host names are the only
  * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
  */
@@ -301,7 +397,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     STACK_OF(X509) *anchors = NULL;
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
     const char *host;
-    int vouched;
+    char delegated[POSH_MAX_DOMAIN_LEN + 2];
+    int vouched, delegation, nonblocking, decided = 0;
     int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
     int add_reference = !have_hosts && !transparent;
     int ret;
@@ -350,8 +447,14 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     ERR_pop_to_mark();
     if (client == NULL) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
-    } else if ((vouched = posh_vouches(st, client, cst != NULL && cst->nonblocking && !transparent, reference,
-                                       service, leaf)) == 2) {
+        goto rejected;
+    }
+    nonblocking = cst != NULL && cst->nonblocking && !transparent;
+    delegation = (cst != NULL && cst->delegation) || client->cfg->delegation;
+    vouched = posh_vouches(st, client, nonblocking, reference, service, leaf);
+    if (vouched == 0 && delegation)
+        decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
+    if (vouched == 2 || decided == 2) {
         /* Suspend the handshake: SSL_connect() returns WANT_RETRY_VERIFY and this verification runs again. */
         if (SSL_set_retry_verify(ssl))
             return 1;
@@ -359,6 +462,14 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         st->wait = NULL;
         record(st, POSH_STATUS_REJECTED, POSH_ERR_INTERNAL, "%s: OpenSSL refused to suspend the handshake",
                reference);
+    } else if (decided == 1) {
+        /* Delegated: OpenSSL verifies the chain and the delegated name, as it would any name (no PIN mode here). */
+        if (!X509_VERIFY_PARAM_set1_host(param, delegated, 0))
+            goto nomem;
+        ret = next_verify(cst, xctx);
+        if ((ret <= 0 || X509_STORE_CTX_get_error(xctx) != X509_V_OK) && shim_hooks.withdrawn != NULL)
+            shim_hooks.withdrawn(leaf);
+        return ret;
     } else if (vouched) {
         /* Vouched: verify everything else exactly as before, without the host names. */
         if (!X509_VERIFY_PARAM_set1_host(param, NULL, 0))
@@ -376,6 +487,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
             shim_hooks.withdrawn(leaf);
         return ret;
     }
+rejected:
     posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
     /* Not vouched: let OpenSSL report the name mismatch through the application's callback. */
     if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
@@ -469,6 +581,8 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     /* A suspended verification runs again from the start: it must find the reference it was given. */
     if (st->status == POSH_STATUS_PENDING)
         memcpy(st->reference, kept_reference, sizeof(st->reference));
+    else
+        drop_held(st);
     return ret;
 }
 
@@ -555,7 +669,8 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
     return 1;
 }
 
-int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
+/* Set one of a context's switches (which: the field in its state), where SSL_CTX_set_posh_verify() installed POSH. */
+static int ctx_switch(SSL_CTX *ctx, atomic_int *(*which)(ctx_state *), int on)
 {
     ctx_state *st;
     int ok;
@@ -564,9 +679,29 @@ int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
     pthread_mutex_lock(&setup_lock);
     ok = (st = ctx_state_get(ctx, 0)) != NULL && st->installed && !st->transparent;
     if (ok)
-        st->nonblocking = on != 0;
+        atomic_store(which(st), on != 0);
     pthread_mutex_unlock(&setup_lock);
     return ok;
+}
+
+static atomic_int *nonblocking_switch(ctx_state *st)
+{
+    return &st->nonblocking;
+}
+
+static atomic_int *delegation_switch(ctx_state *st)
+{
+    return &st->delegation;
+}
+
+int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on)
+{
+    return ctx_switch(ctx, nonblocking_switch, on);
+}
+
+int SSL_CTX_set_posh_delegation(SSL_CTX *ctx, int on)
+{
+    return ctx_switch(ctx, delegation_switch, on);
 }
 
 int SSL_get_posh_wait_fd(const SSL *ssl)

@@ -21,7 +21,7 @@
 static const char *const all_vars[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
     "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_MODE", "POSH_NO_SHA1",
-    "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL",
+    "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL", "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING",
 };
 
 static void clear_env(void)
@@ -43,6 +43,8 @@ Test(config, defaults)
     cr_expect_eq(cfg->mode, POSH_MODE_NAME);
     cr_expect_eq(cfg->no_sha1, 0);
     cr_expect_eq(cfg->layouts, POSH_LAYOUT_ALL);
+    cr_expect_eq(cfg->async_lookups, 1024);
+    cr_expect_eq(cfg->async_waiting, 10000);
     cr_expect_null(cfg->ca_file);
     cr_expect_null(cfg->connect_to);
     cr_expect_eq(posh_config_load_env(cfg), POSH_OK, "an empty environment is valid");
@@ -75,6 +77,14 @@ static const struct env_case env_cases[] = {
     {"POSH_NEGATIVE_TTL", "86401", POSH_ERR_CONFIG},
     {"POSH_CACHE_SIZE", "0", POSH_ERR_CONFIG},
     {"POSH_CACHE_SIZE", "1", POSH_OK},
+    {"POSH_ASYNC_LOOKUPS", "1", POSH_OK},
+    {"POSH_ASYNC_LOOKUPS", "100000", POSH_OK},
+    {"POSH_ASYNC_LOOKUPS", "0", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_LOOKUPS", "100001", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_WAITING", "1", POSH_OK},
+    {"POSH_ASYNC_WAITING", "1000000", POSH_OK},
+    {"POSH_ASYNC_WAITING", "0", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_WAITING", "1000001", POSH_ERR_CONFIG},
     {"POSH_MODE", "name", POSH_OK},
     {"POSH_MODE", "pin", POSH_OK},
     {"POSH_MODE", "PIN", POSH_ERR_CONFIG},
@@ -131,7 +141,11 @@ Test(config, environment_values_applied)
     setenv("POSH_LAYOUT", "draft02", 1);
     setenv("POSH_CA_FILE", "/tmp/ca.pem", 1);
     setenv("POSH_CONNECT_TO", "a:443:127.0.0.1:1", 1);
+    setenv("POSH_ASYNC_LOOKUPS", "7", 1);
+    setenv("POSH_ASYNC_WAITING", "9", 1);
     cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
+    cr_expect_eq(cfg->async_lookups, 7);
+    cr_expect_eq(cfg->async_waiting, 9);
     cr_expect_eq(cfg->timeout_ms, 1234);
     cr_expect_eq(cfg->max_redirects, 3);
     cr_expect_eq(cfg->mode, POSH_MODE_PIN);
@@ -168,6 +182,19 @@ Test(config, setter_ranges)
     cr_expect_eq(posh_config_set_connect_to(cfg, "nonsense"), POSH_ERR_CONFIG);
     cr_expect_null(cfg->connect_to, "a rejected connect-to list is not stored");
     cr_expect_eq(posh_config_set_timeout_ms(NULL, 5), POSH_ERR_INVALID_ARGUMENT);
+    /* Both bounds or neither: an invalid second one leaves the first as it was. */
+    cr_expect_eq(posh_config_set_async_limits(cfg, 5, 0), POSH_ERR_CONFIG);
+    cr_expect(strstr(posh_config_error(cfg), "waiting") != NULL, "%s", posh_config_error(cfg));
+    cr_expect_eq(cfg->async_lookups, 1024);
+    cr_expect_eq(posh_config_set_async_limits(cfg, 0, 5), POSH_ERR_CONFIG);
+    cr_expect(strstr(posh_config_error(cfg), "lookups in flight") != NULL, "%s", posh_config_error(cfg));
+    cr_expect_eq(cfg->async_waiting, 10000);
+    cr_expect_eq(posh_config_set_async_limits(cfg, 100001, 5), POSH_ERR_CONFIG);
+    cr_expect_eq(posh_config_set_async_limits(cfg, 2, 1000001), POSH_ERR_CONFIG);
+    cr_expect_eq(posh_config_set_async_limits(cfg, 2, 3), POSH_OK);
+    cr_expect_eq(cfg->async_lookups, 2);
+    cr_expect_eq(cfg->async_waiting, 3);
+    cr_expect_eq(posh_config_set_async_limits(NULL, 2, 3), POSH_ERR_INVALID_ARGUMENT);
     posh_config_free(cfg);
 }
 
@@ -183,7 +210,7 @@ Test(config, default_client_refuses_invalid_environment)
 
 Test(config, strerror_covers_every_code)
 {
-    for (int e = POSH_OK; e <= POSH_ERR_INTERNAL; e++)
+    for (int e = POSH_OK; e <= POSH_ERR_NO_DELEGATION; e++)
         cr_expect(strcmp(posh_strerror((posh_err)e), "unknown error") != 0, "code %d has a string", e);
     cr_expect_str_eq(posh_strerror((posh_err)999), "unknown error");
     cr_expect_str_eq(posh_version(), POSH_VERSION_STRING);

@@ -513,9 +513,10 @@ Test(doc_messages, name_the_member)
         {EXP("\"60\""), "expires: expected an integer, got string"},
         {EXP("-5"), "expires: -5 is not a positive number of seconds"},
         {"{\"fingerprints\":[" D256 "]}", "expires: missing"},
-        {"{}", "neither fingerprints nor url"},
+        {"{}", "none of fingerprints, keys and url"},
         {"{\"url\":\"https://h.example/\",\"fingerprints\":[]}",
-         "both fingerprints and url: a document is one or the other"},
+         "more than one of fingerprints, keys and url: a document is one of a fingerprints document, a JWK Set and "
+         "a reference"},
         {REF("1"), "url: expected a string, got int"},
         {REF("\"http://h.example/\""), "url: not an https:// URL with a host, without userinfo, spaces or controls"},
         {"[]", "the document is not a JSON object"},

@@ -756,6 +756,35 @@ Test(shim, invalid_service_means_no_posh)
     cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
 }
 
+/* Secure Service Delegation through the shim (issue 14 §2): opt-in with POSH_DELEGATION=1, after POSH. */
+Test(shim, delegation_with_posh_delegation)
+{
+    static const char *const on[] = {"POSH_DELEGATION=1", NULL};
+    static const program_fn progs[] = {prog_s_client, prog_curl, prog_python};
+    static const char *const names[] = {"openssl s_client", "curl", "python3"};
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    run_opts shim_deleg = {.preload = 1, .service = "xmpp-server", .env = on};
+    char *out = NULL;
+
+    /* foo.example.com publishes no POSH document; it delegates xmpp-server to the provider's name. */
+    fx_put(&f, FOO, "/.well-known/services/xmpp-server/index.html",
+           "[{\"host\": \"xmpp.hosting.example.net\", \"port\": 5269, \"domain\": \"xmpp.hosting.example.net\"}]");
+    for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+        cr_expect(!progs[i](svc_target(), &shim, &out), "%s: without POSH_DELEGATION, rejected:\n%s", names[i], out);
+        free(out);
+        cr_expect(progs[i](svc_target(), &shim_deleg, &out), "%s: POSH_DELEGATION=1 accepts:\n%s", names[i], out);
+        free(out);
+    }
+    cr_expect_gt(fx_requests(&f, FOO, "/.well-known/services/xmpp-server/"), 0, "the delegation was fetched");
+    /* A delegation to a name the certificate does not carry changes nothing. */
+    fx_put(&f, FOO, "/.well-known/services/xmpp-server/index.html",
+           "[{\"host\": \"xmpp.elsewhere.example\", \"port\": 5269, \"domain\": \"elsewhere.example\"}]");
+    for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+        cr_expect(!progs[i](svc_target(), &shim_deleg, &out), "%s: another name: rejected:\n%s", names[i], out);
+        free(out);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* §2 transparent when POSH does not apply                                                               */
 

@@ -9,15 +9,23 @@
  *     flush thread calling posh_client_flush() all along;
  *   - handshake threads sharing one SSL_CTX with SSL_CTX_set_posh_verify(), and others using one SSL_CTX with
  *     SSL_set_posh_verify() per connection: a certificate the domain vouches for is accepted by POSH, another
- *     is rejected with POSH_ERR_NO_MATCH.
+ *     is rejected with POSH_ERR_NO_MATCH;
+ *   - non-blocking (issue 12): handshake threads on a context with SSL_CTX_set_posh_nonblocking() (waiting on
+ *     SSL_get_posh_wait_fd(), some freeing the SSL while its lookup runs), async threads making
+ *     posh_lookup_async() batches (results checked in the callbacks, on the engine thread) and posh_prefetch()
+ *     followed by a blocking posh_lookup() that joins it, all on the domains the blocking threads look up and
+ *     the flush thread flushes; and each round, further clients freed with async lookups in flight, one after
+ *     another at other points of the lookups' lives (every callback called before posh_client_free() returns,
+ *     with POSH_ERR_CANCELLED or a result).
  * Exit status 0 only if every result was right; a TSan report fails it too (TSAN_OPTIONS=halt_on_error=1).
- * Usage: tsan_stress [--cold] [ROUNDS] (default 1 round: 480 lookups and 132 handshakes). The per-connection
- * SSL_CTX is never primed: its first SSL_set_posh_verify() calls race on purpose (--cold is kept as a no-op).
+ * Usage: tsan_stress [--cold] [ROUNDS] (default 1 round). The per-connection SSL_CTX is never primed: its first
+ * SSL_set_posh_verify() calls race on purpose (--cold is kept as a no-op).
  */
 #include "fixture.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -33,6 +41,13 @@
 #define CTX_HANDSHAKE_THREADS 3
 #define SSL_HANDSHAKE_THREADS 3
 #define HANDSHAKES_PER_THREAD 60
+#define NB_HANDSHAKE_THREADS 3
+#define ASYNC_THREADS 2
+#define ASYNC_BATCHES 25
+#define ASYNC_BATCH 8           /* lookups in flight at once per async thread */
+#define CANCELLED_LOOKUPS 16    /* in flight when a client is freed */
+#define CANCELLED_CLIENTS 4     /* clients freed that way per round */
+#define NB_WAIT_MS 120000       /* a non-blocking handshake's wait for its lookup: slow under TSan, never stuck */
 
 #define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
 #define SUBMISSION_PATH "/.well-known/posh/submission.json"
@@ -46,10 +61,13 @@ static struct {
     posh_client *client;
     SSL_CTX *ctx_posh;   /* SSL_CTX_set_posh_verify() */
     SSL_CTX *ctx_plain;  /* SSL_set_posh_verify() on each connection */
+    SSL_CTX *ctx_nb;     /* SSL_CTX_set_posh_verify() and SSL_CTX_set_posh_nonblocking() */
+    posh_config *cfg;    /* the client's configuration, for the client freed with lookups in flight */
     int port_svc, port_other;
     atomic_long now;     /* the injected clock */
     atomic_int stop;     /* the lookups and handshakes are done: clock and flush threads end */
     atomic_long failures, lookups, handshakes, fetch_flushes;
+    atomic_long async_lookups, prefetches, nb_waits, nb_abandoned, cancelled;
 } S;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -107,14 +125,12 @@ static const struct expect {
 #define HOSTED_DOMAINS 4
 #define N_EXPECTS (sizeof(expects) / sizeof(expects[0]))
 
-static void check_lookup(const struct expect *e)
+/* A result of S.client for e, from posh_lookup() or a posh_lookup_async() callback; released here. */
+static void check_result(const struct expect *e, posh_err err, posh_result *r)
 {
-    posh_result *r = NULL;
-    posh_err err = posh_lookup(S.client, e->domain, e->service, &r);
     long now = atomic_load(&S.now);
     int match = -1, index = -2;
 
-    atomic_fetch_add(&S.lookups, 1);
     if (r == NULL) {
         fail("%s: no result (error %d)", e->service, (int)err);
         return;
@@ -151,11 +167,127 @@ static void check_lookup(const struct expect *e)
     posh_result_free(r);
 }
 
+static void check_lookup(const struct expect *e)
+{
+    posh_result *r = NULL;
+    posh_err err = posh_lookup(S.client, e->domain, e->service, &r);
+
+    atomic_fetch_add(&S.lookups, 1);
+    check_result(e, err, r);
+}
+
 static void *lookup_main(void *arg)
 {
     size_t id = (size_t)arg;
     for (size_t i = 0; i < LOOKUPS_PER_THREAD; i++)
         check_lookup(&expects[(id + i) % N_EXPECTS]);
+    return NULL;
+}
+
+/* ---- non-blocking lookups ---- */
+
+typedef struct async_req {
+    const struct expect *e;
+    atomic_int *pending;   /* the batch's lookups whose callback has not returned */
+    int probe;             /* also try a blocking posh_lookup() from the callback: it must be refused */
+} async_req;
+
+static void async_done(posh_err err, posh_result *r, void *arg)
+{
+    async_req *q = arg;
+    if (q->probe) {
+        posh_result *inner = NULL;
+        /* On the engine thread, a blocking lookup would wait for the engine itself. */
+        if (posh_lookup(S.client, q->e->domain, q->e->service, &inner) != POSH_ERR_INVALID_ARGUMENT)
+            fail("posh_lookup() from a callback was not refused");
+        if (inner != NULL)
+            posh_result_free(inner);
+    }
+    check_result(q->e, err, r);
+    atomic_fetch_sub(q->pending, 1); /* the last use of q: the thread waiting for the batch may now reuse it */
+}
+
+static void *async_main(void *arg)
+{
+    size_t id = (size_t)arg;
+    async_req q[ASYNC_BATCH];
+    atomic_int pending;
+    posh_err err;
+
+    for (size_t b = 0; b < ASYNC_BATCHES; b++) {
+        const struct expect *e = &expects[(id + b) % N_EXPECTS];
+        atomic_store(&pending, ASYNC_BATCH);
+        for (size_t i = 0; i < ASYNC_BATCH; i++) {
+            q[i] = (async_req){&expects[(id + b + i) % N_EXPECTS], &pending, i == 0 && b % 5 == 0};
+            atomic_fetch_add(&S.async_lookups, 1);
+            if ((err = posh_lookup_async(S.client, q[i].e->domain, q[i].e->service, async_done, &q[i])) !=
+                POSH_OK) {
+                fail("posh_lookup_async %s %s: %s", q[i].e->domain, q[i].e->service, posh_strerror(err));
+                atomic_fetch_sub(&pending, 1);
+            }
+        }
+        /* While they run: a prefetch, then a blocking lookup of the same key, which joins it or finds it cached. */
+        if ((err = posh_prefetch(S.client, e->domain, e->service)) != POSH_OK)
+            fail("posh_prefetch %s %s: %s", e->domain, e->service, posh_strerror(err));
+        atomic_fetch_add(&S.prefetches, 1);
+        check_lookup(e);
+        while (atomic_load(&pending) > 0)
+            sleep_ms(1);
+    }
+    return NULL;
+}
+
+typedef struct cancel_req {
+    const struct expect *e;
+    atomic_int *called;
+} cancel_req;
+
+static void cancel_done(posh_err err, posh_result *r, void *arg)
+{
+    cancel_req *q = arg;
+    if (err == POSH_ERR_CANCELLED)
+        atomic_fetch_add(&S.cancelled, 1);
+    if ((err != POSH_ERR_CANCELLED && (err != q->e->err || r == NULL)) ||
+        (r != NULL && (posh_result_error(r) != err || strcmp(posh_result_domain(r), q->e->domain) != 0)))
+        fail("freed client, %s %s: error %d, result %s", q->e->domain, q->e->service, (int)err,
+             r != NULL ? posh_result_message(r) : "none");
+    if (r != NULL)
+        posh_result_free(r);
+    atomic_fetch_add(q->called, 1);
+}
+
+/* A client freed with async lookups in flight, after wait_ms: queued, fetching a document or a reference target. */
+static void free_in_flight(long wait_ms)
+{
+    posh_client *client = posh_client_new(S.cfg);
+    cancel_req q[CANCELLED_LOOKUPS];
+    atomic_int called;
+    int started = 0;
+
+    atomic_store(&called, 0);
+    if (client == NULL) {
+        fail("posh_client_new for the client to free");
+        return;
+    }
+    for (int i = 0; i < CANCELLED_LOOKUPS; i++) {
+        q[i] = (cancel_req){&expects[i % N_EXPECTS], &called};
+        if (posh_lookup_async(client, q[i].e->domain, q[i].e->service, cancel_done, &q[i]) == POSH_OK)
+            started++;
+        else
+            fail("posh_lookup_async on the client to free");
+    }
+    sleep_ms(wait_ms);
+    posh_client_free(client);
+    /* Every callback has returned by now: q is about to go out of scope. */
+    if (atomic_load(&called) != started)
+        fail("posh_client_free returned with %d of %d callbacks called", atomic_load(&called), started);
+}
+
+static void *cancel_main(void *arg)
+{
+    size_t round = (size_t)arg;
+    for (size_t k = 0; k < CANCELLED_CLIENTS; k++)
+        free_in_flight((long)((round * CANCELLED_CLIENTS + k) % 8) * 8);
     return NULL;
 }
 
@@ -173,8 +305,41 @@ static int tcp_connect(int port)
     return fd;
 }
 
-/* One handshake to the server presenting svc (vouched for: accepted) or other (not: rejected). */
-static void check_handshake(SSL_CTX *ctx, int per_connection, int vouched)
+/*
+ * SSL_connect() to its end. On the non-blocking context, WANT_RETRY_VERIFY means a lookup runs: wait for POSH's
+ * descriptor and call it again, or with abandon return -1 at once (the caller frees the SSL while the lookup
+ * runs). 1 connected, 0 failed.
+ */
+static int connect_posh(SSL *ssl, int nonblocking, int abandon)
+{
+    for (;;) {
+        int r = SSL_connect(ssl), fd;
+        struct pollfd pfd;
+        if (r == 1)
+            return 1;
+        if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_RETRY_VERIFY)
+            return 0;
+        atomic_fetch_add(&S.nb_waits, 1);
+        if (!nonblocking || SSL_get_posh_status(ssl) != POSH_STATUS_PENDING || (fd = SSL_get_posh_wait_fd(ssl)) < 0) {
+            fail("WANT_RETRY_VERIFY: non-blocking %d, status %d, wait fd %d", nonblocking,
+                 (int)SSL_get_posh_status(ssl), SSL_get_posh_wait_fd(ssl));
+            return 0;
+        }
+        if (abandon)
+            return -1;
+        pfd = (struct pollfd){.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, NB_WAIT_MS) != 1) {
+            fail("non-blocking handshake: POSH's descriptor not readable within %d ms", NB_WAIT_MS);
+            return 0;
+        }
+    }
+}
+
+/*
+ * One handshake to the server presenting svc (vouched for: accepted) or other (not: rejected). abandon: on the
+ * non-blocking context, free the SSL as soon as it waits for a lookup (none of the checks then).
+ */
+static void check_handshake(SSL_CTX *ctx, int per_connection, int vouched, int abandon)
 {
     int fd = tcp_connect(vouched ? S.port_svc : S.port_other);
     SSL *ssl = SSL_new(ctx);
@@ -195,7 +360,10 @@ static void check_handshake(SSL_CTX *ctx, int per_connection, int vouched)
         goto done;
     }
     SSL_set_fd(ssl, fd);
-    connected = SSL_connect(ssl) == 1;
+    if ((connected = connect_posh(ssl, ctx == S.ctx_nb, abandon)) < 0) {
+        atomic_fetch_add(&S.nb_abandoned, 1);
+        goto done;
+    }
     vr = SSL_get_verify_result(ssl);
     status = SSL_get_posh_status(ssl);
     err = SSL_get_posh_error(ssl);
@@ -216,7 +384,7 @@ static void *ctx_handshake_main(void *arg)
 {
     size_t id = (size_t)arg;
     for (size_t i = 0; i < HANDSHAKES_PER_THREAD; i++)
-        check_handshake(S.ctx_posh, 0, (id + i) % 3 != 0);
+        check_handshake(S.ctx_posh, 0, (id + i) % 3 != 0, 0);
     return NULL;
 }
 
@@ -224,7 +392,15 @@ static void *ssl_handshake_main(void *arg)
 {
     size_t id = (size_t)arg;
     for (size_t i = 0; i < HANDSHAKES_PER_THREAD; i++)
-        check_handshake(S.ctx_plain, 1, (id + i) % 3 != 1);
+        check_handshake(S.ctx_plain, 1, (id + i) % 3 != 1, 0);
+    return NULL;
+}
+
+static void *nb_handshake_main(void *arg)
+{
+    size_t id = (size_t)arg;
+    for (size_t i = 0; i < HANDSHAKES_PER_THREAD; i++)
+        check_handshake(S.ctx_nb, 0, (id + i) % 3 != 2, (id + i) % 7 == 0);
     return NULL;
 }
 
@@ -303,7 +479,9 @@ int main(int argc, char **argv)
     ts_nginx *nginx;
     ts_tls *srv_svc, *srv_other;
     posh_config *cfg;
-    pthread_t workers[LOOKUP_THREADS + CTX_HANDSHAKE_THREADS + SSL_HANDSHAKE_THREADS], churn[2];
+    pthread_t workers[LOOKUP_THREADS + CTX_HANDSHAKE_THREADS + SSL_HANDSHAKE_THREADS + NB_HANDSHAKE_THREADS +
+                      ASYNC_THREADS + 1],
+        churn[2];
     size_t nworkers = 0;
     int port;
 
@@ -380,11 +558,14 @@ int main(int argc, char **argv)
         die("config");
     if ((S.client = posh_client_new(cfg)) == NULL)
         die("client");
-    posh_config_free(cfg);
+    S.cfg = cfg;
     S.ctx_posh = client_ctx(ca_file);
     if (SSL_CTX_set_posh_verify(S.ctx_posh, "xmpp-server") != 1)
         die("SSL_CTX_set_posh_verify");
     S.ctx_plain = client_ctx(ca_file);
+    S.ctx_nb = client_ctx(ca_file);
+    if (SSL_CTX_set_posh_verify(S.ctx_nb, "xmpp-server") != 1 || SSL_CTX_set_posh_nonblocking(S.ctx_nb, 1) != 1)
+        die("SSL_CTX_set_posh_nonblocking");
     /* No priming: threads make the first SSL_set_posh_verify() calls on the fresh context at once. */
     (void)cold;
 
@@ -397,6 +578,10 @@ int main(int argc, char **argv)
         start_threads(workers, LOOKUP_THREADS, lookup_main, &nworkers);
         start_threads(workers, CTX_HANDSHAKE_THREADS, ctx_handshake_main, &nworkers);
         start_threads(workers, SSL_HANDSHAKE_THREADS, ssl_handshake_main, &nworkers);
+        start_threads(workers, NB_HANDSHAKE_THREADS, nb_handshake_main, &nworkers);
+        start_threads(workers, ASYNC_THREADS, async_main, &nworkers);
+        if (pthread_create(&workers[nworkers++], NULL, cancel_main, (void *)(size_t)round) != 0)
+            die("pthread_create");
         for (size_t i = 0; i < nworkers; i++)
             pthread_join(workers[i], NULL);
         atomic_store(&S.stop, 1);
@@ -404,13 +589,18 @@ int main(int argc, char **argv)
         pthread_join(churn[1], NULL);
     }
 
-    printf("tsan_stress: %ld lookups, %ld handshakes, %ld flushes, clock moved %ld s, %ld nginx requests, "
+    printf("tsan_stress: %ld lookups, %ld handshakes, %ld flushes, clock moved %ld s, %ld nginx requests; "
+           "non-blocking: %ld async lookups, %ld prefetches, %ld handshake waits (%ld abandoned), %ld cancelled; "
            "%ld failures\n",
            atomic_load(&S.lookups), atomic_load(&S.handshakes), atomic_load(&S.fetch_flushes),
-           atomic_load(&S.now) - 1000, ts_nginx_requests(nginx, NULL, NULL), atomic_load(&S.failures));
+           atomic_load(&S.now) - 1000, ts_nginx_requests(nginx, NULL, NULL), atomic_load(&S.async_lookups),
+           atomic_load(&S.prefetches), atomic_load(&S.nb_waits), atomic_load(&S.nb_abandoned),
+           atomic_load(&S.cancelled), atomic_load(&S.failures));
     SSL_CTX_free(S.ctx_posh);
     SSL_CTX_free(S.ctx_plain);
+    SSL_CTX_free(S.ctx_nb);
     posh_client_free(S.client);
+    posh_config_free(S.cfg);
     ts_tls_stop(srv_svc);
     ts_tls_stop(srv_other);
     ts_nginx_free(nginx);

@@ -114,6 +114,7 @@ const char *cli_err_name(posh_err err)
     case POSH_ERR_INTERNAL: return "POSH_ERR_INTERNAL";
     case POSH_ERR_BUSY: return "POSH_ERR_BUSY";
     case POSH_ERR_CANCELLED: return "POSH_ERR_CANCELLED";
+    case POSH_ERR_NO_DELEGATION: return "POSH_ERR_NO_DELEGATION";
     }
     return "POSH_ERR_UNKNOWN";
 }

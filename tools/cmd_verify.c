@@ -89,6 +89,7 @@ static const char *status_name(posh_status s)
     case POSH_STATUS_ACCEPTED: return "accepted";
     case POSH_STATUS_REJECTED: return "rejected";
     case POSH_STATUS_PENDING: return "pending";
+    case POSH_STATUS_DELEGATED: return "delegated";
     }
     return "none";
 }

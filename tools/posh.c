@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+int cmd_lint(int argc, char **argv); /* cmd_lint.c; to move into cli.h beside the other commands */
+
 static const char usage_text[] =
     "usage: posh COMMAND [OPTIONS] ARGS...\n"
     "\n"
@@ -22,6 +24,8 @@ static const char usage_text[] =
     "  generate --url URL [--expires N]              print a reference document pointing at URL\n"
     "  cache list [--dir DIR] [--json]               what the persistent cache directory holds\n"
     "  cache flush [--dir DIR] [DOMAIN]              remove its entries (all, or DOMAIN's)\n"
+    "  lint [-s SERVICE] DOMAIN                      a document's errors (posh rejects it) and warnings (other\n"
+    "  lint --file DOC.json                          clients may): exit 0 none, 1 warnings, 2 errors\n"
     "\n"
     "  posh COMMAND --help    the options of a command\n"
     "  posh --version         the version of posh\n"
@@ -55,6 +59,8 @@ int main(int argc, char **argv)
                 return cmd_generate(2, args);
             if (strcmp(argv[2], "cache") == 0)
                 return cmd_cache(2, args);
+            if (strcmp(argv[2], "lint") == 0)
+                return cmd_lint(2, args);
             return cli_usage_error(NULL, "unknown command '%s'", argv[2]);
         }
         fputs(usage_text, stdout);
@@ -72,5 +78,7 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "cache") == 0)
         return cmd_cache(argc - 1, argv + 1);
+    if (strcmp(cmd, "lint") == 0)
+        return cmd_lint(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s'", cmd);
 }
