@@ -270,6 +270,7 @@ typedef struct client_opts {
     long timeout_ms;              /* 0: the default */
     long max_lookups, max_waiting; /* 0: the defaults */
     size_t ndead;                 /* dead0..dead(ndead-1) go to the dead relay */
+    int direct;                   /* every host straight to nginx, no relay */
 } client_opts;
 
 static posh_config *make_config(const client_opts *o)
@@ -279,7 +280,10 @@ static posh_config *make_config(const client_opts *o)
 
     cr_assert_not_null(cfg);
     cr_assert_leq(o->ndead, MAX_DEAD);
-    connect_to(ct, sizeof(ct), o->ndead);
+    if (o->direct)
+        snprintf(ct, sizeof(ct), "::127.0.0.1:%d", ts_nginx_port(nb.nginx));
+    else
+        connect_to(ct, sizeof(ct), o->ndead);
     cr_assert_eq(posh_config_set_ca_file(cfg, nb.ca_file), POSH_OK);
     cr_assert_eq(posh_config_set_connect_to(cfg, ct), POSH_OK, "%s", posh_config_error(cfg));
     if (o->timeout_ms > 0)
@@ -689,7 +693,7 @@ Test(nonblock, many_domains_in_one_thread)
     blocking[0] = blocking_handshake(ctx, name);
     tick(&t);
     fprintf(stderr, "nonblock: one blocking cold handshake holds the timer %lld ms\n", (long long)t.max_held);
-    cr_expect_geq(t.max_held, DELAY_MS - TICK_MS, "the probe sees a blocked loop");
+    cr_expect_geq(t.max_held, MAX_LATE_MS, "the probe sees a blocked loop (the bound above would catch it)");
     {
         blocking_pass b = {.ctx = ctx, .n = MANY, .v = blocking};
         pthread_t tid[BLOCKING_THREADS];
@@ -1313,6 +1317,11 @@ Test(nonblock, client_free_cancels_lookups)
 /* ---- fork() ---- */
 
 /*
+ * A child of a threaded process inherits every lock as it was at fork(), also those of threads it does not
+ * have: the engine thread is the library's, so keeping its locks (its own, libcurl's, OpenSSL's) from
+ * leaking into a child is the library's business. Two tests: the documented case, and fork() again and
+ * again from the engine's first moments (its first TLS set-ups take OpenSSL's method-store write locks).
+ *
  * AddressSanitizer's allocator has no fork handlers before LLVM 18 (llvm-project pull request 75290, "[asan]
  * Install pthread_atfork"; GCC's libasan follows LLVM): a child forked while another thread (here the
  * engine, setting up its TLS connections) holds an allocator lock hangs at its first allocation, whatever the
@@ -1330,17 +1339,19 @@ Test(nonblock, client_free_cancels_lookups)
 #define NB_FORK_UNSAFE_ALLOCATOR 1
 #endif
 
-/* The child: a new async lookup completes; the parent's callbacks never run here. An exit status. */
-static int child_main(posh_client *client, rec *parents, size_t n)
+#define CHILD_STATUS "(11: not started, 12: never called back, 13: wrong result, 14: parent's callback ran)"
+
+/* The child: a new async lookup of domain completes; the parent's callbacks never run here. An exit status. */
+static int child_main(posh_client *client, const char *domain, rec *parents, size_t n)
 {
     rec mine;
     if (rec_init(&mine) != 0)
         return 10;
-    if (posh_lookup_async(client, "d0.example.com", SERVICE, on_lookup, &mine) != POSH_OK)
+    if (posh_lookup_async(client, domain, SERVICE, on_lookup, &mine) != POSH_OK)
         return 11;
     if (rec_wait_ms(&mine, 10000) != 0)
         return 12;
-    if (mine.err != POSH_OK || mine.result == NULL || strcmp(posh_result_domain(mine.result), "d0.example.com") != 0)
+    if (mine.err != POSH_OK || mine.result == NULL || strcmp(posh_result_domain(mine.result), domain) != 0)
         return 13;
     for (size_t i = 0; i < n; i++)
         if (atomic_load(&parents[i].calls) != 0)
@@ -1376,7 +1387,7 @@ Test(nonblock, fork_with_lookups_in_flight)
     pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0)
-        _exit(child_main(client, r, 2));
+        _exit(child_main(client, "d0.example.com", r, 2));
     t0 = ts_now_ms();
     while ((got = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() - t0 < DRIVE_MS)
         poll(NULL, 0, 10);
@@ -1385,8 +1396,7 @@ Test(nonblock, fork_with_lookups_in_flight)
         waitpid(pid, &status, 0);
         cr_assert_fail("the child's async lookup hung");
     }
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "child: %s %d (11: not started, 12: never called back, 13: wrong result, 14: parent's callback ran)",
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %s %d " CHILD_STATUS,
               WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     /* The parent's lookups were not disturbed: they end with their timeout. */
     for (size_t i = 0; i < 2; i++) {
@@ -1399,4 +1409,85 @@ Test(nonblock, fork_with_lookups_in_flight)
         rec_fini(&r[i]);
     }
     cr_expect_eq(ts_nginx_requests(nb.nginx, "d0.example.com", RFC7711_PATH), 1, "the child's lookup was real");
+}
+
+/* Lookups that keep the engine busy: each callback starts the next, on a new cold domain, until stop. */
+typedef struct busy_chain {
+    posh_client *client;
+    atomic_int stop;
+    atomic_long started, done;
+} busy_chain;
+
+static void on_busy(posh_err err, posh_result *result, void *arg)
+{
+    busy_chain *b = arg;
+    char name[64];
+    posh_result_free(result);
+    atomic_fetch_add(&b->done, 1);
+    if (atomic_load(&b->stop) || err == POSH_ERR_CANCELLED)
+        return;
+    snprintf(name, sizeof(name), "busy%ld.example.com", atomic_fetch_add(&b->started, 1));
+    if (posh_lookup_async(b->client, name, SERVICE, on_busy, b) != POSH_OK)
+        atomic_fetch_add(&b->done, 1); /* not started: nothing in flight for it */
+}
+
+#define BUSY_CHAINS 16
+#define BUSY_FORKS 40
+#define BUSY_CHILD_MS 5000
+
+/*
+ * fork() at any moment, here again and again from the moment the engine starts and while it keeps setting up
+ * TLS connections (nginx directly: every lookup is a few milliseconds of libcurl and OpenSSL work on the
+ * engine thread). Each child's own lookup must complete, whatever the parent's engine thread was doing when
+ * the child was made.
+ */
+Test(nonblock, fork_while_the_engine_works)
+{
+    busy_chain b = {0};
+    pid_t pids[BUSY_FORKS];
+    char name[64];
+    int hung = 0, failed = 0;
+    int64_t t0;
+
+#ifdef NB_FORK_UNSAFE_ALLOCATOR
+    cr_skip_test("this sanitizer's allocator is not fork-safe (before LLVM 18): a child of a threaded process "
+                 "can hang in it");
+#endif
+    start_servers(4);
+    b.client = make_client(&(client_opts){.timeout_ms = BUSY_CHILD_MS, .direct = 1});
+    atomic_init(&b.started, BUSY_CHAINS);
+    for (long i = 0; i < BUSY_CHAINS; i++) {
+        snprintf(name, sizeof(name), "busy%ld.example.com", i);
+        cr_assert_eq(posh_lookup_async(b.client, name, SERVICE, on_busy, &b), POSH_OK);
+    }
+    /* Children from the engine's first moments on: its first TLS connections of the process included. */
+    for (int i = 0; i < BUSY_FORKS; i++) {
+        snprintf(name, sizeof(name), "child%d.example.com", i);
+        pids[i] = fork();
+        cr_assert_geq(pids[i], 0);
+        if (pids[i] == 0)
+            _exit(child_main(b.client, name, NULL, 0));
+    }
+    atomic_store(&b.stop, 1);
+    t0 = ts_now_ms();
+    for (int i = 0; i < BUSY_FORKS; i++) {
+        int status = 0;
+        pid_t got;
+        while ((got = waitpid(pids[i], &status, WNOHANG)) == 0 && ts_now_ms() - t0 < BUSY_CHILD_MS + 2000)
+            poll(NULL, 0, 5);
+        if (got == 0) {
+            kill(pids[i], SIGKILL);
+            waitpid(pids[i], &status, 0);
+            hung++;
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            failed++;
+            cr_expect(0, "child %d: %s %d " CHILD_STATUS, i, WIFEXITED(status) ? "exit" : "signal",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        }
+    }
+    fprintf(stderr, "nonblock: %d forks while the engine ran %ld lookups: %d hung, %d failed\n", BUSY_FORKS,
+            atomic_load(&b.started), hung, failed);
+    cr_expect_eq(hung, 0, "%d of %d children never got their lookup's answer: each inherited a lock held by "
+                 "the parent's engine thread", hung, BUSY_FORKS);
+    posh_client_free(b.client);
 }
