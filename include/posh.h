@@ -192,11 +192,12 @@ POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
  */
 POSH_EXPORT posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path);
 /*
- * Bounds of the non-blocking engine (also POSH_ASYNC_LOOKUPS, POSH_ASYNC_WAITING): lookups in flight at once
- * (1..100000, default 1024; each posh_lookup_async()/posh_prefetch() call and each waiting handshake's lookup
- * counts until it completes) and connections waiting in non-blocking handshakes (1..1000000, default 10000;
- * each holds one descriptor, see SSL_get_posh_wait_fd()). Past either bound the request fails at once with
- * POSH_ERR_BUSY (a handshake is then rejected: fail closed), never queued without limit.
+ * Bounds of the non-blocking engine (also POSH_ASYNC_LOOKUPS, POSH_ASYNC_WAITING): posh_lookup_async() and
+ * posh_prefetch() calls in flight at once (1..100000, default 1024; each counts until it completes, even one that
+ * joins another's lookup), and handshakes waiting for a lookup in non-blocking mode (1..1000000, default 10000;
+ * each holds one descriptor, see SSL_get_posh_wait_fd(), until the lookup is done). Either bound is its own: a
+ * full one refuses only its kind. Past it the request fails at once with POSH_ERR_BUSY (a handshake is then
+ * rejected: fail closed), never queued without limit.
  */
 POSH_EXPORT posh_err posh_config_set_async_limits(posh_config *cfg, long max_lookups, long max_waiting);
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);

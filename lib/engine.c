@@ -87,11 +87,21 @@ typedef struct job {
     int target_tries;
     posh_cache_waiter waiter;
     posh_result *woken;            /* what the fill we waited for produced (set by the waiter, under the lock) */
+    posh_err done_err;             /* a delivered callback job: what its callback gets, once the pass is over */
+    posh_result *done_result;
 } job;
 
 struct posh_engine {
     posh_client *client;
     pthread_mutex_t lock;
+    /*
+     * Held by the engine thread for each pass (everything but the wait in curl_multi_poll): the pass runs libcurl
+     * and OpenSSL, whose internal locks a fork() in the middle of it would leave taken in the child. The fork
+     * handlers take it, so a fork happens between passes only.
+     */
+    pthread_mutex_t work;
+    pthread_cond_t go;             /* the thread starts work once the engine is registered (fork handlers see it) */
+    bool registered;
     pthread_t thread;
     CURLM *multi;
     bool stop;                     /* posh_client_free: cancel everything, deliver, end */
@@ -99,7 +109,8 @@ struct posh_engine {
     job jobs;                      /* sentinel of every job not yet delivered */
     job *incoming;                 /* submitted, not started */
     job *woken;                    /* their fill completed */
-    size_t n_jobs;
+    job *delivered;                /* callback jobs done in this pass: called after it, outside every lock */
+    size_t n_async;                /* jobs for posh_lookup_async / posh_prefetch (handshakes' waits: n_waiting) */
     atomic_long n_waiting;
     struct posh_engine *next_engine;   /* every running engine, for exit() */
 };
@@ -175,7 +186,8 @@ static void job_unlink(job *j)
     pthread_mutex_lock(&e->lock);
     j->prev->next = j->next;
     j->next->prev = j->prev;
-    e->n_jobs--;
+    if (j->wait == NULL)
+        e->n_async--;
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -184,7 +196,12 @@ static void job_deliver(job *j, posh_err err, posh_result *r)
 {
     job_unlink(j);
     if (j->cb != NULL) {
-        j->cb(err, r, j->cb_arg);
+        /* Called once the pass is over (run_delivered): a callback never runs under the engine's work lock. */
+        j->done_err = err;
+        j->done_result = r;
+        j->queue_next = j->engine->delivered;
+        j->engine->delivered = j;
+        return;
     } else if (j->wait != NULL) {
         /* No longer waiting for a lookup (the descriptor is the SSL's until it retries or is freed). */
         atomic_fetch_sub(&j->engine->n_waiting, 1);
@@ -489,6 +506,25 @@ static void job_cancel(job *j)
 
 /* ---- the thread ---- */
 
+/* The callbacks of the jobs delivered in the last pass, in delivery order, outside every lock; the jobs freed. */
+static void run_delivered(posh_engine *e)
+{
+    job *j = e->delivered, *prev = NULL;
+    e->delivered = NULL;
+    while (j != NULL) { /* newest first: reverse */
+        job *next = j->queue_next;
+        j->queue_next = prev;
+        prev = j;
+        j = next;
+    }
+    for (j = prev; j != NULL;) {
+        job *next = j->queue_next;
+        j->cb(j->done_err, j->done_result, j->cb_arg);
+        free(j);
+        j = next;
+    }
+}
+
 static job *reverse(job *list)
 {
     job *prev = NULL;
@@ -522,14 +558,20 @@ static void *engine_main(void *arg)
 
     current_engine = e;
     posh_verify_mark_lookup_thread(); /* the engine's own HTTPS fetches are never subject to POSH */
+    pthread_mutex_lock(&e->lock);
+    while (!e->registered && !e->stop && !e->quit)
+        pthread_cond_wait(&e->go, &e->lock);
+    pthread_mutex_unlock(&e->lock);
     for (;;) {
         job *in, *woken;
         CURLMsg *msg;
         int running, left;
 
+        pthread_mutex_lock(&e->work);
         pthread_mutex_lock(&e->lock);
         if (e->quit) {
             pthread_mutex_unlock(&e->lock);
+            pthread_mutex_unlock(&e->work);
             return NULL;
         }
         stop = e->stop;
@@ -564,6 +606,8 @@ static void *engine_main(void *arg)
             if (j != NULL)
                 transfer_done(j, msg->data.result);
         }
+        pthread_mutex_unlock(&e->work);
+        run_delivered(e);
         curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
     }
     /*
@@ -575,24 +619,30 @@ static void *engine_main(void *arg)
     for (cancel_pass pass = OWNS_TARGET; pass <= ANY; pass++)
         for (job *j; (j = first_job(e, pass)) != NULL;)
             job_cancel(j);
+    pthread_mutex_unlock(&e->work);
+    run_delivered(e);
     return NULL;
 }
 
 /* exit(): stop every engine thread before OpenSSL's and libcurl's own cleanup, delivering nothing. */
 static void engines_quit(void)
 {
+    posh_engine *list;
+    /* Taken off the list first: the lock is not held while threads are joined (a callback may start an engine). */
     pthread_mutex_lock(&engines_lock);
-    for (posh_engine *e = engines; e != NULL; e = e->next_engine) {
+    list = engines;
+    engines = NULL;
+    pthread_mutex_unlock(&engines_lock);
+    for (posh_engine *e = list; e != NULL; e = e->next_engine) {
         if (current_engine == e)
             continue; /* exit() from a callback: this very thread cannot be joined; its loop never resumes */
         pthread_mutex_lock(&e->lock);
         e->quit = true;
+        pthread_cond_broadcast(&e->go);
         pthread_mutex_unlock(&e->lock);
         curl_multi_wakeup(e->multi);
         pthread_join(e->thread, NULL);
     }
-    engines = NULL;
-    pthread_mutex_unlock(&engines_lock);
 }
 
 static void atexit_init(void)
@@ -612,6 +662,8 @@ static posh_engine *engine_new(posh_client *c)
     e->client = c;
     e->jobs.next = e->jobs.prev = &e->jobs;
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->work, NULL);
+    pthread_cond_init(&e->go, NULL);
     if ((e->multi = curl_multi_init()) == NULL)
         goto fail;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
@@ -621,6 +673,8 @@ fail:
     if (e->multi != NULL)
         curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->work);
+    pthread_cond_destroy(&e->go);
     free(e);
     return NULL;
 }
@@ -640,6 +694,11 @@ static posh_engine *engine_get(posh_client *c)
         e->next_engine = engines;
         engines = e;
         pthread_mutex_unlock(&engines_lock);
+        /* Registered: the fork handlers take its work lock from now on, so its thread may begin. */
+        pthread_mutex_lock(&e->lock);
+        e->registered = true;
+        pthread_cond_broadcast(&e->go);
+        pthread_mutex_unlock(&e->lock);
     }
     return e;
 }
@@ -659,12 +718,15 @@ void posh_engine_free(posh_client *c)
     pthread_mutex_unlock(&engines_lock);
     pthread_mutex_lock(&e->lock);
     e->stop = true;
+    pthread_cond_broadcast(&e->go);
     pthread_mutex_unlock(&e->lock);
     curl_multi_wakeup(e->multi);
     pthread_join(e->thread, NULL);
     /* Jobs submitted but never started were cancelled by the thread too (they are in e->jobs). */
     curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->work);
+    pthread_cond_destroy(&e->go);
     c->engine = NULL;
     free(e);
 }
@@ -692,7 +754,7 @@ static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, c
     j->cb_arg = arg;
     j->wait = w;
     pthread_mutex_lock(&e->lock);
-    if (e->n_jobs >= (size_t)c->cfg->async_lookups || e->stop) {
+    if ((w == NULL && e->n_async >= (size_t)c->cfg->async_lookups) || e->stop) {
         pthread_mutex_unlock(&e->lock);
         free(j);
         return POSH_ERR_BUSY;
@@ -701,7 +763,8 @@ static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, c
     j->prev = &e->jobs;
     e->jobs.next->prev = j;
     e->jobs.next = j;
-    e->n_jobs++;
+    if (w == NULL)
+        e->n_async++;
     j->queue_next = e->incoming;
     e->incoming = j;
     j->queued = true;
@@ -760,19 +823,24 @@ posh_err posh_wait_start(posh_client *c, posh_lookup_kind kind, const char *dom,
 
 /* ---- fork ---- */
 
+/* Every engine between two passes: no engine thread is inside libcurl or OpenSSL at the fork. */
 void posh_engine_atfork_prepare_all(void)
 {
     pthread_mutex_lock(&engines_lock);
+    for (posh_engine *e = engines; e != NULL; e = e->next_engine)
+        pthread_mutex_lock(&e->work);
 }
 
 void posh_engine_atfork_parent_all(void)
 {
+    for (posh_engine *e = engines; e != NULL; e = e->next_engine)
+        pthread_mutex_unlock(&e->work);
     pthread_mutex_unlock(&engines_lock);
 }
 
 void posh_engine_atfork_child_all(void)
 {
-    engines = NULL; /* no engine thread exists in the child: exit() has none to stop */
+    engines = NULL; /* no engine thread exists in the child: exit() has none to stop; their locks stay taken */
     pthread_mutex_unlock(&engines_lock);
 }
 
