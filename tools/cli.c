@@ -1,6 +1,6 @@
 /*
  * cli.c - helpers shared by the subcommands: messages, number parsing, error names, JSON output and the
- * client configured from the environment.
+ * client configured from the environment, the body of the one-lookup commands.
  */
 #include "cli.h"
 
@@ -194,4 +194,62 @@ int cli_cert_fingerprint(X509 *cert, const char *md_name, char *out, size_t outl
         return -1;
     EVP_EncodeBlock((unsigned char *)out, md, (int)len);
     return 0;
+}
+
+int cli_lookup_command(const char *cmd, const char *help, int argc, char **argv, cli_lookup_fn lookup,
+                       cli_result_json_fn to_json)
+{
+    static const struct option opts[] = {
+        {"service", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *service = "xmpp-server", *domain, *msg;
+    posh_client *client;
+    posh_result *res = NULL;
+    posh_err err;
+    int c, rc;
+
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            service = optarg;
+            break;
+        case 'h':
+            fputs(help, stdout);
+            return CLI_OK;
+        default:
+            return cli_option_error(cmd, c, argv);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error(cmd, argc - optind < 1 ? "DOMAIN is required" : "too many arguments");
+    domain = argv[optind];
+
+    if ((client = cli_client_from_env(cmd)) == NULL)
+        return CLI_USAGE;
+    err = lookup(client, domain, service, &res);
+    msg = res != NULL ? posh_result_message(res) : "";
+    if (msg[0] == '\0')
+        msg = posh_strerror(err);
+
+    if (err == POSH_ERR_BAD_DOMAIN || err == POSH_ERR_BAD_SERVICE) {
+        rc = cli_usage_error(cmd, "%s: %s", posh_strerror(err), msg);
+        goto done;
+    }
+    rc = CLI_OK;
+    if (err != POSH_OK) {
+        cli_error(cmd, "%s %s: %s (%s): %s", domain, service, posh_strerror(err), cli_err_name(err), msg);
+        rc = CLI_FAIL;
+    }
+    if (cli_print_json(to_json(domain, service, res, err)) != 0) {
+        cli_error(cmd, "cannot write the result to stdout");
+        rc = CLI_FAIL;
+    }
+done:
+    posh_result_free(res);
+    posh_client_free(client);
+    return rc;
 }

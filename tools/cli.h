@@ -50,6 +50,19 @@ int cli_print_json(json_object *obj);
  * environment: NULL, and the reason (naming the variable) printed for cmd.
  */
 posh_client *cli_client_from_env(const char *cmd);
+
+/*
+ * The whole of a command that runs one lookup and prints its result (`posh lookup`, `posh delegation`):
+ * [-s SERVICE] DOMAIN (SERVICE default xmpp-server), -h prints help; lookup through a client configured from the
+ * environment; to_json(domain, service, result, err) printed on stdout; the failure also on stderr. Exit
+ * CLI_OK found, CLI_FAIL none / invalid / fetch failed / stdout unwritable, CLI_USAGE usage, bad domain or service,
+ * invalid environment.
+ */
+typedef posh_err (*cli_lookup_fn)(posh_client *client, const char *domain, const char *service, posh_result **out);
+typedef json_object *(*cli_result_json_fn)(const char *domain, const char *service, const posh_result *r,
+                                           posh_err err);
+int cli_lookup_command(const char *cmd, const char *help, int argc, char **argv, cli_lookup_fn lookup,
+                       cli_result_json_fn to_json);
 /* Standard base64 with padding of the hash (OpenSSL digest name, e.g. "SHA256") of cert's DER into out. */
 int cli_cert_fingerprint(X509 *cert, const char *md_name, char *out, size_t outlen);
 

@@ -4,7 +4,6 @@
  */
 #include "cli.h"
 
-#include <getopt.h>
 #include <stdio.h>
 
 #define CMD "delegation"
@@ -74,57 +73,5 @@ static json_object *result_json(const char *domain, const char *service, const p
 
 int cmd_delegation(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"service", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *service = "xmpp-server", *domain, *msg;
-    posh_client *client;
-    posh_result *res = NULL;
-    posh_err err;
-    int c, rc;
-
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            service = optarg;
-            break;
-        case 'h':
-            fputs(delegation_help, stdout);
-            return CLI_OK;
-        default:
-            return cli_option_error(CMD, c, argv);
-        }
-    }
-    if (argc - optind != 1)
-        return cli_usage_error(CMD, argc - optind < 1 ? "DOMAIN is required" : "too many arguments");
-    domain = argv[optind];
-
-    if ((client = cli_client_from_env(CMD)) == NULL)
-        return CLI_USAGE;
-    err = posh_lookup_delegation(client, domain, service, &res);
-    msg = res != NULL ? posh_result_message(res) : "";
-    if (msg[0] == '\0')
-        msg = posh_strerror(err);
-
-    if (err == POSH_ERR_BAD_DOMAIN || err == POSH_ERR_BAD_SERVICE) {
-        rc = cli_usage_error(CMD, "%s: %s", posh_strerror(err), msg);
-        goto done;
-    }
-    rc = CLI_OK;
-    if (err != POSH_OK) {
-        cli_error(CMD, "%s %s: %s (%s): %s", domain, service, posh_strerror(err), cli_err_name(err), msg);
-        rc = CLI_FAIL;
-    }
-    if (cli_print_json(result_json(domain, service, res, err)) != 0) {
-        cli_error(CMD, "cannot write the result to stdout");
-        rc = CLI_FAIL;
-    }
-done:
-    posh_result_free(res);
-    posh_client_free(client);
-    return rc;
+    return cli_lookup_command(CMD, delegation_help, argc, argv, posh_lookup_delegation, result_json);
 }
