@@ -198,3 +198,14 @@ int hs_recording_cb(int ok, X509_STORE_CTX *x)
     hs_cb.calls++;
     return ok;
 }
+
+void hs_expect_cb_sees_mismatch(SSL_CTX *ctx, hs (*handshake)(SSL_CTX *))
+{
+    hs h;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_recording_cb);
+    hs_cb_reset();
+    h = handshake(ctx);
+    cr_expect(!h.connected);
+    cr_expect_eq(hs_cb.depth0_ok, 0);
+    cr_expect_eq(hs_cb.depth0_err, X509_V_ERR_HOSTNAME_MISMATCH);
+}

@@ -60,5 +60,8 @@ typedef struct hs_cb_seen {
 extern hs_cb_seen hs_cb;
 void hs_cb_reset(void);
 int hs_recording_cb(int ok, X509_STORE_CTX *x);
+/* With hs_recording_cb set on ctx (last), expect handshake(ctx) to fail and the callback to see, at depth 0, the
+ * name mismatch. */
+void hs_expect_cb_sees_mismatch(SSL_CTX *ctx, hs (*handshake)(SSL_CTX *));
 
 #endif

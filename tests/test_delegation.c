@@ -1163,13 +1163,25 @@ static void expect_not_laundered(ts_cert *cert, long want, int nonblocking)
     }
 }
 
-Test(delegation_verify, untrusted_chain_not_laundered)
+/* expect_not_laundered for a certificate for PROVIDER that ca issued (see fx_issue). */
+static void issued_not_laundered(ts_ca *ca, long nb_days, long na_days, int self_signed, long want, int nonblocking)
+{
+    ts_cert *c = fx_issue(ca, PROVIDER, nb_days, na_days, self_signed);
+    expect_not_laundered(c, want, nonblocking);
+    ts_cert_free(c);
+}
+
+/* The same for a certificate from a CA nobody trusts. */
+static void untrusted_not_laundered(int nonblocking)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = fx_issue(stranger, PROVIDER, -1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, 0);
-    ts_cert_free(c);
+    issued_not_laundered(stranger, -1, 30, 0, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, nonblocking);
     ts_ca_free(stranger);
+}
+
+Test(delegation_verify, untrusted_chain_not_laundered)
+{
+    untrusted_not_laundered(0);
 }
 
 Test(delegation_verify, untrusted_intermediate_chain_not_laundered)
@@ -1185,23 +1197,17 @@ Test(delegation_verify, untrusted_intermediate_chain_not_laundered)
 
 Test(delegation_verify, self_signed_not_laundered)
 {
-    ts_cert *c = fx_issue(NULL, PROVIDER, -1, 30, 1);
-    expect_not_laundered(c, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, 0);
-    ts_cert_free(c);
+    issued_not_laundered(NULL, -1, 30, 1, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, 0);
 }
 
 Test(delegation_verify, expired_leaf_not_laundered)
 {
-    ts_cert *c = fx_issue(f.ca, PROVIDER, -30, -1, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, 0);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, -30, -1, 0, X509_V_ERR_CERT_HAS_EXPIRED, 0);
 }
 
 Test(delegation_verify, not_yet_valid_leaf_not_laundered)
 {
-    ts_cert *c = fx_issue(f.ca, PROVIDER, 1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_NOT_YET_VALID, 0);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, 1, 30, 0, X509_V_ERR_CERT_NOT_YET_VALID, 0);
 }
 
 static char crl_path[700];
@@ -1224,18 +1230,12 @@ Test(delegation_verify, revoked_not_laundered)
 
 Test(delegation_verify, untrusted_chain_not_laundered_nonblocking)
 {
-    ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = fx_issue(stranger, PROVIDER, -1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, 1);
-    ts_cert_free(c);
-    ts_ca_free(stranger);
+    untrusted_not_laundered(1);
 }
 
 Test(delegation_verify, expired_leaf_not_laundered_nonblocking)
 {
-    ts_cert *c = fx_issue(f.ca, PROVIDER, -30, -1, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, 1);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, -30, -1, 0, X509_V_ERR_CERT_HAS_EXPIRED, 1);
 }
 
 /* The application's callback that accepts everything, on a name the delegation does not give: still a mismatch. */
@@ -1252,16 +1252,21 @@ Test(delegation_verify, accept_all_callback_name_not_delegated)
     SSL_CTX_free(ctx);
 }
 
+/* Start nginx; a client in POSH_MODE_PIN. */
+static posh_client *pin_client(void)
+{
+    fx_start(&f);
+    posh_config *cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
+    return fx_client_of(cfg);
+}
+
 /* POSH_MODE_PIN makes a POSH match a trust anchor; a delegation is not a POSH match and never does. */
 Test(delegation_verify, pin_mode_does_not_skip_chain_trust)
 {
     ts_cert *c = fx_issue(NULL, PROVIDER, -1, 30, 1);
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
-    fx_start(&f);
-    posh_config *cfg = fx_config(&f);
-    cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
-    client = posh_client_new(cfg);
-    posh_config_free(cfg);
+    client = pin_client();
     start_server(c);
     SSL_CTX *ctx = ctx_new(1);
     hs h = handshake(ctx);
@@ -1298,11 +1303,7 @@ Test(delegation_verify, pin_mode_does_not_skip_chain_trust)
 Test(delegation_verify, pin_mode_trusted_chain_delegated)
 {
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
-    fx_start(&f);
-    posh_config *cfg = fx_config(&f);
-    cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
-    client = posh_client_new(cfg);
-    posh_config_free(cfg);
+    client = pin_client();
     start_server(f.svc);
     SSL_CTX *ctx = ctx_new(1);
     expect_delegated(handshake(ctx), "mode pin");
@@ -1327,12 +1328,7 @@ Test(delegation_verify, app_callback_sees_the_verdict)
     posh_client_flush(client);
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc("other.hosting.example.net"));
     ctx = ctx_new(1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_recording_cb);
-    hs_cb_reset();
-    h = handshake(ctx);
-    cr_expect(!h.connected);
-    cr_expect_eq(hs_cb.depth0_ok, 0);
-    cr_expect_eq(hs_cb.depth0_err, X509_V_ERR_HOSTNAME_MISMATCH);
+    hs_expect_cb_sees_mismatch(ctx, handshake);
     SSL_CTX_free(ctx);
 }
 
