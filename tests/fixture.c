@@ -4,21 +4,28 @@
 #include "fixture.h"
 
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static ts_cert *issue(ts_ca *ca, const char *name)
+ts_cert *fx_issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed)
 {
     ts_cert_opts o = {0};
     o.dns[0] = name;
     o.cn = name;
-    o.not_before_days = -1;
-    o.not_after_days = 30;
+    o.not_before_days = nb_days;
+    o.not_after_days = na_days;
+    o.self_signed = self_signed;
     ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c, "issue %s", name);
+    cr_assert_not_null(c, "issue %s: %s", name, ts_error());
     return c;
+}
+
+static ts_cert *issue(ts_ca *ca, const char *name)
+{
+    return fx_issue(ca, name, -1, 30, 0);
 }
 
 void fx_init(fx *f)
@@ -120,7 +127,11 @@ posh_config *fx_config(fx *f)
 
 posh_client *fx_client(fx *f)
 {
-    posh_config *cfg = fx_config(f);
+    return fx_client_of(fx_config(f));
+}
+
+posh_client *fx_client_of(posh_config *cfg)
+{
     posh_client *c = posh_client_new(cfg);
     posh_config_free(cfg);
     cr_assert_not_null(c);
@@ -136,6 +147,25 @@ void fx_export_env(fx *f)
 {
     setenv("POSH_CA_FILE", f->ca_file, 1);
     setenv("POSH_CONNECT_TO", f->connect_to, 1);
+}
+
+void fx_sb_addf(fx_sb *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    cr_assert_geq(n, 0);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        cr_assert_not_null(b->s = realloc(b->s, b->cap));
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 void fx_expect_printable(const char *what, const char *s)

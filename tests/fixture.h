@@ -26,6 +26,10 @@ typedef struct fx {
     char connect_to[512];
 } fx;
 
+/* A certificate for name (its CN and one DNS name) from ca (NULL and self_signed: self-signed), valid from nb_days
+ * to na_days from now. Asserts on failure. */
+ts_cert *fx_issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed);
+
 /* PKI and nginx sites (not started: add redirects and statuses, then fx_start). Asserts on failure. */
 void fx_init(fx *f);
 void fx_start(fx *f);
@@ -41,9 +45,19 @@ void fx_put_free(fx *f, const char *host, const char *path, char *body);
 /* A configuration trusting the test CA and routing both sites to nginx. */
 posh_config *fx_config(fx *f);
 posh_client *fx_client(fx *f);
+/* A client of cfg, which it frees. Asserts that there is one. */
+posh_client *fx_client_of(posh_config *cfg);
 long fx_requests(fx *f, const char *host, const char *path);
 /* Export POSH_CA_FILE and POSH_CONNECT_TO so that the default client reaches the fixture. */
 void fx_export_env(fx *f);
+
+/* A growing string: start from {0}; s is NULL until something is added. Caller frees s. */
+typedef struct fx_sb {
+    char *s;
+    size_t len, cap;
+} fx_sb;
+
+void fx_sb_addf(fx_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A terminal-hijacking Location: sets the window title, clears the screen, prints a fake verdict in red. */
 #define FX_EVIL_LOCATION "ftp://x/\x1b]0;TITLE\x07\x1b[2J\x1b[31mFAKE: accepted by POSH\x1b[0m\\x1b\xff"

@@ -11,20 +11,14 @@
  * directory URL from SERVICE/index.html.
  */
 #include "fixture.h"
+#include "handshake.h"
 #include "client_internal.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -37,34 +31,6 @@
 #define XMPP_URL "https://" FOO XMPP_URI
 /* The provider's XMPP server: the name its certificate (fixture's svc) carries. */
 #define PROVIDER "xmpp.hosting.example.net"
-
-/* ---- a growing string ---- */
-
-typedef struct sb {
-    char *s;
-    size_t len, cap;
-} sb;
-
-static void sb_addf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_addf(sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    cr_assert_geq(n, 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        cr_assert_not_null(b->s = realloc(b->s, b->cap));
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 /* A delegation document of one entry: connect to PROVIDER:5269, expect a certificate for domain. Caller frees. */
 static char *deleg_doc(const char *domain)
@@ -270,12 +236,12 @@ Test(delegation_parse, table)
 
 static char *entries_doc(size_t n)
 {
-    sb b = {0};
-    sb_addf(&b, "[");
+    fx_sb b = {0};
+    fx_sb_addf(&b, "[");
     for (size_t i = 0; i < n; i++)
-        sb_addf(&b, "%s{\"host\":\"s%zu.example.net\",\"port\":%zu,\"domain\":\"d%zu.example.net\"}", i ? "," : "", i,
-                5000 + i, i);
-    sb_addf(&b, "]");
+        fx_sb_addf(&b, "%s{\"host\":\"s%zu.example.net\",\"port\":%zu,\"domain\":\"d%zu.example.net\"}",
+                   i ? "," : "", i, 5000 + i, i);
+    fx_sb_addf(&b, "]");
     return b.s;
 }
 
@@ -657,11 +623,12 @@ Test(delegation_lookup, size_and_tls_failures)
 {
     posh_result *r;
     char connect_to[700];
-    sb big = {0};
-    sb_addf(&big, "[" OKE);
+    fx_sb big = {0};
+    fx_sb_addf(&big, "[" OKE);
     while (big.len < 70000)
-        sb_addf(&big, ",{\"host\":\"xmpp.example.com\",\"port\":5269,\"domain\":\"example.com\",\"pad\":\"%0200d\"}", 0);
-    sb_addf(&big, "]");
+        fx_sb_addf(&big, ",{\"host\":\"xmpp.example.com\",\"port\":5269,\"domain\":\"example.com\",\"pad\":\"%0200d\"}",
+                   0);
+    fx_sb_addf(&big, "]");
     fx_put(&f, FOO, XMPP_FILE, big.s);
     free(big.s);
     fx_start(&f);
@@ -697,10 +664,7 @@ static posh_client *clocked(long negative_ttl, long max_ttl, const char *connect
     if (connect_to != NULL)
         cr_assert_eq(posh_config_set_connect_to(cfg, connect_to), POSH_OK);
     cr_assert_eq(posh_config_set_timeout_ms(cfg, 30000), POSH_OK);
-    posh_client *c = posh_client_new(cfg);
-    posh_config_free(cfg);
-    cr_assert_not_null(c);
-    return c;
+    return fx_client_of(cfg);
 }
 
 static posh_err dlook(posh_client *c, long *ttl)
@@ -935,62 +899,17 @@ static void start_server(ts_cert *cert)
 
 static SSL_CTX *ctx_new(int delegation)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, client, "xmpp-server");
     if (delegation)
         cr_assert_eq(SSL_CTX_set_posh_delegation(ctx, 1), 1);
     return ctx;
 }
 
-typedef struct hs {
-    int connected;
-    long verify_result;
-    posh_status status;
-    posh_err err;
-    char msg[512];
-    int suspensions; /* non-blocking: WANT_RETRY_VERIFY returns */
-} hs;
-
-static int tcp_connect(int port)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "connect to the TLS server");
-    return fd;
-}
-
-static void record_hs(SSL *ssl, hs *h)
-{
-    h->verify_result = SSL_get_verify_result(ssl);
-    h->status = SSL_get_posh_status(ssl);
-    h->err = SSL_get_posh_error(ssl);
-    snprintf(h->msg, sizeof(h->msg), "%s", SSL_get_posh_message(ssl));
-    fx_expect_printable("SSL_get_posh_message", h->msg);
-}
-
-/* A blocking handshake with host (SSL_set1_host) and SNI; tweak may adjust the SSL first. */
+/* Handshakes with host (SSL_set1_host) and SNI, to the server; tweak may adjust the SSL first. */
 static hs handshake_with(SSL_CTX *ctx, const char *host, void (*tweak)(SSL *))
 {
-    SSL *ssl = SSL_new(ctx);
-    int fd = tcp_connect(ts_tls_port(server));
-    hs h = {0};
-    cr_assert_not_null(ssl);
-    SSL_set_tlsext_host_name(ssl, host);
-    SSL_set1_host(ssl, host);
-    if (tweak != NULL)
-        tweak(ssl);
-    SSL_set_fd(ssl, fd);
-    h.connected = SSL_connect(ssl) == 1;
-    record_hs(ssl, &h);
-    SSL_free(ssl);
-    close(fd);
-    ERR_clear_error();
+    hs h = hs_handshake(ctx, ts_tls_port(server), host, host, tweak);
+    fx_expect_printable("SSL_get_posh_message", h.msg);
     return h;
 }
 
@@ -999,75 +918,16 @@ static hs handshake(SSL_CTX *ctx)
     return handshake_with(ctx, FOO, NULL);
 }
 
-/* The non-blocking handshake: poll the socket, or the POSH wait descriptor while a lookup runs. */
 static hs handshake_nb_with(SSL_CTX *ctx, const char *host, void (*tweak)(SSL *))
 {
-    SSL *ssl = SSL_new(ctx);
-    int fd = tcp_connect(ts_tls_port(server));
-    int64_t deadline = ts_now_ms() + 30000;
-    hs h = {0};
-    cr_assert_not_null(ssl);
-    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
-    SSL_set_tlsext_host_name(ssl, host);
-    SSL_set1_host(ssl, host);
-    if (tweak != NULL)
-        tweak(ssl);
-    SSL_set_fd(ssl, fd);
-    for (;;) {
-        int rc = SSL_connect(ssl), e;
-        struct pollfd p = {.fd = fd};
-        if (rc == 1) {
-            h.connected = 1;
-            break;
-        }
-        e = SSL_get_error(ssl, rc);
-        if (e == SSL_ERROR_WANT_RETRY_VERIFY) {
-            h.suspensions++;
-            cr_assert_eq(SSL_get_posh_status(ssl), POSH_STATUS_PENDING, "%s", SSL_get_posh_message(ssl));
-            p.fd = SSL_get_posh_wait_fd(ssl);
-            cr_assert_geq(p.fd, 0, "a suspended handshake has a descriptor to wait for");
-            p.events = POLLIN;
-        } else if (e == SSL_ERROR_WANT_READ) {
-            p.events = POLLIN;
-        } else if (e == SSL_ERROR_WANT_WRITE) {
-            p.events = POLLOUT;
-        } else {
-            break; /* failed */
-        }
-        cr_assert_lt(h.suspensions, 10, "a handshake suspended again and again");
-        cr_assert_lt(ts_now_ms(), deadline, "the non-blocking handshake did not finish");
-        cr_assert_geq(poll(&p, 1, 10000), 0);
-    }
-    record_hs(ssl, &h);
-    SSL_free(ssl);
-    close(fd);
-    ERR_clear_error();
+    hs h = hs_handshake_nb(ctx, ts_tls_port(server), host, tweak);
+    fx_expect_printable("SSL_get_posh_message", h.msg);
     return h;
 }
 
 static hs handshake_nb(SSL_CTX *ctx, const char *host)
 {
     return handshake_nb_with(ctx, host, NULL);
-}
-
-static ts_cert *issue_from(ts_ca *ca, const char *name, long nb, long na, int self_signed)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    o.not_before_days = nb;
-    o.not_after_days = na;
-    o.self_signed = self_signed;
-    ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c, "%s", ts_error());
-    return c;
-}
-
-static int accept_all(int ok, X509_STORE_CTX *x)
-{
-    (void)ok;
-    (void)x;
-    return 1;
 }
 
 #define DELEGATED_MSG "delegated to " PROVIDER " by " XMPP_URL
@@ -1269,14 +1129,6 @@ Test(delegation_verify, posh_delegation_config_enables_it)
 
 /* ---- no laundering ---- */
 
-/* An untrusted leaf is reported as 20 when verification stops there, 21 when a callback lets it go on. */
-static int same_failure(long got, long want)
-{
-    if (want == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE || want == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY)
-        return got == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE || got == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
-    return got == want;
-}
-
 static void (*configure_ctx)(SSL_CTX *);
 
 /*
@@ -1295,13 +1147,13 @@ static void expect_not_laundered(ts_cert *cert, long want, int nonblocking)
         if (configure_ctx != NULL)
             configure_ctx(ctx);
         if (with_cb)
-            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
         hs h = nonblocking ? handshake_nb(ctx, FOO) : handshake(ctx);
         if (!with_cb)
             cr_expect(!h.connected, "the handshake must fail: %s", h.msg);
         else
             cr_expect(h.connected, "an accept-all callback lets the handshake go on");
-        cr_expect(same_failure(h.verify_result, want), "%s: verify result %ld (%s), want %ld (%s): %s",
+        cr_expect(hs_same_failure(h.verify_result, want), "%s: verify result %ld (%s), want %ld (%s): %s",
                   with_cb ? "accept-all callback" : "no callback", h.verify_result,
                   X509_verify_cert_error_string(h.verify_result), want, X509_verify_cert_error_string(want), h.msg);
         cr_expect_neq(h.verify_result, X509_V_OK, "never laundered into X509_V_OK");
@@ -1311,20 +1163,32 @@ static void expect_not_laundered(ts_cert *cert, long want, int nonblocking)
     }
 }
 
-Test(delegation_verify, untrusted_chain_not_laundered)
+/* expect_not_laundered for a certificate for PROVIDER that ca issued (see fx_issue). */
+static void issued_not_laundered(ts_ca *ca, long nb_days, long na_days, int self_signed, long want, int nonblocking)
+{
+    ts_cert *c = fx_issue(ca, PROVIDER, nb_days, na_days, self_signed);
+    expect_not_laundered(c, want, nonblocking);
+    ts_cert_free(c);
+}
+
+/* The same for a certificate from a CA nobody trusts. */
+static void untrusted_not_laundered(int nonblocking)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = issue_from(stranger, PROVIDER, -1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, 0);
-    ts_cert_free(c);
+    issued_not_laundered(stranger, -1, 30, 0, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, nonblocking);
     ts_ca_free(stranger);
+}
+
+Test(delegation_verify, untrusted_chain_not_laundered)
+{
+    untrusted_not_laundered(0);
 }
 
 Test(delegation_verify, untrusted_intermediate_chain_not_laundered)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
     ts_ca *mid = ts_ca_new_intermediate(stranger, "stranger intermediate");
-    ts_cert *c = issue_from(mid, PROVIDER, -1, 30, 0);
+    ts_cert *c = fx_issue(mid, PROVIDER, -1, 30, 0);
     expect_not_laundered(c, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0);
     ts_cert_free(c);
     ts_ca_free(mid);
@@ -1333,37 +1197,29 @@ Test(delegation_verify, untrusted_intermediate_chain_not_laundered)
 
 Test(delegation_verify, self_signed_not_laundered)
 {
-    ts_cert *c = issue_from(NULL, PROVIDER, -1, 30, 1);
-    expect_not_laundered(c, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, 0);
-    ts_cert_free(c);
+    issued_not_laundered(NULL, -1, 30, 1, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, 0);
 }
 
 Test(delegation_verify, expired_leaf_not_laundered)
 {
-    ts_cert *c = issue_from(f.ca, PROVIDER, -30, -1, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, 0);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, -30, -1, 0, X509_V_ERR_CERT_HAS_EXPIRED, 0);
 }
 
 Test(delegation_verify, not_yet_valid_leaf_not_laundered)
 {
-    ts_cert *c = issue_from(f.ca, PROVIDER, 1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_NOT_YET_VALID, 0);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, 1, 30, 0, X509_V_ERR_CERT_NOT_YET_VALID, 0);
 }
 
 static char crl_path[700];
 
 static void check_crl(SSL_CTX *ctx)
 {
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    cr_assert_eq(X509_STORE_load_file(store, crl_path), 1, "load CRL");
-    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    hs_load_crl(ctx, crl_path);
 }
 
 Test(delegation_verify, revoked_not_laundered)
 {
-    ts_cert *c = issue_from(f.ca, PROVIDER, -1, 30, 0);
+    ts_cert *c = fx_issue(f.ca, PROVIDER, -1, 30, 0);
     snprintf(crl_path, sizeof(crl_path), "%s/revoked.crl", f.dir);
     cr_assert_eq(ts_ca_write_crl(f.ca, &c, 1, crl_path), 0);
     configure_ctx = check_crl;
@@ -1374,18 +1230,12 @@ Test(delegation_verify, revoked_not_laundered)
 
 Test(delegation_verify, untrusted_chain_not_laundered_nonblocking)
 {
-    ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = issue_from(stranger, PROVIDER, -1, 30, 0);
-    expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, 1);
-    ts_cert_free(c);
-    ts_ca_free(stranger);
+    untrusted_not_laundered(1);
 }
 
 Test(delegation_verify, expired_leaf_not_laundered_nonblocking)
 {
-    ts_cert *c = issue_from(f.ca, PROVIDER, -30, -1, 0);
-    expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, 1);
-    ts_cert_free(c);
+    issued_not_laundered(f.ca, -30, -1, 0, X509_V_ERR_CERT_HAS_EXPIRED, 1);
 }
 
 /* The application's callback that accepts everything, on a name the delegation does not give: still a mismatch. */
@@ -1394,7 +1244,7 @@ Test(delegation_verify, accept_all_callback_name_not_delegated)
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc("other.hosting.example.net"));
     start_server(f.svc);
     SSL_CTX *ctx = ctx_new(1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
     hs h = handshake(ctx);
     cr_expect(h.connected);
     cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
@@ -1402,23 +1252,28 @@ Test(delegation_verify, accept_all_callback_name_not_delegated)
     SSL_CTX_free(ctx);
 }
 
-/* POSH_MODE_PIN makes a POSH match a trust anchor; a delegation is not a POSH match and never does. */
-Test(delegation_verify, pin_mode_does_not_skip_chain_trust)
+/* Start nginx; a client in POSH_MODE_PIN. */
+static posh_client *pin_client(void)
 {
-    ts_cert *c = issue_from(NULL, PROVIDER, -1, 30, 1);
-    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
     fx_start(&f);
     posh_config *cfg = fx_config(&f);
     cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
-    client = posh_client_new(cfg);
-    posh_config_free(cfg);
+    return fx_client_of(cfg);
+}
+
+/* POSH_MODE_PIN makes a POSH match a trust anchor; a delegation is not a POSH match and never does. */
+Test(delegation_verify, pin_mode_does_not_skip_chain_trust)
+{
+    ts_cert *c = fx_issue(NULL, PROVIDER, -1, 30, 1);
+    fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
+    client = pin_client();
     start_server(c);
     SSL_CTX *ctx = ctx_new(1);
     hs h = handshake(ctx);
     cr_expect(!h.connected, "a self-signed certificate carrying the delegated name: %s", h.msg);
     cr_expect_eq(h.verify_result, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "%s",
                  X509_verify_cert_error_string(h.verify_result));
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
     h = handshake(ctx);
     cr_expect_eq(h.verify_result, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "accept-all: %s",
                  X509_verify_cert_error_string(h.verify_result));
@@ -1448,11 +1303,7 @@ Test(delegation_verify, pin_mode_does_not_skip_chain_trust)
 Test(delegation_verify, pin_mode_trusted_chain_delegated)
 {
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
-    fx_start(&f);
-    posh_config *cfg = fx_config(&f);
-    cr_assert_eq(posh_config_set_mode(cfg, POSH_MODE_PIN), POSH_OK);
-    client = posh_client_new(cfg);
-    posh_config_free(cfg);
+    client = pin_client();
     start_server(f.svc);
     SSL_CTX *ctx = ctx_new(1);
     expect_delegated(handshake(ctx), "mode pin");
@@ -1461,42 +1312,23 @@ Test(delegation_verify, pin_mode_trusted_chain_delegated)
 
 /* ---- the application's callback sees the verdict ---- */
 
-static int cb_calls, cb_depth0_ok, cb_depth0_err;
-
-static int recording_cb(int ok, X509_STORE_CTX *x)
-{
-    if (X509_STORE_CTX_get_error_depth(x) == 0) {
-        cb_depth0_ok = ok;
-        cb_depth0_err = X509_STORE_CTX_get_error(x);
-    }
-    cb_calls++;
-    return ok;
-}
-
 Test(delegation_verify, app_callback_sees_the_verdict)
 {
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
     start_server(f.svc);
     SSL_CTX *ctx = ctx_new(1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
-    cb_calls = 0;
-    cb_depth0_ok = -1;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_recording_cb);
+    hs_cb_reset();
     hs h = handshake(ctx);
     cr_expect(h.connected, "%s", h.msg);
-    cr_expect_gt(cb_calls, 0);
-    cr_expect_eq(cb_depth0_ok, 1, "the callback saw acceptance at depth 0");
+    cr_expect_gt(hs_cb.calls, 0);
+    cr_expect_eq(hs_cb.depth0_ok, 1, "the callback saw acceptance at depth 0");
     SSL_CTX_free(ctx);
 
     posh_client_flush(client);
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc("other.hosting.example.net"));
     ctx = ctx_new(1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
-    cb_calls = 0;
-    cb_depth0_ok = -1;
-    h = handshake(ctx);
-    cr_expect(!h.connected);
-    cr_expect_eq(cb_depth0_ok, 0);
-    cr_expect_eq(cb_depth0_err, X509_V_ERR_HOSTNAME_MISMATCH);
+    hs_expect_cb_sees_mismatch(ctx, handshake);
     SSL_CTX_free(ctx);
 }
 
@@ -1528,36 +1360,15 @@ Test(delegation_verify, the_reference_identifier_delegates)
 #define THREADS 8
 #define PER_THREAD 4
 
-static SSL_CTX *shared_ctx;
-
-static void *thread_main(void *arg)
-{
-    long *ok = arg;
-    for (int i = 0; i < PER_THREAD; i++) {
-        hs h = handshake(shared_ctx);
-        if (h.connected && h.verify_result == X509_V_OK && h.status == POSH_STATUS_DELEGATED)
-            (*ok)++;
-    }
-    return NULL;
-}
-
 Test(delegation_verify, threads_share_one_delegation_lookup)
 {
-    pthread_t t[THREADS];
-    long ok[THREADS] = {0}, total = 0;
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
     start_server(f.svc);
-    shared_ctx = ctx_new(1);
-    for (int i = 0; i < THREADS; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, thread_main, &ok[i]), 0);
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(t[i], NULL);
-        total += ok[i];
-    }
-    cr_expect_eq(total, THREADS * PER_THREAD);
+    SSL_CTX *ctx = ctx_new(1);
+    cr_expect_eq(hs_parallel(ctx, handshake, POSH_STATUS_DELEGATED, THREADS, PER_THREAD), THREADS * PER_THREAD);
     cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 1, "one delegation lookup for every handshake");
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one POSH lookup for every handshake");
-    SSL_CTX_free(shared_ctx);
+    SSL_CTX_free(ctx);
 }
 
 /* ======================================================================================================= */
@@ -1718,11 +1529,7 @@ Test(delegation_env, default_client_with_posh_delegation)
     setenv("POSH_DELEGATION", "1", 1);
     server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
     cr_assert_not_null(server);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, NULL, "xmpp-server");
     expect_delegated(handshake(ctx), "POSH_DELEGATION=1");
     SSL_CTX_free(ctx);
 }
@@ -1735,11 +1542,7 @@ Test(delegation_env, default_client_without_posh_delegation)
     unsetenv("POSH_DELEGATION");
     server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
     cr_assert_not_null(server);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, NULL, "xmpp-server");
     hs h = handshake(ctx);
     cr_expect(!h.connected, "off unless asked: %s", h.msg);
     cr_expect_eq(fx_requests(&f, FOO, XMPP_URI), 0);
@@ -1757,7 +1560,7 @@ static void no_wildcards(SSL *ssl)
 /* The delegated name is checked as OpenSSL would check any host name: with the application's host flags. */
 Test(delegation_verify, wildcard_certificate_and_host_flags)
 {
-    ts_cert *wild = issue_from(f.ca, "*.hosting.example.net", -1, 30, 0);
+    ts_cert *wild = fx_issue(f.ca, "*.hosting.example.net", -1, 30, 0);
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
     start_server(wild);
     SSL_CTX *ctx = ctx_new(1);
@@ -1784,11 +1587,7 @@ Test(delegation_verify, per_connection_posh)
 {
     fx_put_free(&f, FOO, XMPP_FILE, deleg_doc(PROVIDER));
     start_server(f.svc);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, client, NULL);
     cr_expect_eq(SSL_CTX_set_posh_delegation(ctx, 1), 0, "POSH not enabled on the context yet");
     hs h = handshake_with(ctx, FOO, posh_on_this_connection);
     cr_expect(!h.connected, "%s", h.msg);

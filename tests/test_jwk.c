@@ -9,52 +9,20 @@
  * that a bug shared by the encoder and the decoder cannot hide.
  */
 #include "fixture.h"
+#include "handshake.h"
 #include "client_internal.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #define BIT(h) (1u << (h))
-
-/* ---- a growing string ---- */
-
-typedef struct sb {
-    char *s;
-    size_t len, cap;
-} sb;
-
-static void sb_addf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_addf(sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    cr_assert_geq(n, 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        cr_assert_not_null(b->s = realloc(b->s, b->cap));
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 /* ---- encodings and digests, independent of libposh ---- */
 
@@ -762,11 +730,11 @@ static void expect_refused(const char *json, posh_err want, const char *says, co
 /* A one-key document whose x5c holds these entries (JSON strings, already quoted or not). Caller frees. */
 static char *x5c_doc(const char *members, const char *const *entries, size_t n, int quote)
 {
-    sb b = {0};
-    sb_addf(&b, "{\"keys\":[{\"kty\":\"EC\"%s%s,\"x5c\":[", members[0] ? "," : "", members);
+    fx_sb b = {0};
+    fx_sb_addf(&b, "{\"keys\":[{\"kty\":\"EC\"%s%s,\"x5c\":[", members[0] ? "," : "", members);
     for (size_t i = 0; i < n; i++)
-        sb_addf(&b, "%s%s%s%s", i ? "," : "", quote ? "\"" : "", entries[i], quote ? "\"" : "");
-    sb_addf(&b, "]}],\"expires\":60}");
+        fx_sb_addf(&b, "%s%s%s%s", i ? "," : "", quote ? "\"" : "", entries[i], quote ? "\"" : "");
+    fx_sb_addf(&b, "]}],\"expires\":60}");
     return b.s;
 }
 
@@ -892,9 +860,9 @@ Test(jwk, x5c_entries_must_be_whole_certificates)
     free(bad);
 
     /* PEM-style line breaks inside the base64. */
-    sb b = {0};
+    fx_sb b = {0};
     for (size_t i = 0; xa[i]; i++)
-        sb_addf(&b, "%c%s", xa[i], i % 64 == 63 ? "\\n" : "");
+        fx_sb_addf(&b, "%c%s", xa[i], i % 64 == 63 ? "\\n" : "");
     entries[0] = b.s;
     json = x5c_doc("", entries, 1, 1);
     expect_refused(json, POSH_ERR_DOCUMENT, "keys[0].x5c[0]: not standard base64", "line breaks");
@@ -1037,21 +1005,21 @@ Test(jwk, x5c_entry_16384_and_16385_bytes)
 Test(jwk, keys_64_and_65)
 {
     char t[100];
-    sb b = {0};
+    fx_sb b = {0};
     posh_doc doc;
     thumb(cert_a, "SHA256", t);
-    sb_addf(&b, "{\"keys\":[");
+    fx_sb_addf(&b, "{\"keys\":[");
     for (int i = 0; i < 63; i++)
-        sb_addf(&b, "{" OKKEY ",\"kid\":\"%d\"},", i);
-    sb_addf(&b, "{\"kty\":\"EC\",\"x5t#S256\":\"%s\"}", t); /* the 64th vouches */
-    sb_addf(&b, "],\"expires\":60}");
+        fx_sb_addf(&b, "{" OKKEY ",\"kid\":\"%d\"},", i);
+    fx_sb_addf(&b, "{\"kty\":\"EC\",\"x5t#S256\":\"%s\"}", t); /* the 64th vouches */
+    fx_sb_addf(&b, "],\"expires\":60}");
     parse_ok(b.s, &doc);
     cr_expect_eq(doc.n_descriptors, 64);
     cr_expect_eq(match(&doc, cert_a, true), 63);
     posh_doc_clear(&doc);
     /* One more key: refused whole. */
     b.len -= strlen("],\"expires\":60}");
-    sb_addf(&b, ",{" OKKEY "}],\"expires\":60}");
+    fx_sb_addf(&b, ",{" OKKEY "}],\"expires\":60}");
     expect_refused(b.s, POSH_ERR_DOCUMENT, "keys: 65 keys, expected 1 to 64", "65 keys");
     free(b.s);
 }
@@ -1064,13 +1032,13 @@ Test(jwk, private_member_anywhere_refuses_all)
     thumb(cert_a, "SHA256", t);
     for (size_t m = 0; m < sizeof(members) / sizeof(members[0]); m++) {
         for (int at = 0; at < 3; at++) {
-            sb b = {0};
+            fx_sb b = {0};
             char says[64];
-            sb_addf(&b, "{\"keys\":[");
+            fx_sb_addf(&b, "{\"keys\":[");
             for (int i = 0; i < 3; i++)
-                sb_addf(&b, "%s{\"kty\":\"EC\",\"x5t#S256\":\"%s\"%s%s%s}", i ? "," : "", t, i == at ? ",\"" : "",
-                        i == at ? members[m] : "", i == at ? "\":\"AQAB\"" : "");
-            sb_addf(&b, "],\"expires\":60}");
+                fx_sb_addf(&b, "%s{\"kty\":\"EC\",\"x5t#S256\":\"%s\"%s%s%s}", i ? "," : "", t,
+                           i == at ? ",\"" : "", i == at ? members[m] : "", i == at ? "\":\"AQAB\"" : "");
+            fx_sb_addf(&b, "],\"expires\":60}");
             snprintf(says, sizeof(says), "keys[%d].%s: a private-key member", at, members[m]);
             expect_refused(b.s, POSH_ERR_DOCUMENT, says, members[m]);
             free(b.s);
@@ -1173,21 +1141,21 @@ TestSuite(jwk_lookup, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 /* A JWK Set with one key per certificate: "s256" (x5t#S256), "sha1" (x5t) or "x5c". Caller frees. */
 static char *jwk_doc(ts_cert *const *certs, size_t n, const char *how, long expires)
 {
-    sb b = {0};
-    sb_addf(&b, "{\"keys\":[");
+    fx_sb b = {0};
+    fx_sb_addf(&b, "{\"keys\":[");
     for (size_t i = 0; i < n; i++) {
         char t[100];
         if (strcmp(how, "x5c") == 0) {
             char *x = x5c_of(certs[i]);
-            sb_addf(&b, "%s{\"kty\":\"EC\",\"x5c\":[\"%s\"]}", i ? "," : "", x);
+            fx_sb_addf(&b, "%s{\"kty\":\"EC\",\"x5c\":[\"%s\"]}", i ? "," : "", x);
             free(x);
         } else {
             thumb(certs[i], strcmp(how, "sha1") == 0 ? "SHA1" : "SHA256", t);
-            sb_addf(&b, "%s{\"kty\":\"EC\",\"%s\":\"%s\"}", i ? "," : "", strcmp(how, "sha1") == 0 ? "x5t" : "x5t#S256",
-                    t);
+            fx_sb_addf(&b, "%s{\"kty\":\"EC\",\"%s\":\"%s\"}", i ? "," : "",
+                       strcmp(how, "sha1") == 0 ? "x5t" : "x5t#S256", t);
         }
     }
-    sb_addf(&b, "],\"expires\":%ld}", expires);
+    fx_sb_addf(&b, "],\"expires\":%ld}", expires);
     return b.s;
 }
 
@@ -1205,10 +1173,7 @@ static posh_client *client_with(unsigned formats, int no_sha1)
     posh_config *cfg = fx_config(&f);
     cr_assert_eq(posh_config_set_formats(cfg, formats), POSH_OK, "%s", posh_config_error(cfg));
     cr_assert_eq(posh_config_set_no_sha1(cfg, no_sha1), POSH_OK);
-    posh_client *c = posh_client_new(cfg);
-    posh_config_free(cfg);
-    cr_assert_not_null(c);
-    return c;
+    return fx_client_of(cfg);
 }
 
 Test(jwk_lookup, reads_a_jwk_set)
@@ -1345,16 +1310,6 @@ Test(jwk_lookup, private_key_document_fails_the_lookup)
 
 /* ---- a handshake ---- */
 
-static int tcp_connect(int port)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    return fd;
-}
-
 Test(jwk_lookup, handshake_vouched_by_a_jwk_set)
 {
     ts_cert *certs[1] = {f.svc};
@@ -1363,32 +1318,20 @@ Test(jwk_lookup, handshake_vouched_by_a_jwk_set)
     posh_client *c = fx_client(&f);
     ts_tls *server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
     cr_assert_not_null(server);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, c), 1);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, c, "xmpp-server");
 
     for (int round = 0; round < 2; round++) {
-        SSL *ssl = SSL_new(ctx);
-        int fd = tcp_connect(ts_tls_port(server));
-        cr_assert_not_null(ssl);
-        SSL_set_tlsext_host_name(ssl, FOO);
-        SSL_set1_host(ssl, FOO);
-        SSL_set_fd(ssl, fd);
-        int ok = SSL_connect(ssl) == 1;
+        hs h = hs_handshake(ctx, ts_tls_port(server), FOO, FOO, NULL);
         if (round == 0) {
-            cr_expect(ok, "%s", SSL_get_posh_message(ssl));
-            cr_expect_eq(SSL_get_verify_result(ssl), X509_V_OK);
-            cr_expect_eq(SSL_get_posh_status(ssl), POSH_STATUS_ACCEPTED, "%s", SSL_get_posh_message(ssl));
-            cr_expect(strstr(SSL_get_posh_message(ssl), "descriptor 0") != NULL, "%s", SSL_get_posh_message(ssl));
+            cr_expect(h.connected, "%s", h.msg);
+            cr_expect_eq(h.verify_result, X509_V_OK);
+            cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+            cr_expect(strstr(h.msg, "descriptor 0") != NULL, "%s", h.msg);
         } else {
-            cr_expect(!ok, "a JWK Set naming another certificate: rejected");
-            cr_expect_eq(SSL_get_verify_result(ssl), X509_V_ERR_HOSTNAME_MISMATCH);
-            cr_expect_eq(SSL_get_posh_error(ssl), POSH_ERR_NO_MATCH, "%s", SSL_get_posh_message(ssl));
+            cr_expect(!h.connected, "a JWK Set naming another certificate: rejected");
+            cr_expect_eq(h.verify_result, X509_V_ERR_HOSTNAME_MISMATCH);
+            cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "%s", h.msg);
         }
-        SSL_free(ssl);
-        close(fd);
         /* Second round: the document names another certificate. */
         certs[0] = f.other;
         fx_put_free(&f, FOO, RFC7711_PATH, jwk_doc(certs, 1, "x5c", 600));
@@ -1407,10 +1350,7 @@ static posh_client *store_client(const char *dir, unsigned formats, int no_sha1)
     cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK, "%s", posh_config_error(cfg));
     cr_assert_eq(posh_config_set_formats(cfg, formats), POSH_OK);
     cr_assert_eq(posh_config_set_no_sha1(cfg, no_sha1), POSH_OK);
-    posh_client *c = posh_client_new(cfg);
-    posh_config_free(cfg);
-    cr_assert_not_null(c);
-    return c;
+    return fx_client_of(cfg);
 }
 
 Test(jwk_lookup, persistent_cache_keeps_the_rules)

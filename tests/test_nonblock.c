@@ -6,6 +6,7 @@
  * blocking callers, the engine's bounds, freeing while lookups run, and fork().
  */
 #include "fixture.h"
+#include "handshake.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -84,15 +85,6 @@ static void dname(char *buf, size_t len, size_t i)
 static void deadname(char *buf, size_t len, size_t i)
 {
     snprintf(buf, len, "dead%zu.example.com", i);
-}
-
-static ts_cert *issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed)
-{
-    ts_cert_opts o = {.dns = {name}, .cn = name, .not_before_days = nb_days, .not_after_days = na_days,
-                      .self_signed = self_signed};
-    ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c, "issue %s: %s", name, ts_error());
-    return c;
 }
 
 /* The child: a ts_tls server whose port goes up the pipe; it ends when ctl reaches end of file. */
@@ -180,8 +172,8 @@ static void setup(void)
     cr_assert_not_null(nb.dir = ts_tmpdir());
     cr_assert_not_null(nb.ca = ts_ca_new("posh nonblock CA"));
     cr_assert_not_null(nb.web = ts_cert_issue(nb.ca, &web), "%s", ts_error());
-    nb.svc = issue(nb.ca, SERVICE_HOST, -1, 30, 0);
-    nb.other = issue(nb.ca, SERVICE_HOST, -1, 30, 0);
+    nb.svc = fx_issue(nb.ca, SERVICE_HOST, -1, 30, 0);
+    nb.other = fx_issue(nb.ca, SERVICE_HOST, -1, 30, 0);
     snprintf(nb.ca_file, sizeof(nb.ca_file), "%s/ca.pem", nb.dir);
     cr_assert_eq(ts_ca_write(nb.ca, nb.ca_file), 0);
     cr_assert_eq(ts_cert_write(nb.web, nb.dir, "web"), 0);
@@ -296,21 +288,12 @@ static posh_config *make_config(const client_opts *o)
 
 static posh_client *make_client(const client_opts *o)
 {
-    posh_config *cfg = make_config(o);
-    posh_client *c = posh_client_new(cfg);
-    posh_config_free(cfg);
-    cr_assert_not_null(c);
-    return c;
+    return fx_client_of(make_config(o));
 }
 
 static SSL_CTX *make_ctx(posh_client *client, int nonblocking)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, nb.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, SERVICE), 1);
+    SSL_CTX *ctx = hs_client_ctx(nb.ca_file, client, SERVICE);
     if (nonblocking)
         cr_assert_eq(SSL_CTX_set_posh_nonblocking(ctx, 1), 1);
     return ctx;
@@ -765,19 +748,6 @@ Test(nonblock, dead_server_times_out_alone)
 
 /* ---- no laundering: the retried verification keeps every other error ---- */
 
-static int accept_all(int ok, X509_STORE_CTX *x)
-{
-    return 1;
-}
-
-/* An untrusted leaf is reported as 20 when verification stops there, 21 when a callback lets it go on. */
-static int same_failure(long got, long want)
-{
-    if (want == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
-        return got == want || got == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
-    return got == want;
-}
-
 /*
  * cert (whose fingerprint domains a and b publish) presented by the TLS server: the handshake for a fails with
  * the chain's error; with an accept-everything callback (domain b, cold) it goes on, through WANT_RETRY_VERIFY,
@@ -795,15 +765,15 @@ static void expect_not_laundered(posh_client *client, const remote_tls *server, 
     conn_open(&c, ctx, a);
     drive(&c, 1, NULL, all_done);
     cr_expect(!c.v.connected, "%s: the handshake must fail", a);
-    cr_expect(same_failure(c.v.verify_result, want), "%s: verify result %ld (%s), want %ld", a, c.v.verify_result,
+    cr_expect(hs_same_failure(c.v.verify_result, want), "%s: verify result %ld (%s), want %ld", a, c.v.verify_result,
               X509_verify_cert_error_string(c.v.verify_result), want);
 
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
     conn_open(&c, ctx, b);
     drive(&c, 1, NULL, all_done);
     cr_expect(c.v.connected, "%s: the application's callback lets it go on", b);
     cr_expect_gt(c.retries, 0, "%s: the non-blocking path was taken", b);
-    cr_expect(same_failure(c.v.verify_result, want), "%s: accept-all callback: verify result %ld (%s), want %ld", b,
+    cr_expect(hs_same_failure(c.v.verify_result, want), "%s: accept-all callback: verify result %ld (%s), want %ld", b,
               c.v.verify_result, X509_verify_cert_error_string(c.v.verify_result), want);
     cr_expect_neq(c.v.verify_result, X509_V_OK, "%s: laundered", b);
     cr_expect_eq(c.v.status, POSH_STATUS_ACCEPTED, "%s: POSH vouched for the name only: %s", b, c.msg);
@@ -813,9 +783,9 @@ static void expect_not_laundered(posh_client *client, const remote_tls *server, 
 Test(nonblock, no_laundering)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *untrusted = issue(stranger, SERVICE_HOST, -1, 30, 0);
-    ts_cert *expired = issue(nb.ca, SERVICE_HOST, -30, -1, 0);
-    ts_cert *self = issue(NULL, SERVICE_HOST, -1, 30, 1);
+    ts_cert *untrusted = fx_issue(stranger, SERVICE_HOST, -1, 30, 0);
+    ts_cert *expired = fx_issue(nb.ca, SERVICE_HOST, -30, -1, 0);
+    ts_cert *self = fx_issue(NULL, SERVICE_HOST, -1, 30, 1);
     ts_cert *presented[3] = {untrusted, expired, self};
     posh_client *client;
 
@@ -1159,15 +1129,11 @@ static posh_client *env_client(const char *lookups, const char *waiting)
 {
     client_opts o = bound_opts(0, 0);
     posh_config *cfg = make_config(&o);
-    posh_client *client;
 
     setenv("POSH_ASYNC_LOOKUPS", lookups, 1);
     setenv("POSH_ASYNC_WAITING", waiting, 1);
     cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
-    client = posh_client_new(cfg);
-    posh_config_free(cfg);
-    cr_assert_not_null(client);
-    return client;
+    return fx_client_of(cfg);
 }
 
 Test(nonblock, bounds_from_environment)

@@ -5,10 +5,9 @@
  * and many threads sharing one SSL_CTX with a single lookup.
  */
 #include "fixture.h"
+#include "handshake.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -17,7 +16,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <fcntl.h>
@@ -52,86 +50,18 @@ static void start(ts_cert *cert)
 
 static SSL_CTX *client_ctx(void)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_not_null(ctx);
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
-    return ctx;
-}
-
-typedef struct hs {
-    int connected;
-    long verify_result;
-    posh_status status;
-    posh_err err;
-    char msg[512];
-} hs;
-
-static int tcp_connect(int port)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "connect to the TLS server");
-    return fd;
-}
-
-/* The handshake of ssl over fd, and what OpenSSL and POSH decided. */
-static hs handshake_on(SSL *ssl, int fd)
-{
-    hs h = {0};
-    SSL_set_fd(ssl, fd);
-    h.connected = SSL_connect(ssl) == 1;
-    h.verify_result = SSL_get_verify_result(ssl);
-    h.status = SSL_get_posh_status(ssl);
-    h.err = SSL_get_posh_error(ssl);
-    snprintf(h.msg, sizeof(h.msg), "%s", SSL_get_posh_message(ssl));
-    return h;
+    return hs_client_ctx(f.ca_file, client, "xmpp-server");
 }
 
 /* One handshake; host (SSL_set1_host) and sni may be NULL; tweak may adjust the SSL before connecting. */
 static hs handshake_with(SSL_CTX *ctx, const char *host, const char *sni, void (*tweak)(SSL *))
 {
-    SSL *ssl = SSL_new(ctx);
-    int fd = tcp_connect(ts_tls_port(server));
-    hs h;
-    cr_assert_not_null(ssl);
-    if (sni != NULL)
-        SSL_set_tlsext_host_name(ssl, sni);
-    if (host != NULL)
-        SSL_set1_host(ssl, host);
-    if (tweak != NULL)
-        tweak(ssl);
-    h = handshake_on(ssl, fd);
-    SSL_free(ssl);
-    close(fd);
-    return h;
+    return hs_handshake(ctx, ts_tls_port(server), host, sni, tweak);
 }
 
 static hs handshake(SSL_CTX *ctx)
 {
     return handshake_with(ctx, FOO, FOO, NULL);
-}
-
-static ts_cert *issue(ts_ca *ca, const char *name, long nb, long na, int self_signed)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    o.not_before_days = nb;
-    o.not_after_days = na;
-    o.self_signed = self_signed;
-    ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c);
-    return c;
-}
-
-static int accept_all(int ok, X509_STORE_CTX *x)
-{
-    return 1;
 }
 
 Test(verify, accepted_when_vouched)
@@ -174,7 +104,7 @@ Test(verify, rejected_without_document)
 
 Test(verify, matching_name_needs_no_posh)
 {
-    ts_cert *named = issue(f.ca, FOO, -1, 30, 0);
+    ts_cert *named = fx_issue(f.ca, FOO, -1, 30, 0);
     start(named);
     SSL_CTX *ctx = client_ctx();
     hs h = handshake(ctx);
@@ -188,14 +118,6 @@ Test(verify, matching_name_needs_no_posh)
 
 /* ---- no laundering ---- */
 
-/* An untrusted leaf is reported as 20 when verification stops there, 21 when a callback lets it go on. */
-static int same_failure(long got, long want)
-{
-    if (want == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
-        return got == want || got == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
-    return got == want;
-}
-
 static void expect_not_laundered(ts_cert *cert, long want, void (*configure)(SSL_CTX *))
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(cert, 3600));
@@ -205,7 +127,7 @@ static void expect_not_laundered(ts_cert *cert, long want, void (*configure)(SSL
         configure(ctx);
     hs h = handshake(ctx);
     cr_expect(!h.connected, "the handshake must fail");
-    cr_expect(same_failure(h.verify_result, want), "verify result %ld (%s), want %ld", h.verify_result,
+    cr_expect(hs_same_failure(h.verify_result, want), "verify result %ld (%s), want %ld", h.verify_result,
                  X509_verify_cert_error_string(h.verify_result), want);
     SSL_CTX_free(ctx);
 
@@ -213,10 +135,10 @@ static void expect_not_laundered(ts_cert *cert, long want, void (*configure)(SSL
     ctx = client_ctx();
     if (configure != NULL)
         configure(ctx);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
     h = handshake(ctx);
     cr_expect(h.connected);
-    cr_expect(same_failure(h.verify_result, want), "accept-all callback: verify result %ld (%s), want %ld",
+    cr_expect(hs_same_failure(h.verify_result, want), "accept-all callback: verify result %ld (%s), want %ld",
               h.verify_result,
                  X509_verify_cert_error_string(h.verify_result), want);
     cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "POSH vouched for the name only: %s", h.msg);
@@ -226,7 +148,7 @@ static void expect_not_laundered(ts_cert *cert, long want, void (*configure)(SSL
 Test(verify, untrusted_chain_not_laundered)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
+    ts_cert *c = fx_issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
     expect_not_laundered(c, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, NULL);
     ts_cert_free(c);
     ts_ca_free(stranger);
@@ -234,21 +156,21 @@ Test(verify, untrusted_chain_not_laundered)
 
 Test(verify, self_signed_not_laundered_in_mode_name)
 {
-    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
+    ts_cert *c = fx_issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
     expect_not_laundered(c, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, NULL);
     ts_cert_free(c);
 }
 
 Test(verify, expired_leaf_not_laundered)
 {
-    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", -30, -1, 0);
+    ts_cert *c = fx_issue(f.ca, "xmpp.hosting.example.net", -30, -1, 0);
     expect_not_laundered(c, X509_V_ERR_CERT_HAS_EXPIRED, NULL);
     ts_cert_free(c);
 }
 
 Test(verify, not_yet_valid_leaf_not_laundered)
 {
-    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", 1, 30, 0);
+    ts_cert *c = fx_issue(f.ca, "xmpp.hosting.example.net", 1, 30, 0);
     expect_not_laundered(c, X509_V_ERR_CERT_NOT_YET_VALID, NULL);
     ts_cert_free(c);
 }
@@ -257,14 +179,12 @@ static char crl_path[700];
 
 static void check_crl(SSL_CTX *ctx)
 {
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
-    cr_assert_eq(X509_STORE_load_file(store, crl_path), 1, "load CRL");
-    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    hs_load_crl(ctx, crl_path);
 }
 
 Test(verify, revoked_not_laundered)
 {
-    ts_cert *c = issue(f.ca, "xmpp.hosting.example.net", -1, 30, 0);
+    ts_cert *c = fx_issue(f.ca, "xmpp.hosting.example.net", -1, 30, 0);
     snprintf(crl_path, sizeof(crl_path), "%s/revoked.crl", f.dir);
     cr_assert_eq(ts_ca_write_crl(f.ca, &c, 1, crl_path), 0);
     expect_not_laundered(c, X509_V_ERR_CERT_REVOKED, check_crl);
@@ -288,11 +208,11 @@ Test(verify, crl_check_passes_for_unrevoked)
 Test(verify, set_verify_after_the_one_line_still_no_laundering)
 {
     ts_ca *stranger = ts_ca_new("stranger CA");
-    ts_cert *c = issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
+    ts_cert *c = fx_issue(stranger, "xmpp.hosting.example.net", -1, 30, 0);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
     start(c);
     SSL_CTX *ctx = client_ctx();
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, accept_all); /* after the one line */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, hs_accept_all); /* after the one line */
     hs h = handshake(ctx);
     cr_expect(h.connected);
     cr_expect_eq(h.verify_result, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE);
@@ -303,18 +223,6 @@ Test(verify, set_verify_after_the_one_line_still_no_laundering)
 
 /* ---- the application's callback sees the verdict ---- */
 
-static int cb_calls, cb_depth0_ok, cb_depth0_err;
-
-static int recording_cb(int ok, X509_STORE_CTX *x)
-{
-    if (X509_STORE_CTX_get_error_depth(x) == 0) {
-        cb_depth0_ok = ok;
-        cb_depth0_err = X509_STORE_CTX_get_error(x);
-    }
-    cb_calls++;
-    return ok;
-}
-
 Test(verify, app_callback_before_and_after)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
@@ -323,16 +231,15 @@ Test(verify, app_callback_before_and_after)
     /* Set before the one line. */
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_recording_cb);
     cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
     cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1);
-    cr_expect_eq(SSL_CTX_get_verify_callback(ctx), recording_cb, "the one line keeps the callback");
-    cb_calls = 0;
-    cb_depth0_ok = -1;
+    cr_expect_eq(SSL_CTX_get_verify_callback(ctx), hs_recording_cb, "the one line keeps the callback");
+    hs_cb_reset();
     hs h = handshake(ctx);
     cr_expect(h.connected);
-    cr_expect_gt(cb_calls, 0);
-    cr_expect_eq(cb_depth0_ok, 1, "the callback saw acceptance at depth 0");
+    cr_expect_gt(hs_cb.calls, 0);
+    cr_expect_eq(hs_cb.depth0_ok, 1, "the callback saw acceptance at depth 0");
     SSL_CTX_free(ctx);
 
     /* Set after, on a connection POSH rejects: the callback sees the name mismatch. */
@@ -341,13 +248,7 @@ Test(verify, app_callback_before_and_after)
     posh_client_flush(client);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
     ctx = client_ctx();
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, recording_cb);
-    cb_calls = 0;
-    cb_depth0_ok = -1;
-    h = handshake(ctx);
-    cr_expect(!h.connected);
-    cr_expect_eq(cb_depth0_ok, 0);
-    cr_expect_eq(cb_depth0_err, X509_V_ERR_HOSTNAME_MISMATCH);
+    hs_expect_cb_sees_mismatch(ctx, handshake);
     SSL_CTX_free(ctx);
 }
 
@@ -395,8 +296,8 @@ Test(verify, reference_identifier_order)
 /* A full handshake of ssl on a new TCP connection; ssl keeps its settings. */
 static hs reconnect(SSL *ssl)
 {
-    int fd = tcp_connect(ts_tls_port(server));
-    hs h = handshake_on(ssl, fd);
+    int fd = hs_tcp_connect(ts_tls_port(server));
+    hs h = hs_handshake_on(ssl, fd);
     SSL_shutdown(ssl);
     close(fd);
     cr_assert_eq(SSL_clear(ssl), 1);
@@ -493,7 +394,7 @@ Test(verify, server_text_is_escaped_in_the_connection_message)
 
 static void postfix_style(SSL *ssl)
 {
-    SSL_set_verify(ssl, SSL_VERIFY_NONE, accept_all);
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, hs_accept_all);
     SSL_set1_host(ssl, ".example.com");
     SSL_add1_host(ssl, FOO);
 }
@@ -524,10 +425,7 @@ Test(verify, ssl_set_posh_verify)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     start(f.svc);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_client(ctx, client), 1);
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, client, NULL);
 
     hs h = handshake(ctx);
     cr_expect(!h.connected, "without POSH the name check fails");
@@ -575,7 +473,7 @@ static SSL_CTX *pin_ctx(void)
 
 Test(verify, pin_mode_self_signed)
 {
-    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
+    ts_cert *c = fx_issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
     start(c);
     SSL_CTX *ctx = pin_ctx();
@@ -595,11 +493,11 @@ Test(verify, pin_mode_self_signed)
 
 Test(verify, pin_mode_never_overrides_expiry)
 {
-    ts_cert *c = issue(NULL, "xmpp.hosting.example.net", -30, -1, 1);
+    ts_cert *c = fx_issue(NULL, "xmpp.hosting.example.net", -30, -1, 1);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(c, 3600));
     start(c);
     SSL_CTX *ctx = pin_ctx();
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_all);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, hs_accept_all);
     hs h = handshake(ctx);
     cr_expect_eq(h.verify_result, X509_V_ERR_CERT_HAS_EXPIRED, "%s", X509_verify_cert_error_string(h.verify_result));
     SSL_CTX_free(ctx);
@@ -611,35 +509,14 @@ Test(verify, pin_mode_never_overrides_expiry)
 #define THREADS 8
 #define PER_THREAD 4
 
-static SSL_CTX *shared_ctx;
-
-static void *thread_main(void *arg)
-{
-    long *ok = arg;
-    for (int i = 0; i < PER_THREAD; i++) {
-        hs h = handshake(shared_ctx);
-        if (h.connected && h.verify_result == X509_V_OK && h.status == POSH_STATUS_ACCEPTED)
-            (*ok)++;
-    }
-    return NULL;
-}
-
 Test(verify, threads_share_ctx_and_one_lookup)
 {
-    pthread_t t[THREADS];
-    long ok[THREADS] = {0}, total = 0;
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     start(f.svc);
-    shared_ctx = client_ctx();
-    for (int i = 0; i < THREADS; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, thread_main, &ok[i]), 0);
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(t[i], NULL);
-        total += ok[i];
-    }
-    cr_expect_eq(total, THREADS * PER_THREAD);
+    SSL_CTX *ctx = client_ctx();
+    cr_expect_eq(hs_parallel(ctx, handshake, POSH_STATUS_ACCEPTED, THREADS, PER_THREAD), THREADS * PER_THREAD);
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one lookup for every handshake");
-    SSL_CTX_free(shared_ctx);
+    SSL_CTX_free(ctx);
 }
 
 /* ---- the default client, configured from the environment ---- */
@@ -649,10 +526,7 @@ Test(verify, default_client_from_environment)
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     start(f.svc);
     fx_export_env(&f);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, f.ca_file, NULL), 1);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    cr_assert_eq(SSL_CTX_set_posh_verify(ctx, "xmpp-server"), 1, "%s", posh_default_client_error());
+    SSL_CTX *ctx = hs_client_ctx(f.ca_file, NULL, "xmpp-server");
     hs h = handshake(ctx);
     cr_expect(h.connected, "%s", h.msg);
     cr_expect_eq(h.status, POSH_STATUS_ACCEPTED);
