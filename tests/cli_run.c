@@ -117,6 +117,20 @@ void cli_run_free(cli_run *r)
     free(r->err);
 }
 
+void cli_expect_usage_errors(const cli_usage_case *cases, size_t n, const char *help)
+{
+    for (size_t i = 0; i < n; i++) {
+        cli_run r = cli_run_posh(NULL, cases[i].args);
+        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
+        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
+                  r.err);
+        if (help != NULL)
+            cr_expect(strstr(r.err, help) != NULL, "case %zu: points at --help: %s", i, r.err);
+        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
+        cli_run_free(&r);
+    }
+}
+
 json_object *cli_parse_json(const char *s)
 {
     json_object *j = json_tokener_parse(s);

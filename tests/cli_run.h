@@ -49,6 +49,16 @@ void cli_run_free(cli_run *r);
 #define expect_code(r, want)                                                                                   \
     cr_expect_eq((r).code, (want), "exit %d, want %d\nstdout: %s\nstderr: %s", (r).code, (want), (r).out, (r).err)
 
+/* A command line posh must refuse as a usage error, and what its stderr must say. */
+typedef struct cli_usage_case {
+    const char *args[8]; /* NULL-terminated (the unused tail is NULL) */
+    const char *err;
+} cli_usage_case;
+
+/* Run each of the n cases and expect exit 2, the case's err on stderr, nothing on stdout and, when help is not
+ * NULL, help on stderr too (the pointer at --help, e.g. "posh lookup --help"). Failures name the case's index. */
+void cli_expect_usage_errors(const cli_usage_case *cases, size_t n, const char *help);
+
 /* CLOCK_MONOTONIC in milliseconds. */
 long cli_now_ms(void);
 

@@ -93,10 +93,7 @@ Test(cli_usage, help_and_version)
 
 Test(cli_usage, lookup_usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"lookup"}, "DOMAIN is required"},
         {{"lookup", "a.example", "b.example"}, "too many arguments"},
         {{"lookup", "-x", "a.example"}, "unknown option '-x'"},
@@ -106,16 +103,7 @@ Test(cli_usage, lookup_usage_errors)
         {{"lookup", "a..example"}, "invalid source domain"},
         {{"lookup", "-s", "bad service", "a.example"}, "invalid service name"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const char *const *a = cases[i].args;
-        cli_run r = cli_run_posh(NULL, a);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect(strstr(r.err, "posh lookup --help") != NULL, "case %zu: points at --help", i);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        cli_run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh lookup --help");
 }
 
 Test(cli_usage, invalid_environment_is_a_usage_error)
@@ -134,10 +122,7 @@ Test(cli_usage, invalid_environment_is_a_usage_error)
 
 Test(cli_usage, verify_usage_errors)
 {
-    static const struct {
-        const char *args[8];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"verify", "a.example"}, "DOMAIN and HOST:PORT are required"},
         {{"verify", "a.example", "127.0.0.1:1", "x"}, "too many arguments"},
         {{"verify", "a.example", "127.0.0.1"}, "expected HOST:PORT"},
@@ -156,22 +141,12 @@ Test(cli_usage, verify_usage_errors)
         {{"verify", "-s", "bad!", "a.example", "127.0.0.1:1"}, "not a valid POSH service"},
         {{"verify", "--cafile", "/nonexistent/ca.pem", "a.example", "127.0.0.1:1"}, "/nonexistent/ca.pem"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cli_run r = cli_run_posh(NULL, cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        cli_run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 }
 
 Test(cli_usage, generate_usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"generate"}, "at least one certificate"},
         {{"generate", "--expires", "0", "x.pem"}, "--expires '0'"},
         {{"generate", "--expires", "-5", "x.pem"}, "--expires"},
@@ -189,14 +164,7 @@ Test(cli_usage, generate_usage_errors)
         {{"generate", "--sha1", "--url", "https://hosting.example.net/x.json"}, "--sha1"},
         {{"generate", "--url"}, "needs a value"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cli_run r = cli_run_posh(NULL, cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        cli_run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 }
 
 Test(cli_usage, generate_more_than_64_certificates)

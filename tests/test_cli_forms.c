@@ -277,10 +277,7 @@ TestSuite(cli_generate_jwk, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_generate_jwk, usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"generate", "--x5c", "x.pem"}, "--x5c is for JWK Sets: give --jwk"},
         {{"generate", "--jwk"}, "at least one certificate"},
         {{"generate", "--jwk", "--url", "https://hosting.example.net/x.json"}, "--jwk is for JWK Sets, not with --url"},
@@ -288,14 +285,7 @@ Test(cli_generate_jwk, usage_errors)
         {{"generate", "--jwk", "--expires", "0", "x.pem"}, "--expires '0'"},
         {{"generate", "--jwk=yes", "x.pem"}, "--jwk=yes"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cli_run r = cli_run_posh(NULL, cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        cli_run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 
     const char *args[72] = {"generate", "--jwk", "--x5c"};
     for (int i = 3; i <= 67; i++)
@@ -876,10 +866,7 @@ Test(cli_delegation, malformed_documents_are_exit_1)
 
 Test(cli_delegation, usage_errors_are_exit_2)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"delegation"}, "DOMAIN is required"},
         {{"delegation", "a.example", "b.example"}, "too many arguments"},
         {{"delegation", "-x", "a.example"}, "unknown option '-x'"},
@@ -890,15 +877,7 @@ Test(cli_delegation, usage_errors_are_exit_2)
         {{"delegation", "bad_domain.example"}, "invalid source domain"},
         {{"delegation", "-s", "bad service", "a.example"}, "invalid service name"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cli_run r = cli_run_posh(NULL, cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect(strstr(r.err, "posh delegation --help") != NULL, "case %zu: points at --help: %s", i, r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        cli_run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh delegation --help");
 
     setenv("POSH_TIMEOUT_MS", "soon", 1);
     cli_run r = POSH("delegation", FOO);

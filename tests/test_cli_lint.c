@@ -648,10 +648,7 @@ Test(cli_lint, file_unreadable)
 
 Test(cli_lint, usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"lint"}, "DOMAIN (or --file) is required"},
         {{"lint", "a.example", "b.example"}, "too many arguments"},
         {{"lint", "--file", "x.json", "a.example"}, "give DOMAIN or --file, not both"},
@@ -661,11 +658,7 @@ Test(cli_lint, usage_errors)
         {{"lint", "127.0.0.1"}, "invalid source domain: '127.0.0.1'"},
         {{"lint", "-s", "bad service", "a.example"}, "invalid service name: 'bad service'"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cli_run r = cli_run_posh(NULL, cases[i].args);
-        cr_expect(strstr(r.err, "Try 'posh lint --help'.") != NULL, "case %zu points at --help: %s", i, r.err);
-        expect_refused(r, cases[i].err);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "Try 'posh lint --help'.");
 }
 
 Test(cli_lint, invalid_environment)
