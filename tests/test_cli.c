@@ -3,6 +3,7 @@
  * the fixture's nginx and TLS servers on 127.0.0.1 and a small plaintext-then-TLS server for STARTTLS (XMPP,
  * SMTP, IMAP, and servers that refuse, inject or stay silent). JSON output is parsed back and checked.
  */
+#include "cli_run.h"
 #include "fixture.h"
 
 #include "posh_internal.h"
@@ -16,158 +17,13 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-extern char **environ;
-
-#define RUN_DEADLINE_MS 60000
-#define OUTPUT_CAP (1 << 20)
-
-/* ---- running the command ---- */
-
-typedef struct run {
-    int code;      /* exit status */
-    char *out;     /* stdout, NUL-terminated */
-    char *err;     /* stderr */
-    long ms;       /* wall time */
-} run;
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-typedef struct sink {
-    int fd;
-    char *buf;
-    size_t len;
-} sink;
-
-static void drain(sink *s)
-{
-    char tmp[4096];
-    ssize_t n = read(s->fd, tmp, sizeof(tmp));
-    if (n > 0) {
-        cr_assert_lt(s->len + (size_t)n, (size_t)OUTPUT_CAP, "posh wrote more than %d bytes", OUTPUT_CAP);
-        memcpy(s->buf + s->len, tmp, (size_t)n);
-        s->len += (size_t)n;
-        s->buf[s->len] = '\0';
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        close(s->fd);
-        s->fd = -1;
-    }
-}
-
-/* When set, the next posh_run writes its stdout to this file instead (e.g. /dev/full). */
-static const char *stdout_file;
-
-/* Run posh with args (NULL-terminated, argv[0] excluded); stdout and stderr captured, bounded in time. */
-static run posh_run(const char *const *args)
-{
-    const char *argv[80] = {POSH_CLI_PATH};
-    posix_spawn_file_actions_t fa;
-    int po[2], pe[2], status = 0;
-    sink s[2];
-    run r = {0};
-    long start = now_ms(), deadline = start + RUN_DEADLINE_MS;
-    pid_t pid;
-    size_t n = 1;
-
-    for (; args[n - 1] != NULL; n++) {
-        cr_assert_lt(n, sizeof(argv) / sizeof(argv[0]) - 1);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    cr_assert_eq(pipe2(po, O_CLOEXEC), 0);
-    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (stdout_file != NULL)
-        posix_spawn_file_actions_addopen(&fa, 1, stdout_file, O_WRONLY, 0);
-    else
-        posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    cr_assert_eq(posix_spawn(&pid, POSH_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0, "spawn %s",
-                 POSH_CLI_PATH);
-    posix_spawn_file_actions_destroy(&fa);
-    close(po[1]);
-    close(pe[1]);
-    s[0] = (sink){po[0], calloc(1, OUTPUT_CAP), 0};
-    s[1] = (sink){pe[0], calloc(1, OUTPUT_CAP), 0};
-    cr_assert(s[0].buf != NULL && s[1].buf != NULL);
-    while (s[0].fd >= 0 || s[1].fd >= 0) {
-        struct pollfd p[2] = {{.fd = s[0].fd, .events = POLLIN}, {.fd = s[1].fd, .events = POLLIN}};
-        long left = deadline - now_ms();
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            cr_assert_fail("posh %s did not finish within %d ms; stderr so far: %s", args[0], RUN_DEADLINE_MS,
-                           s[1].buf);
-        }
-        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
-            cr_assert_fail("poll: %s", strerror(errno));
-        for (int i = 0; i < 2; i++)
-            if (s[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                drain(&s[i]);
-    }
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status), "posh %s died with signal %d; stderr: %s", args[0],
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0, s[1].buf);
-    r.code = WEXITSTATUS(status);
-    r.out = s[0].buf;
-    r.err = s[1].buf;
-    r.ms = now_ms() - start;
-    return r;
-}
-
-#define POSH(...) posh_run((const char *const[]){__VA_ARGS__, NULL})
-
-static void run_free(run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-/* Assert the exit code, showing the output when it differs. */
-#define expect_code(r, want)                                                                                   \
-    cr_expect_eq((r).code, (want), "exit %d, want %d\nstdout: %s\nstderr: %s", (r).code, (want), (r).out, (r).err)
-
-static json_object *parse_json(const char *s)
-{
-    json_object *j = json_tokener_parse(s);
-    cr_assert_not_null(j, "not JSON: %s", s);
-    cr_assert(json_object_is_type(j, json_type_object), "not a JSON object: %s", s);
-    return j;
-}
-
-static json_object *member(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    cr_assert(json_object_object_get_ex(o, key, &v), "member %s missing in %s", key, json_object_to_json_string(o));
-    return v;
-}
-
-static const char *member_str(json_object *o, const char *key)
-{
-    json_object *v = member(o, key);
-    cr_assert(json_object_is_type(v, json_type_string), "%s is not a string", key);
-    return json_object_get_string(v);
-}
-
-static int starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
 
 /* ---- the fixture ---- */
 
@@ -176,58 +32,12 @@ static ts_tls *server;
 
 static void setup(void)
 {
-    fx_init(&f);
-    fx_start(&f);
-    fx_export_env(&f);
-    unsetenv("POSH_LOG");
+    cli_fixture_setup(&f);
 }
 
 static void teardown(void)
 {
-    ts_tls_stop(server);
-    server = NULL;
-    fx_fini(&f);
-}
-
-static void serve(ts_cert *cert)
-{
-    server = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert));
-    cr_assert_not_null(server, "TLS server: %s", ts_error());
-}
-
-static const char *server_addr(void)
-{
-    static char addr[32];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ts_tls_port(server));
-    return addr;
-}
-
-static ts_cert *issue(const char *name)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    ts_cert *c = ts_cert_issue(f.ca, &o);
-    cr_assert_not_null(c);
-    return c;
-}
-
-/* dir/name.crt (and .key) for cert; returns the .crt path in a static buffer per slot. */
-static const char *cert_file(ts_cert *c, const char *name)
-{
-    static char paths[4][600];
-    static int slot;
-    char *p = paths[slot++ % 4];
-    cr_assert_eq(ts_cert_write(c, f.dir, name), 0);
-    snprintf(p, sizeof(paths[0]), "%s/%s.crt", f.dir, name);
-    return p;
-}
-
-static char *fingerprint(ts_cert *c, const char *hash)
-{
-    char *b64 = ts_cert_fingerprint_b64(c, hash);
-    cr_assert_not_null(b64);
-    return b64;
+    cli_fixture_teardown(&f, &server);
 }
 
 /* ======================================================================================================== */
@@ -237,56 +47,53 @@ TestSuite(cli_usage, .timeout = 120);
 
 Test(cli_usage, no_command_and_unknown_command)
 {
-    run r = POSH("bogus");
+    cli_run r = POSH("bogus");
     expect_code(r, 2);
     cr_expect(strstr(r.err, "unknown command 'bogus'") != NULL, "%s", r.err);
     cr_expect_eq(r.out[0], '\0');
-    run_free(&r);
+    cli_run_free(&r);
 
-    r = posh_run((const char *const[]){NULL});
+    r = cli_run_posh(NULL, (const char *const[]){NULL});
     expect_code(r, 2);
     cr_expect(strstr(r.err, "a command is required") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_usage, help_and_version)
 {
     static const char *const cmds[] = {"lookup", "verify", "generate"};
-    run r = POSH("--help");
+    cli_run r = POSH("--help");
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "usage: posh COMMAND"), "%s", r.out);
-    run_free(&r);
+    cr_expect(cli_starts_with(r.out, "usage: posh COMMAND"), "%s", r.out);
+    cli_run_free(&r);
 
     r = POSH("--version");
     expect_code(r, 0);
     {
         char want[64];
         snprintf(want, sizeof(want), "posh %s ", posh_version());
-        cr_expect(starts_with(r.out, want), "%s", r.out);
+        cr_expect(cli_starts_with(r.out, want), "%s", r.out);
     }
-    run_free(&r);
+    cli_run_free(&r);
 
     for (size_t i = 0; i < 3; i++) {
         char want[64];
         snprintf(want, sizeof(want), "usage: posh %s", cmds[i]);
         r = POSH(cmds[i], "--help");
         expect_code(r, 0);
-        cr_expect(starts_with(r.out, want), "%s --help: %s", cmds[i], r.out);
+        cr_expect(cli_starts_with(r.out, want), "%s --help: %s", cmds[i], r.out);
         cr_expect(strstr(r.out, "Exit status") != NULL, "%s --help documents the exit status", cmds[i]);
-        run_free(&r);
+        cli_run_free(&r);
         r = POSH("help", cmds[i]);
         expect_code(r, 0);
-        cr_expect(starts_with(r.out, want), "help %s: %s", cmds[i], r.out);
-        run_free(&r);
+        cr_expect(cli_starts_with(r.out, want), "help %s: %s", cmds[i], r.out);
+        cli_run_free(&r);
     }
 }
 
 Test(cli_usage, lookup_usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"lookup"}, "DOMAIN is required"},
         {{"lookup", "a.example", "b.example"}, "too many arguments"},
         {{"lookup", "-x", "a.example"}, "unknown option '-x'"},
@@ -296,38 +103,26 @@ Test(cli_usage, lookup_usage_errors)
         {{"lookup", "a..example"}, "invalid source domain"},
         {{"lookup", "-s", "bad service", "a.example"}, "invalid service name"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const char *const *a = cases[i].args;
-        run r = posh_run(a);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect(strstr(r.err, "posh lookup --help") != NULL, "case %zu: points at --help", i);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh lookup --help");
 }
 
 Test(cli_usage, invalid_environment_is_a_usage_error)
 {
     setenv("POSH_TIMEOUT_MS", "soon", 1);
-    run r = POSH("lookup", "a.example");
+    cli_run r = POSH("lookup", "a.example");
     expect_code(r, 2);
     cr_expect(strstr(r.err, "POSH_TIMEOUT_MS") != NULL, "names the variable: %s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("verify", "a.example", "127.0.0.1:1");
     expect_code(r, 2);
     cr_expect(strstr(r.err, "POSH_TIMEOUT_MS") != NULL, "names the variable: %s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     unsetenv("POSH_TIMEOUT_MS");
 }
 
 Test(cli_usage, verify_usage_errors)
 {
-    static const struct {
-        const char *args[8];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"verify", "a.example"}, "DOMAIN and HOST:PORT are required"},
         {{"verify", "a.example", "127.0.0.1:1", "x"}, "too many arguments"},
         {{"verify", "a.example", "127.0.0.1"}, "expected HOST:PORT"},
@@ -346,22 +141,12 @@ Test(cli_usage, verify_usage_errors)
         {{"verify", "-s", "bad!", "a.example", "127.0.0.1:1"}, "not a valid POSH service"},
         {{"verify", "--cafile", "/nonexistent/ca.pem", "a.example", "127.0.0.1:1"}, "/nonexistent/ca.pem"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run r = posh_run(cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 }
 
 Test(cli_usage, generate_usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"generate"}, "at least one certificate"},
         {{"generate", "--expires", "0", "x.pem"}, "--expires '0'"},
         {{"generate", "--expires", "-5", "x.pem"}, "--expires"},
@@ -379,14 +164,7 @@ Test(cli_usage, generate_usage_errors)
         {{"generate", "--sha1", "--url", "https://hosting.example.net/x.json"}, "--sha1"},
         {{"generate", "--url"}, "needs a value"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run r = posh_run(cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 }
 
 Test(cli_usage, generate_more_than_64_certificates)
@@ -394,10 +172,10 @@ Test(cli_usage, generate_more_than_64_certificates)
     const char *args[70] = {"generate"};
     for (int i = 1; i <= 65; i++)
         args[i] = "x.pem";
-    run r = posh_run(args);
+    cli_run r = cli_run_posh(NULL, args);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "at most 64") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* The command applies the library's rule for a reference URL (lib/names.c, compiled in): both agree on every case. */
@@ -447,10 +225,10 @@ Test(cli_usage, generate_url_rule_is_the_library_rule)
     };
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
         int lib = posh_url_is_https(urls[i], strlen(urls[i]));
-        run r = POSH("generate", "--url", urls[i]);
+        cli_run r = POSH("generate", "--url", urls[i]);
         cr_expect_eq(r.code, lib ? 0 : 2, "'%s': library says %s, posh generate exits %d (%s)", urls[i],
                      lib ? "ok" : "invalid", r.code, r.err);
-        run_free(&r);
+        cli_run_free(&r);
     }
     /* The length limit, at and over 2048. */
     {
@@ -459,16 +237,16 @@ Test(cli_usage, generate_url_rule_is_the_library_rule)
         memcpy(url, "https://h/", prefix);
         memset(url + prefix, 'a', 2048 - prefix);
         url[2048] = '\0';
-        run r = POSH("generate", "--url", url);
+        cli_run r = POSH("generate", "--url", url);
         cr_expect_eq(r.code, posh_url_is_https(url, 2048) ? 0 : 2);
         cr_expect_eq(r.code, 0, "2048 characters are allowed");
-        run_free(&r);
+        cli_run_free(&r);
         url[2048] = 'a';
         url[2049] = '\0';
         r = POSH("generate", "--url", url);
         cr_expect_eq(r.code, 2, "2049 characters are not");
         cr_expect_eq(posh_url_is_https(url, 2049), 0);
-        run_free(&r);
+        cli_run_free(&r);
     }
 }
 
@@ -479,35 +257,35 @@ TestSuite(cli_lookup, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_lookup, found_rfc7711)
 {
-    char *want = fingerprint(f.svc, "sha-256");
+    char *want = cli_fingerprint(f.svc, "sha-256");
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
     cr_expect_eq(r.err[0], '\0', "nothing on stderr: %s", r.err);
-    json_object *j = parse_json(r.out), *reqs, *fps, *req0;
-    cr_expect_str_eq(member_str(j, "domain"), FOO);
-    cr_expect_str_eq(member_str(j, "service"), "xmpp-server");
-    reqs = member(j, "requests");
+    json_object *j = cli_parse_json(r.out), *reqs, *fps, *req0;
+    cr_expect_str_eq(cli_member_str(j, "domain"), FOO);
+    cr_expect_str_eq(cli_member_str(j, "service"), "xmpp-server");
+    reqs = cli_member(j, "requests");
     cr_assert_eq(json_object_array_length(reqs), 1);
     req0 = json_object_array_get_idx(reqs, 0);
-    cr_expect_str_eq(member_str(req0, "url"), "https://" FOO RFC7711_PATH);
-    cr_expect_eq(json_object_get_int(member(req0, "status")), 200);
-    cr_expect(!json_object_get_boolean(member(j, "followed_reference")));
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 3600);
-    fps = member(j, "fingerprints");
+    cr_expect_str_eq(cli_member_str(req0, "url"), "https://" FOO RFC7711_PATH);
+    cr_expect_eq(json_object_get_int(cli_member(req0, "status")), 200);
+    cr_expect(!json_object_get_boolean(cli_member(j, "followed_reference")));
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 3600);
+    fps = cli_member(j, "fingerprints");
     cr_assert_eq(json_object_array_length(fps), 1);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), want);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-256"), want);
     cr_expect_eq(json_object_object_length(json_object_array_get_idx(fps, 0)), 1, "only the hash published");
-    cr_expect_null(member(j, "error"));
+    cr_expect_null(cli_member(j, "error"));
     json_object_put(j);
     free(want);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_lookup, reference_followed_with_every_hash)
 {
-    char *sha1 = fingerprint(f.svc, "sha-1"), *sha256 = fingerprint(f.svc, "sha-256");
-    char *other = fingerprint(f.other, "sha-512"), *doc = NULL;
+    char *sha1 = cli_fingerprint(f.svc, "sha-1"), *sha256 = cli_fingerprint(f.svc, "sha-256");
+    char *other = cli_fingerprint(f.other, "sha-512"), *doc = NULL;
     cr_assert_geq(asprintf(&doc,
                            "{\"fingerprints\":[{\"sha-1\":\"%s\",\"sha-256\":\"%s\"},{\"sha-512\":\"%s\"}],"
                            "\"expires\":600}",
@@ -515,92 +293,92 @@ Test(cli_lookup, reference_followed_with_every_hash)
                   0);
     fx_put_free(&f, HOSTING, "/posh/xmpp.json", doc);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_ref("https://" HOSTING "/posh/xmpp.json", 7200));
-    run r = POSH("lookup", "-s", "xmpp-server", FOO);
+    cli_run r = POSH("lookup", "-s", "xmpp-server", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *fps, *d0, *d1;
-    cr_expect(json_object_get_boolean(member(j, "followed_reference")));
-    cr_expect_eq(json_object_array_length(member(j, "requests")), 2);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "requests"), 1), "url"),
+    json_object *j = cli_parse_json(r.out), *fps, *d0, *d1;
+    cr_expect(json_object_get_boolean(cli_member(j, "followed_reference")));
+    cr_expect_eq(json_object_array_length(cli_member(j, "requests")), 2);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(cli_member(j, "requests"), 1), "url"),
                      "https://" HOSTING "/posh/xmpp.json");
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 600, "min(reference, fingerprints)");
-    fps = member(j, "fingerprints");
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 600, "min(reference, fingerprints)");
+    fps = cli_member(j, "fingerprints");
     cr_assert_eq(json_object_array_length(fps), 2);
     d0 = json_object_array_get_idx(fps, 0);
     d1 = json_object_array_get_idx(fps, 1);
-    cr_expect_str_eq(member_str(d0, "sha-1"), sha1);
-    cr_expect_str_eq(member_str(d0, "sha-256"), sha256);
-    cr_expect_str_eq(member_str(d1, "sha-512"), other);
+    cr_expect_str_eq(cli_member_str(d0, "sha-1"), sha1);
+    cr_expect_str_eq(cli_member_str(d0, "sha-256"), sha256);
+    cr_expect_str_eq(cli_member_str(d1, "sha-512"), other);
     json_object_put(j);
     free(sha1);
     free(sha256);
     free(other);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_lookup, draft02_layout_and_other_service)
 {
     fx_put_free(&f, FOO, "/.well-known/posh._imap._tcp.json", fx_doc1(f.svc, 60));
-    run r = POSH("lookup", "--service", "imap", FOO);
+    cli_run r = POSH("lookup", "--service", "imap", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *reqs = member(j, "requests");
-    cr_expect_str_eq(member_str(j, "service"), "imap");
+    json_object *j = cli_parse_json(r.out), *reqs = cli_member(j, "requests");
+    cr_expect_str_eq(cli_member_str(j, "service"), "imap");
     cr_assert_eq(json_object_array_length(reqs), 2);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(reqs, 0), "url"),
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(reqs, 0), "url"),
                      "https://" FOO "/.well-known/posh/imap.json");
-    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(reqs, 0), "status")), 404);
-    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(reqs, 1), "status")), 200);
+    cr_expect_eq(json_object_get_int(cli_member(json_object_array_get_idx(reqs, 0), "status")), 404);
+    cr_expect_eq(json_object_get_int(cli_member(json_object_array_get_idx(reqs, 1), "status")), 200);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_lookup, none_is_exit_1)
 {
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out), *e = member(j, "error");
+    json_object *j = cli_parse_json(r.out), *e = cli_member(j, "error");
     cr_assert_not_null(e);
-    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_NO_POSH");
-    cr_expect_eq(json_object_get_int(member(e, "code")), POSH_ERR_NO_POSH);
-    cr_expect_eq(json_object_array_length(member(j, "requests")), 2, "both layouts tried");
-    cr_expect_eq(json_object_array_length(member(j, "fingerprints")), 0);
-    cr_expect_null(member(j, "ttl"));
+    cr_expect_str_eq(cli_member_str(e, "name"), "POSH_ERR_NO_POSH");
+    cr_expect_eq(json_object_get_int(cli_member(e, "code")), POSH_ERR_NO_POSH);
+    cr_expect_eq(json_object_array_length(cli_member(j, "requests")), 2, "both layouts tried");
+    cr_expect_eq(json_object_array_length(cli_member(j, "fingerprints")), 0);
+    cr_expect_null(cli_member(j, "ttl"));
     cr_expect(strstr(r.err, "POSH_ERR_NO_POSH") != NULL, "the reason on stderr too: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_lookup, invalid_document_is_exit_1_with_the_reason)
 {
     fx_put(&f, FOO, RFC7711_PATH, "{\"fingerprints\":[{\"sha-256\":\"not base64!\"}],\"expires\":60}");
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out), *e = member(j, "error");
-    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_FINGERPRINT");
-    cr_expect(strstr(member_str(e, "message"), "sha-256") != NULL, "%s", member_str(e, "message"));
+    json_object *j = cli_parse_json(r.out), *e = cli_member(j, "error");
+    cr_expect_str_eq(cli_member_str(e, "name"), "POSH_ERR_FINGERPRINT");
+    cr_expect(strstr(cli_member_str(e, "message"), "sha-256") != NULL, "%s", cli_member_str(e, "message"));
     cr_expect(strstr(r.err, "sha-256") != NULL, "stderr: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     fx_put(&f, FOO, RFC7711_PATH, "{\"fingerprints\":[{\"sha-256\":\"AAAA\"}]}");
     r = POSH("lookup", FOO);
     expect_code(r, 1);
-    j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_EXPIRES");
+    j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_EXPIRES");
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_lookup, untrusted_web_server_is_exit_1)
 {
     unsetenv("POSH_CA_FILE"); /* the system store does not know the test CA */
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_TLS");
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_TLS");
     cr_expect(strstr(r.err, "https://" FOO) != NULL, "the URL in the reason: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* ======================================================================================================== */
@@ -610,33 +388,31 @@ TestSuite(cli_verify, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_verify, accepted_by_posh)
 {
-    char *fp = fingerprint(f.svc, "sha-256");
+    char *fp = cli_fingerprint(f.svc, "sha-256");
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    serve(f.svc);
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
     cr_expect(strstr(r.out, "descriptor 0") != NULL, "which descriptor: %s", r.out);
     cr_expect(strstr(r.out, "https://" FOO RFC7711_PATH) != NULL, "which URL: %s", r.out);
     cr_expect(strstr(r.out, fp) != NULL, "the peer's fingerprint: %s", r.out);
     cr_expect(strstr(r.out, "CN=xmpp.hosting.example.net") != NULL, "the peer's subject: %s", r.out);
     free(fp);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* A result that cannot be written is a failure (exit 1), not a silent success. */
 Test(cli_verify, unwritable_stdout_is_exit_1)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    serve(f.svc);
+    cli_serve(&server, f.svc);
     for (int json = 0; json < 2; json++) {
-        stdout_file = "/dev/full";
-        run r = json ? POSH("verify", "--json", "--cafile", f.ca_file, FOO, server_addr())
-                     : POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
-        stdout_file = NULL;
+        cli_run r = json ? POSH_TO("/dev/full", "verify", "--json", "--cafile", f.ca_file, FOO, cli_server_addr(server))
+                         : POSH_TO("/dev/full", "verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
         expect_code(r, 1);
         cr_expect(strstr(r.err, "cannot write the result") != NULL, "json %d: %s", json, r.err);
-        run_free(&r);
+        cli_run_free(&r);
     }
 }
 
@@ -652,7 +428,7 @@ Test(cli_lookup, server_text_cannot_drive_the_terminal)
     cr_assert_eq(ts_evil_start(e), 0);
     snprintf(connect_to, sizeof(connect_to), "::127.0.0.1:%d", ts_evil_port(e));
     setenv("POSH_CONNECT_TO", connect_to, 1);
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     fx_export_env(&f);
     expect_code(r, 1);
     cr_expect(strstr(r.err, "which is not an https URL") != NULL, "the redirect is the reason: %s", r.err);
@@ -661,92 +437,92 @@ Test(cli_lookup, server_text_cannot_drive_the_terminal)
               "control bytes as \\xHH, once: %s", r.err);
     for (const char *p = r.err; *p != '\0'; p++)
         cr_expect((unsigned char)*p >= 0x20 || *p == '\n', "a control byte 0x%02x on stderr", (unsigned char)*p);
-    run_free(&r);
+    cli_run_free(&r);
     ts_evil_stop(e);
 }
 
 Test(cli_verify, pkix_when_the_name_matches)
 {
-    ts_cert *named = issue(FOO);
-    serve(named);
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    ts_cert *named = cli_issue(f.ca, FOO, NULL);
+    cli_serve(&server, named);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "pkix: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "pkix: " FOO), "%s", r.out);
     cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no POSH request when the name matches");
     ts_cert_free(named);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, rejected_when_not_vouched)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
-    serve(f.svc);
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 1);
-    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
     cr_expect(strstr(r.out, "matches none of the 1 fingerprint descriptors") != NULL, "POSH's reason: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, rejected_without_document)
 {
-    serve(f.svc);
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 1);
-    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
     cr_expect(strstr(r.out, "no POSH document") != NULL || strstr(r.out, "404") != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, untrusted_chain_rejected_even_when_vouched)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    serve(f.svc);
-    run r = POSH("verify", FOO, server_addr()); /* system store: the test CA is unknown */
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", FOO, cli_server_addr(server)); /* system store: the test CA is unknown */
     expect_code(r, 1);
-    cr_expect(starts_with(r.out, "rejected: unable to"), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "rejected: unable to"), "%s", r.out);
     cr_expect(strstr(r.out, "POSH vouched for the name") != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, json_output)
 {
-    char *fp = fingerprint(f.svc, "sha-256");
+    char *fp = cli_fingerprint(f.svc, "sha-256");
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    serve(f.svc);
-    run r = POSH("verify", "--json", "--cafile", f.ca_file, "-s", "xmpp-server", FOO, server_addr());
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", "--json", "--cafile", f.ca_file, "-s", "xmpp-server", FOO, cli_server_addr(server));
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *posh, *peer;
-    cr_expect_str_eq(member_str(j, "result"), "posh");
-    cr_expect_str_eq(member_str(j, "domain"), FOO);
-    cr_expect_str_eq(member_str(j, "service"), "xmpp-server");
-    cr_expect_str_eq(member_str(j, "connect"), server_addr());
-    cr_expect_null(member(j, "starttls"));
-    cr_expect_eq(json_object_get_int(member(member(j, "verify_result"), "code")), 0);
-    posh = member(j, "posh");
-    cr_expect_str_eq(member_str(posh, "status"), "accepted");
-    cr_expect_null(member(posh, "error"));
-    cr_expect(strstr(member_str(posh, "message"), "descriptor 0") != NULL);
-    peer = member(j, "peer");
-    cr_expect_str_eq(member_str(peer, "sha-256"), fp);
-    cr_expect_str_eq(member_str(peer, "subject"), "CN=xmpp.hosting.example.net");
-    cr_expect_null(member(j, "error"));
+    json_object *j = cli_parse_json(r.out), *posh, *peer;
+    cr_expect_str_eq(cli_member_str(j, "result"), "posh");
+    cr_expect_str_eq(cli_member_str(j, "domain"), FOO);
+    cr_expect_str_eq(cli_member_str(j, "service"), "xmpp-server");
+    cr_expect_str_eq(cli_member_str(j, "connect"), cli_server_addr(server));
+    cr_expect_null(cli_member(j, "starttls"));
+    cr_expect_eq(json_object_get_int(cli_member(cli_member(j, "verify_result"), "code")), 0);
+    posh = cli_member(j, "posh");
+    cr_expect_str_eq(cli_member_str(posh, "status"), "accepted");
+    cr_expect_null(cli_member(posh, "error"));
+    cr_expect(strstr(cli_member_str(posh, "message"), "descriptor 0") != NULL);
+    peer = cli_member(j, "peer");
+    cr_expect_str_eq(cli_member_str(peer, "sha-256"), fp);
+    cr_expect_str_eq(cli_member_str(peer, "subject"), "CN=xmpp.hosting.example.net");
+    cr_expect_null(cli_member(j, "error"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* Rejected, in JSON. */
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
-    r = POSH("verify", "--json", "--cafile", f.ca_file, FOO, server_addr());
+    r = POSH("verify", "--json", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 1);
-    j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "result"), "rejected");
-    cr_expect_eq(json_object_get_int(member(member(j, "verify_result"), "code")), X509_V_ERR_HOSTNAME_MISMATCH);
-    cr_expect_str_eq(member_str(member(j, "posh"), "status"), "rejected");
-    cr_expect_str_eq(member_str(member(member(j, "posh"), "error"), "name"), "POSH_ERR_NO_MATCH");
-    cr_expect_str_eq(member_str(member(j, "peer"), "sha-256"), fp);
+    j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "result"), "rejected");
+    cr_expect_eq(json_object_get_int(cli_member(cli_member(j, "verify_result"), "code")), X509_V_ERR_HOSTNAME_MISMATCH);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "posh"), "status"), "rejected");
+    cr_expect_str_eq(cli_member_str(cli_member(cli_member(j, "posh"), "error"), "name"), "POSH_ERR_NO_MATCH");
+    cr_expect_str_eq(cli_member_str(cli_member(j, "peer"), "sha-256"), fp);
     json_object_put(j);
     free(fp);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, connection_refused_is_exit_2)
@@ -755,42 +531,42 @@ Test(cli_verify, connection_refused_is_exit_2)
     char addr[32];
     cr_assert_gt(port, 0);
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    run r = POSH("verify", FOO, addr);
+    cli_run r = POSH("verify", FOO, addr);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "Connection refused") != NULL, "%s", r.err);
     cr_expect_eq(r.out[0], '\0', "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* The bracketed IPv6 form parses; nothing listens on ::1 (or there is no IPv6 at all). */
     snprintf(addr, sizeof(addr), "[::1]:%d", port);
     r = POSH("verify", FOO, addr);
     expect_code(r, 2);
-    cr_expect(starts_with(r.err, "posh verify: " FOO " [::1]:"), "%s", r.err);
+    cr_expect(cli_starts_with(r.err, "posh verify: " FOO " [::1]:"), "%s", r.err);
     cr_expect(strstr(r.err, "cannot connect to ::1 port") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     r = POSH("verify", "--json", FOO, addr);
     expect_code(r, 2);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "result"), "error");
-    cr_expect(strstr(member_str(j, "error"), "Connection refused") != NULL);
-    cr_expect_null(member(j, "verify_result"));
-    cr_expect_null(member(j, "peer"));
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "result"), "error");
+    cr_expect(strstr(cli_member_str(j, "error"), "Connection refused") != NULL);
+    cr_expect_null(cli_member(j, "verify_result"));
+    cr_expect_null(cli_member(j, "peer"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_verify, host_name_resolved)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    serve(f.svc);
+    cli_serve(&server, f.svc);
     char addr[48];
     snprintf(addr, sizeof(addr), "localhost:%d", ts_tls_port(server));
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, addr);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, addr);
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: "), "%s", r.out);
-    run_free(&r);
+    cr_expect(cli_starts_with(r.out, "posh: "), "%s", r.out);
+    cli_run_free(&r);
 }
 
 /* A listening socket nobody accepts on: the kernel completes the TCP handshake, then nothing is ever said. */
@@ -813,17 +589,17 @@ Test(cli_verify, silent_peer_times_out)
     int port, fd = silent_listener(&port);
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    run r = POSH("verify", "--timeout", "1", FOO, addr);
+    cli_run r = POSH("verify", "--timeout", "1", FOO, addr);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "TLS handshake: timed out") != NULL, "%s", r.err);
     cr_expect_lt(r.ms, 10000, "bounded by --timeout (%ld ms)", r.ms);
-    run_free(&r);
+    cli_run_free(&r);
 
     r = POSH("verify", "--timeout", "1", "--starttls", "smtp", FOO, addr);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "timed out waiting for the SMTP greeting") != NULL, "%s", r.err);
     cr_expect_lt(r.ms, 10000, "bounded by --timeout (%ld ms)", r.ms);
-    run_free(&r);
+    cli_run_free(&r);
     close(fd);
 }
 
@@ -844,10 +620,10 @@ Test(cli_verify, handshake_failure_that_is_not_verification_is_exit_2)
         }
         _exit(0);
     }
-    run r = POSH("verify", "--timeout", "10", FOO, addr);
+    cli_run r = POSH("verify", "--timeout", "10", FOO, addr);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "TLS handshake:") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     close(lfd);
@@ -1056,7 +832,7 @@ static void st_stop(st_server *s)
     free(s);
 }
 
-static run st_verify(st_server *s, const char *proto, const char *service)
+static cli_run st_verify(st_server *s, const char *proto, const char *service)
 {
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
@@ -1069,20 +845,20 @@ Test(cli_starttls, xmpp_server)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     st_server *s = st_start(ST_XMPP, f.svc);
-    run r = st_verify(s, "xmpp", "xmpp-server");
+    cli_run r = st_verify(s, "xmpp", "xmpp-server");
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
     st_finish(s);
     cr_expect(strstr(s->seen, "xmlns='jabber:server'") != NULL, "server namespace for xmpp-server: %s", s->seen);
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_starttls, xmpp_stream_header)
 {
     fx_put_free(&f, FOO, "/.well-known/posh/xmpp-client.json", fx_doc1(f.svc, 3600));
     st_server *s = st_start(ST_XMPP, f.svc);
-    run r = st_verify(s, "xmpp", "xmpp-client");
+    cli_run r = st_verify(s, "xmpp", "xmpp-client");
     expect_code(r, 0);
     st_finish(s);
     cr_expect(strstr(s->seen, "to='" FOO "'") != NULL, "the stream is addressed to DOMAIN: %s", s->seen);
@@ -1090,42 +866,42 @@ Test(cli_starttls, xmpp_stream_header)
     cr_expect(strstr(s->seen, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>") != NULL, "%s", s->seen);
     cr_expect(s->tls_done, "the TLS handshake followed");
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_starttls, smtp)
 {
     fx_put_free(&f, FOO, "/.well-known/posh/smtp.json", fx_doc1(f.svc, 3600));
     st_server *s = st_start(ST_SMTP, f.svc);
-    run r = st_verify(s, "smtp", "smtp");
+    cli_run r = st_verify(s, "smtp", "smtp");
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_starttls, smtp_ehlo_and_rejection)
 {
     fx_put_free(&f, FOO, "/.well-known/posh/submission.json", fx_doc1(f.other, 3600));
     st_server *s = st_start(ST_SMTP, f.svc);
-    run r = st_verify(s, "smtp", "submission");
+    cli_run r = st_verify(s, "smtp", "submission");
     expect_code(r, 1);
-    cr_expect(starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "rejected: hostname mismatch"), "%s", r.out);
     st_finish(s);
     cr_expect(strstr(s->seen, "EHLO [127.0.0.1]\r\nSTARTTLS\r\n") != NULL, "EHLO with our address: %s", s->seen);
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_starttls, imap)
 {
     fx_put_free(&f, FOO, "/.well-known/posh/imap.json", fx_doc1(f.svc, 3600));
     st_server *s = st_start(ST_IMAP, f.svc);
-    run r = st_verify(s, "imap", "imap");
+    cli_run r = st_verify(s, "imap", "imap");
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_starttls, json_names_the_protocol)
@@ -1134,14 +910,14 @@ Test(cli_starttls, json_names_the_protocol)
     st_server *s = st_start(ST_IMAP, f.svc);
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
-    run r = POSH("verify", "--json", "--cafile", f.ca_file, "--starttls", "imap", "-s", "imap", FOO, addr);
+    cli_run r = POSH("verify", "--json", "--cafile", f.ca_file, "--starttls", "imap", "-s", "imap", FOO, addr);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "starttls"), "imap");
-    cr_expect_str_eq(member_str(j, "result"), "posh");
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "starttls"), "imap");
+    cr_expect_str_eq(cli_member_str(j, "result"), "posh");
     json_object_put(j);
     st_stop(s);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* Each misbehaving server: exit 2, and the reason on stderr. */
@@ -1166,13 +942,13 @@ Test(cli_starttls, failures_are_connection_errors)
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         st_server *s = st_start(cases[i].mode, f.svc);
-        run r = st_verify(s, cases[i].proto, "xmpp-server");
+        cli_run r = st_verify(s, cases[i].proto, "xmpp-server");
         cr_expect_eq(r.code, 2, "case %zu: exit %d\nstdout %s\nstderr %s", i, r.code, r.out, r.err);
         cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
                   r.err);
         cr_expect(strstr(r.err, "STARTTLS (") != NULL, "case %zu: %s", i, r.err);
         st_stop(s);
-        run_free(&r);
+        cli_run_free(&r);
     }
 }
 
@@ -1183,52 +959,53 @@ TestSuite(cli_generate, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_generate, fingerprints_document)
 {
-    char *fp = fingerprint(f.svc, "sha-256");
-    run r = POSH("generate", cert_file(f.svc, "svc"));
+    char *fp = cli_fingerprint(f.svc, "sha-256");
+    cli_run r = POSH("generate", cli_cert_file(f.svc, f.dir, "svc"));
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints"), *d;
+    json_object *j = cli_parse_json(r.out), *fps = cli_member(j, "fingerprints"), *d;
     cr_assert_eq(json_object_array_length(fps), 1);
     d = json_object_array_get_idx(fps, 0);
-    cr_expect_str_eq(member_str(d, "sha-256"), fp);
+    cr_expect_str_eq(cli_member_str(d, "sha-256"), fp);
     cr_expect_eq(json_object_object_length(d), 1, "sha-256 only without --sha1");
-    cr_expect_eq(json_object_get_int64(member(j, "expires")), 86400, "the documented default");
+    cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 86400, "the documented default");
     cr_expect_eq(json_object_object_length(j), 2);
     json_object_put(j);
     free(fp);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_generate, several_certificates_with_sha1)
 {
-    char *a256 = fingerprint(f.svc, "sha-256"), *a1 = fingerprint(f.svc, "sha-1");
-    char *b256 = fingerprint(f.other, "sha-256"), *b1 = fingerprint(f.other, "sha-1");
-    run r = POSH("generate", "--sha1", "--expires", "600", cert_file(f.svc, "svc"), cert_file(f.other, "other"));
+    char *a256 = cli_fingerprint(f.svc, "sha-256"), *a1 = cli_fingerprint(f.svc, "sha-1");
+    char *b256 = cli_fingerprint(f.other, "sha-256"), *b1 = cli_fingerprint(f.other, "sha-1");
+    cli_run r = POSH("generate", "--sha1", "--expires", "600", cli_cert_file(f.svc, f.dir, "svc"),
+                     cli_cert_file(f.other, f.dir, "other"));
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
+    json_object *j = cli_parse_json(r.out), *fps = cli_member(j, "fingerprints");
     cr_assert_eq(json_object_array_length(fps), 2);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), a256);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-1"), a1);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-256"), b256);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-1"), b1);
-    cr_expect_eq(json_object_get_int64(member(j, "expires")), 600);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-256"), a256);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-1"), a1);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 1), "sha-256"), b256);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 1), "sha-1"), b1);
+    cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 600);
     json_object_put(j);
     free(a256);
     free(a1);
     free(b256);
     free(b1);
-    run_free(&r);
+    cli_run_free(&r);
 
-    r = POSH("generate", "--expires", "2147483647", cert_file(f.svc, "svc"));
+    r = POSH("generate", "--expires", "2147483647", cli_cert_file(f.svc, f.dir, "svc"));
     expect_code(r, 0);
-    j = parse_json(r.out);
-    cr_expect_eq(json_object_get_int64(member(j, "expires")), 2147483647L);
+    j = cli_parse_json(r.out);
+    cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 2147483647L);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_generate, pem_variants_and_der)
 {
-    char *fp = fingerprint(f.svc, "sha-256"), path[3][600], *both = NULL;
+    char *fp = cli_fingerprint(f.svc, "sha-256"), path[3][600], *both = NULL;
     size_t der_len;
     const unsigned char *der = ts_cert_der(f.svc, &der_len);
 
@@ -1245,13 +1022,13 @@ Test(cli_generate, pem_variants_and_der)
     cr_assert_eq(ts_write_file(path[2], der, der_len), 0);
 
     for (int i = 0; i < 3; i++) {
-        run r = POSH("generate", path[i]);
+        cli_run r = POSH("generate", path[i]);
         expect_code(r, 0);
-        json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
+        json_object *j = cli_parse_json(r.out), *fps = cli_member(j, "fingerprints");
         cr_expect_eq(json_object_array_length(fps), 1, "%s: one descriptor per file", path[i]);
-        cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), fp, "%s", path[i]);
+        cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-256"), fp, "%s", path[i]);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
     }
     free(fp);
 }
@@ -1267,17 +1044,17 @@ Test(cli_generate, not_a_certificate_is_exit_1)
     const char *files[] = {key, garbage, f.dir, "/dev/zero"};
     const char *why[] = {"no certificate found", "no certificate found", "not a regular file", "not a regular file"};
     for (int i = 0; i < 4; i++) {
-        run r = POSH("generate", files[i]);
+        cli_run r = POSH("generate", files[i]);
         expect_code(r, 1);
         cr_expect(strstr(r.err, why[i]) != NULL, "%s: %s", files[i], r.err);
         cr_expect_eq(r.out[0], '\0', "nothing printed: %s", r.out);
-        run_free(&r);
+        cli_run_free(&r);
     }
-    run r = POSH("generate", cert_file(f.svc, "svc"), "/nonexistent/x.pem");
+    cli_run r = POSH("generate", cli_cert_file(f.svc, f.dir, "svc"), "/nonexistent/x.pem");
     expect_code(r, 1);
     cr_expect(strstr(r.err, "/nonexistent/x.pem: cannot open: No such file or directory") != NULL, "%s", r.err);
     cr_expect_eq(r.out[0], '\0', "nothing printed when any file fails: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* A FIFO is refused at once: opening it must not wait for a writer. */
@@ -1286,10 +1063,10 @@ Test(cli_generate, fifo_is_refused_without_waiting)
     char fifo[600];
     snprintf(fifo, sizeof(fifo), "%s/cert.fifo", f.dir);
     cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
-    run r = POSH("generate", fifo);
+    cli_run r = POSH("generate", fifo);
     expect_code(r, 1);
     cr_expect(strstr(r.err, "not a regular file") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_generate, expired_certificate_is_printed_with_a_warning)
@@ -1300,50 +1077,50 @@ Test(cli_generate, expired_certificate_is_printed_with_a_warning)
     o.not_after_days = -1;
     ts_cert *old = ts_cert_issue(f.ca, &o);
     cr_assert_not_null(old);
-    char *fp = fingerprint(old, "sha-256");
-    run r = POSH("generate", cert_file(old, "old"));
+    char *fp = cli_fingerprint(old, "sha-256");
+    cli_run r = POSH("generate", cli_cert_file(old, f.dir, "old"));
     expect_code(r, 0);
     cr_expect(strstr(r.err, "warning:") != NULL && strstr(r.err, "expired") != NULL, "%s", r.err);
     cr_expect(strstr(r.out, fp) != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     free(fp);
     ts_cert_free(old);
 }
 
 Test(cli_generate, reference_document)
 {
-    run r = POSH("generate", "--url", "https://" HOSTING "/posh/xmpp.json", "--expires", "300");
+    cli_run r = POSH("generate", "--url", "https://" HOSTING "/posh/xmpp.json", "--expires", "300");
     expect_code(r, 0);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "url"), "https://" HOSTING "/posh/xmpp.json");
-    cr_expect_eq(json_object_get_int64(member(j, "expires")), 300);
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "url"), "https://" HOSTING "/posh/xmpp.json");
+    cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 300);
     cr_expect_eq(json_object_object_length(j), 2);
     cr_expect(strstr(r.out, "\\/") == NULL, "slashes are not escaped: %s", r.out);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* What generate prints, published with nginx, is what lookup and a real handshake accept. */
 Test(cli_generate, round_trip_through_nginx_lookup_and_handshake)
 {
-    char *fp = fingerprint(f.svc, "sha-256");
-    run g = POSH("generate", "--sha1", "--expires", "3600", cert_file(f.svc, "svc"));
+    char *fp = cli_fingerprint(f.svc, "sha-256");
+    cli_run g = POSH("generate", "--sha1", "--expires", "3600", cli_cert_file(f.svc, f.dir, "svc"));
     expect_code(g, 0);
     fx_put(&f, HOSTING, "/posh/xmpp.json", g.out);
-    run_free(&g);
+    cli_run_free(&g);
     g = POSH("generate", "--url", "https://" HOSTING "/posh/xmpp.json", "--expires", "1800");
     expect_code(g, 0);
     fx_put(&f, FOO, RFC7711_PATH, g.out);
-    run_free(&g);
+    cli_run_free(&g);
 
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out);
-    cr_expect(json_object_get_boolean(member(j, "followed_reference")));
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 1800);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "fingerprints"), 0), "sha-256"), fp);
+    json_object *j = cli_parse_json(r.out);
+    cr_expect(json_object_get_boolean(cli_member(j, "followed_reference")));
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 1800);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(cli_member(j, "fingerprints"), 0), "sha-256"), fp);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* The library directly, too. */
     posh_client *client = fx_client(&f);
@@ -1358,20 +1135,19 @@ Test(cli_generate, round_trip_through_nginx_lookup_and_handshake)
     posh_result_free(res);
     posh_client_free(client);
 
-    serve(f.svc);
-    r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.svc);
+    r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
     cr_expect(strstr(r.out, "https://" HOSTING "/posh/xmpp.json") != NULL, "%s", r.out);
-    run_free(&r);
-    ts_tls_stop(server);
+    cli_run_free(&r);
 
     /* Another certificate, same CA: not what was generated. */
-    serve(f.other);
-    r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.other);
+    r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 1);
-    cr_expect(starts_with(r.out, "rejected: "), "%s", r.out);
-    run_free(&r);
+    cr_expect(cli_starts_with(r.out, "rejected: "), "%s", r.out);
+    cli_run_free(&r);
     free(fp);
 }
 
@@ -1403,39 +1179,39 @@ TestSuite(cli_cache, .init = cache_setup, .fini = cache_teardown, .timeout = 120
 
 Test(cli_cache, usage_errors)
 {
-    run r = POSH("cache");
+    cli_run r = POSH("cache");
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "bogus", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "list");
     cr_expect_eq(r.code, 2, "no --dir and no POSH_CACHE_DIR");
     cr_expect_not_null(strstr(r.err, "POSH_CACHE_DIR"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "flush", "--json", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "flush", "--dir", cache_dir, "127.0.0.1");
     cr_expect_eq(r.code, 2, "not a domain");
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "list", "extra", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "--help");
     cr_expect_eq(r.code, 0);
     cr_expect_not_null(strstr(r.out, "posh cache list"));
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 static json_object *cache_list_json(int expect_code)
 {
-    run r = POSH("cache", "list", "--json", "--dir", cache_dir);
+    cli_run r = POSH("cache", "list", "--json", "--dir", cache_dir);
     json_object *o;
     cr_assert_eq(r.code, expect_code, "stderr: %s", r.err);
     o = json_tokener_parse(r.out);
     cr_assert_not_null(o, "not JSON: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     return o;
 }
 
@@ -1453,15 +1229,15 @@ Test(cli_cache, lookups_fill_it_list_shows_it_flush_empties_it)
     fx_put_free(&f, HOSTING, RFC7711_PATH, fx_ref("https://" FOO "/posh/t.json", 600));
     fx_put_free(&f, FOO, "/posh/t.json", fx_doc1(f.svc, 600));
     setenv("POSH_CACHE_DIR", cache_dir, 1);
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     cr_assert_eq(r.code, 0, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("lookup", HOSTING);
     cr_assert_eq(r.code, 0, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("lookup", FOO);
     cr_assert_eq(r.code, 0, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "a new process started warm from the directory");
 
     json_object *o = cache_list_json(0);
@@ -1484,14 +1260,14 @@ Test(cli_cache, lookups_fill_it_list_shows_it_flush_empties_it)
     cr_expect_not_null(strstr(r.out, "DOMAIN"), "%s", r.out);
     cr_expect_not_null(strstr(r.out, FOO), "%s", r.out);
     cr_expect_not_null(strstr(r.out, "fresh"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     r = POSH("cache", "flush", FOO);
     cr_expect_eq(r.code, 0, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "flush", "FOO.example.com.");
     cr_expect_eq(r.code, 1, "nothing left for that domain (normalised)");
-    run_free(&r);
+    cli_run_free(&r);
     o = cache_list_json(0);
     cr_assert(json_object_object_get_ex(o, "entries", &entries));
     cr_expect_eq(json_object_array_length(entries), 1);
@@ -1499,10 +1275,10 @@ Test(cli_cache, lookups_fill_it_list_shows_it_flush_empties_it)
     json_object_put(o);
     r = POSH("cache", "flush");
     cr_expect_eq(r.code, 0);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "list");
     cr_expect_eq(r.code, 1, "empty");
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_cache, invalid_entries_are_listed_as_invalid)
@@ -1517,40 +1293,40 @@ Test(cli_cache, invalid_entries_are_listed_as_invalid)
     cr_expect_str_eq(entry_field(o, 0, "state"), "invalid");
     cr_expect_not_null(entry_field(o, 0, "error"));
     json_object_put(o);
-    run r = POSH("cache", "flush", "--dir", cache_dir);
+    cli_run r = POSH("cache", "flush", "--dir", cache_dir);
     cr_expect_eq(r.code, 0, "flush removes invalid entries too");
-    run_free(&r);
+    cli_run_free(&r);
     cr_expect_neq(access(path, F_OK), 0);
 }
 
 Test(cli_cache, unsafe_directories_refused)
 {
     char link[200];
-    run r;
+    cli_run r;
     cr_assert_eq(chmod(cache_dir, 0777), 0);
     r = POSH("cache", "list", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
     cr_expect_not_null(strstr(r.err, "refusing the cache directory"), "%s", r.err);
     cr_expect_not_null(strstr(r.err, "writable by others"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("cache", "flush", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
     cr_assert_eq(chmod(cache_dir, 0700), 0);
     cr_assert_eq(chown(cache_dir, 65534, 65534), 0);
     r = POSH("cache", "list", "--dir", cache_dir);
     cr_expect_eq(r.code, 2);
     cr_expect_not_null(strstr(r.err, "owned by uid 65534"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     cr_assert_eq(chown(cache_dir, 0, 0), 0);
     snprintf(link, sizeof(link), "%s/link", cache_base);
     cr_assert_eq(symlink(cache_dir, link), 0);
     r = POSH("cache", "list", "--dir", link);
     cr_expect_eq(r.code, 2);
     cr_expect_not_null(strstr(r.err, "symbolic link"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     snprintf(link, sizeof(link), "%s/missing", cache_base);
     r = POSH("cache", "list", "--dir", link);
     cr_expect_eq(r.code, 2);
-    run_free(&r);
+    cli_run_free(&r);
 }

@@ -2,178 +2,34 @@
  * test_cli_forms.c - the `posh` command and the seeds' other forms (issue 14), as a real process
  * (POSH_CLI_PATH) against the fixture's nginx: lookup's "format" (fingerprints, JWK Set, a reference to a JWK
  * Set, POSH_FORMATS), `generate --jwk` read back by the library and by lookup/verify, and `posh delegation`.
- * The process runner is a copy of test_cli.c's (static there).
+ * The process runner and the helpers it shares with the other test_cli sources are in cli_run.c.
  */
+#include "cli_run.h"
 #include "fixture.h"
 
 #include "posh_internal.h"
 
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <json-c/json.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-extern char **environ;
-
-#define RUN_DEADLINE_MS 60000
-#define OUTPUT_CAP (1 << 20)
 #define SERVICES_PATH "/.well-known/services/xmpp-server/"
 /* nginx answers a directory URL with the directory's index.html (served as application/json, like every file). */
 #define SERVICES_FILE SERVICES_PATH "index.html"
 
-/* ---- running the command (as in test_cli.c) ---- */
+/* ---- JSON output ---- */
 
-typedef struct run {
-    int code;  /* exit status */
-    char *out; /* stdout, NUL-terminated */
-    char *err; /* stderr */
-} run;
-
-typedef struct sink {
-    int fd;
-    char *buf;
-    size_t len;
-} sink;
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static void drain(sink *s)
-{
-    char tmp[4096];
-    ssize_t n = read(s->fd, tmp, sizeof(tmp));
-    if (n > 0) {
-        cr_assert_lt(s->len + (size_t)n, (size_t)OUTPUT_CAP, "posh wrote more than %d bytes", OUTPUT_CAP);
-        memcpy(s->buf + s->len, tmp, (size_t)n);
-        s->len += (size_t)n;
-        s->buf[s->len] = '\0';
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        close(s->fd);
-        s->fd = -1;
-    }
-}
-
-/* When set, the next posh_run writes its stdout to this file instead (e.g. /dev/full). */
-static const char *stdout_file;
-
-/* Run posh with args (NULL-terminated, argv[0] excluded); stdout and stderr captured, bounded in time. */
-static run posh_run(const char *const *args)
-{
-    const char *argv[80] = {POSH_CLI_PATH};
-    posix_spawn_file_actions_t fa;
-    int po[2], pe[2], status = 0;
-    sink s[2];
-    run r = {0};
-    long deadline = now_ms() + RUN_DEADLINE_MS;
-    pid_t pid;
-    size_t n = 1;
-
-    for (; args[n - 1] != NULL; n++) {
-        cr_assert_lt(n, sizeof(argv) / sizeof(argv[0]) - 1);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    cr_assert_eq(pipe2(po, O_CLOEXEC), 0);
-    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (stdout_file != NULL)
-        posix_spawn_file_actions_addopen(&fa, 1, stdout_file, O_WRONLY, 0);
-    else
-        posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    cr_assert_eq(posix_spawn(&pid, POSH_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0, "spawn %s",
-                 POSH_CLI_PATH);
-    posix_spawn_file_actions_destroy(&fa);
-    close(po[1]);
-    close(pe[1]);
-    s[0] = (sink){po[0], calloc(1, OUTPUT_CAP), 0};
-    s[1] = (sink){pe[0], calloc(1, OUTPUT_CAP), 0};
-    cr_assert(s[0].buf != NULL && s[1].buf != NULL);
-    while (s[0].fd >= 0 || s[1].fd >= 0) {
-        struct pollfd p[2] = {{.fd = s[0].fd, .events = POLLIN}, {.fd = s[1].fd, .events = POLLIN}};
-        long left = deadline - now_ms();
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            cr_assert_fail("posh %s did not finish within %d ms; stderr so far: %s", args[0], RUN_DEADLINE_MS,
-                           s[1].buf);
-        }
-        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
-            cr_assert_fail("poll: %s", strerror(errno));
-        for (int i = 0; i < 2; i++)
-            if (s[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                drain(&s[i]);
-    }
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status), "posh %s died with signal %d; stderr: %s", args[0],
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0, s[1].buf);
-    r.code = WEXITSTATUS(status);
-    r.out = s[0].buf;
-    r.err = s[1].buf;
-    return r;
-}
-
-#define POSH(...) posh_run((const char *const[]){__VA_ARGS__, NULL})
-
-static void run_free(run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-#define expect_code(r, want)                                                                                   \
-    cr_expect_eq((r).code, (want), "exit %d, want %d\nstdout: %s\nstderr: %s", (r).code, (want), (r).out, (r).err)
-
-static json_object *parse_json(const char *s)
-{
-    json_object *j = json_tokener_parse(s);
-    cr_assert_not_null(j, "not JSON: %s", s);
-    cr_assert(json_object_is_type(j, json_type_object), "not a JSON object: %s", s);
-    return j;
-}
-
-static json_object *member(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    cr_assert(json_object_object_get_ex(o, key, &v), "member %s missing in %s", key, json_object_to_json_string(o));
-    return v;
-}
-
-static const char *member_str(json_object *o, const char *key)
-{
-    json_object *v = member(o, key);
-    cr_assert(json_object_is_type(v, json_type_string), "%s is not a string in %s", key,
-              json_object_to_json_string(o));
-    return json_object_get_string(v);
-}
-
+/* Whether o has the member key (of any type, null included). */
 static int has(json_object *o, const char *key)
 {
     return json_object_object_get_ex(o, key, NULL);
-}
-
-static int starts_with(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* ---- the fixture ---- */
@@ -183,64 +39,12 @@ static ts_tls *server;
 
 static void setup(void)
 {
-    fx_init(&f);
-    fx_start(&f);
-    fx_export_env(&f);
-    unsetenv("POSH_LOG");
-    unsetenv("POSH_FORMATS");
-    unsetenv("POSH_MAX_TTL");
+    cli_fixture_setup(&f);
 }
 
 static void teardown(void)
 {
-    ts_tls_stop(server);
-    server = NULL;
-    unsetenv("POSH_FORMATS");
-    fx_fini(&f);
-}
-
-static void serve(ts_cert *cert)
-{
-    ts_tls_stop(server);
-    server = ts_tls_start(ts_cert_x509(cert), NULL, ts_cert_key(cert));
-    cr_assert_not_null(server, "TLS server: %s", ts_error());
-}
-
-static const char *server_addr(void)
-{
-    static char addr[32];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ts_tls_port(server));
-    return addr;
-}
-
-/* dir/name.crt (leaf, then intermediates) and .key for cert; the .crt path, in one of four static buffers. */
-static const char *cert_file(ts_cert *c, const char *name)
-{
-    static char paths[4][600];
-    static int slot;
-    char *p = paths[slot++ % 4];
-    cr_assert_eq(ts_cert_write(c, f.dir, name), 0);
-    snprintf(p, sizeof(paths[0]), "%s/%s.crt", f.dir, name);
-    return p;
-}
-
-static char *fingerprint(ts_cert *c, const char *hash)
-{
-    char *b64 = ts_cert_fingerprint_b64(c, hash);
-    cr_assert_not_null(b64);
-    return b64;
-}
-
-/* A certificate for name, from the fixture's CA, for key (NULL: a new P-256 key). */
-static ts_cert *issue_with_key(const char *name, EVP_PKEY *key)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    o.key = key;
-    ts_cert *c = ts_cert_issue(f.ca, &o);
-    cr_assert_not_null(c, "issue %s: %s", name, ts_error());
-    return c;
+    cli_fixture_teardown(&f, &server);
 }
 
 static EVP_PKEY *new_key(const char *type, const char *curve)
@@ -317,22 +121,22 @@ TestSuite(cli_forms, .init = setup, .fini = teardown, .timeout = 120);
 Test(cli_forms, lookup_of_a_jwk_set_says_jwk)
 {
     ts_cert *certs[] = {f.svc, f.other};
-    char *a = fingerprint(f.svc, "sha-256"), *b = fingerprint(f.other, "sha-256");
+    char *a = cli_fingerprint(f.svc, "sha-256"), *b = cli_fingerprint(f.other, "sha-256");
     fx_put_free(&f, FOO, RFC7711_PATH, jwk_doc(certs, 2, 900));
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
     cr_expect_eq(r.err[0], '\0', "nothing on stderr: %s", r.err);
-    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
-    cr_expect_str_eq(member_str(j, "format"), "jwk");
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 900);
-    cr_expect(!json_object_get_boolean(member(j, "followed_reference")));
+    json_object *j = cli_parse_json(r.out), *fps = cli_member(j, "fingerprints");
+    cr_expect_str_eq(cli_member_str(j, "format"), "jwk");
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 900);
+    cr_expect(!json_object_get_boolean(cli_member(j, "followed_reference")));
     cr_assert_eq(json_object_array_length(fps), 2, "one descriptor per key");
     /* A key's x5t#S256 is shown as the SHA-256 it is, in the standard base64 of fingerprints documents. */
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), a);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-256"), b);
-    cr_expect_null(member(j, "error"));
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-256"), a);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 1), "sha-256"), b);
+    cr_expect_null(cli_member(j, "error"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     free(a);
     free(b);
 }
@@ -340,29 +144,29 @@ Test(cli_forms, lookup_of_a_jwk_set_says_jwk)
 Test(cli_forms, lookup_of_a_fingerprints_document_says_fingerprints)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "format"), "fingerprints");
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "format"), "fingerprints");
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_forms, lookup_of_a_reference_to_a_jwk_set)
 {
-    char *fp = fingerprint(f.svc, "sha-256");
+    char *fp = cli_fingerprint(f.svc, "sha-256");
     fx_put_free(&f, HOSTING, "/posh/xmpp.json", jwk_doc(&f.svc, 1, 600));
     fx_put_free(&f, FOO, RFC7711_PATH, fx_ref("https://" HOSTING "/posh/xmpp.json", 7200));
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(j, "format"), "jwk", "the form of the document the reference led to");
-    cr_expect(json_object_get_boolean(member(j, "followed_reference")));
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 600);
-    cr_expect_eq(json_object_array_length(member(j, "requests")), 2);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "fingerprints"), 0), "sha-256"), fp);
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(j, "format"), "jwk", "the form of the document the reference led to");
+    cr_expect(json_object_get_boolean(cli_member(j, "followed_reference")));
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 600);
+    cr_expect_eq(json_object_array_length(cli_member(j, "requests")), 2);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(cli_member(j, "fingerprints"), 0), "sha-256"), fp);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     free(fp);
 }
 
@@ -371,52 +175,53 @@ Test(cli_forms, posh_formats_refuses_a_form)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, jwk_doc(&f.svc, 1, 900));
     setenv("POSH_FORMATS", "fingerprints", 1);
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out), *e = member(j, "error");
-    cr_expect_null(member(j, "format"), "no form read on failure");
-    cr_expect_null(member(j, "ttl"));
-    cr_expect_eq(json_object_array_length(member(j, "fingerprints")), 0);
+    json_object *j = cli_parse_json(r.out), *e = cli_member(j, "error");
+    cr_expect_null(cli_member(j, "format"), "no form read on failure");
+    cr_expect_null(cli_member(j, "ttl"));
+    cr_expect_eq(json_object_array_length(cli_member(j, "fingerprints")), 0);
     cr_assert_not_null(e);
-    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_DOCUMENT");
-    cr_expect(strstr(member_str(e, "message"), "POSH_FORMATS") != NULL, "says why: %s", member_str(e, "message"));
+    cr_expect_str_eq(cli_member_str(e, "name"), "POSH_ERR_DOCUMENT");
+    cr_expect(strstr(cli_member_str(e, "message"), "POSH_FORMATS") != NULL, "says why: %s",
+              cli_member_str(e, "message"));
     cr_expect(strstr(r.err, "POSH_ERR_DOCUMENT") != NULL, "stderr: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* The same document with both forms accepted, explicitly. */
     setenv("POSH_FORMATS", "fingerprints,jwk", 1);
     r = POSH("lookup", FOO);
     expect_code(r, 0);
-    run_free(&r);
+    cli_run_free(&r);
 
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     setenv("POSH_FORMATS", "jwk", 1);
     r = POSH("lookup", FOO);
     expect_code(r, 1);
-    j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
-    cr_expect_null(member(j, "format"));
+    j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
+    cr_expect_null(cli_member(j, "format"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     setenv("POSH_FORMATS", "pem", 1);
     r = POSH("lookup", FOO);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "POSH_FORMATS") != NULL, "names the variable: %s", r.err);
     cr_expect_eq(r.out[0], '\0');
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_forms, failure_has_a_null_format)
 {
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out);
-    cr_expect_null(member(j, "format"));
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_NO_POSH");
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_null(cli_member(j, "format"));
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_NO_POSH");
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* A JWK Set that publishes a private key is refused whole. */
     char *tp = thumbprint(f.svc, EVP_sha256()), *doc = NULL;
@@ -425,43 +230,43 @@ Test(cli_forms, failure_has_a_null_format)
     fx_put_free(&f, FOO, RFC7711_PATH, doc);
     r = POSH("lookup", FOO);
     expect_code(r, 1);
-    j = parse_json(r.out);
-    cr_expect_null(member(j, "format"));
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
-    cr_expect(strstr(member_str(member(j, "error"), "message"), "keys[0].d") != NULL, "%s",
-              member_str(member(j, "error"), "message"));
+    j = cli_parse_json(r.out);
+    cr_expect_null(cli_member(j, "format"));
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
+    cr_expect(strstr(cli_member_str(cli_member(j, "error"), "message"), "keys[0].d") != NULL, "%s",
+              cli_member_str(cli_member(j, "error"), "message"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     free(tp);
 }
 
 Test(cli_forms, help_texts)
 {
-    run r = POSH("lookup", "--help");
+    cli_run r = POSH("lookup", "--help");
     expect_code(r, 0);
     cr_expect(strstr(r.out, "POSH_FORMATS") != NULL, "lookup --help names POSH_FORMATS: %s", r.out);
     cr_expect(strstr(r.out, "format (") != NULL, "lookup --help documents \"format\": %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     r = POSH("generate", "--help");
     expect_code(r, 0);
     cr_expect(strstr(r.out, "--jwk") != NULL && strstr(r.out, "--x5c") != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     r = POSH("--help");
     expect_code(r, 0);
     cr_expect(strstr(r.out, "  delegation [-s SERVICE] DOMAIN") != NULL, "%s", r.out);
     cr_expect(strstr(r.out, "generate --jwk") != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     const char *const forms[][3] = {{"delegation", "--help", NULL}, {"help", "delegation", NULL}};
     for (size_t i = 0; i < 2; i++) {
-        r = posh_run(forms[i]);
+        r = cli_run_posh(NULL, forms[i]);
         expect_code(r, 0);
-        cr_expect(starts_with(r.out, "usage: posh delegation"), "%s %s: %s", forms[i][0], forms[i][1], r.out);
+        cr_expect(cli_starts_with(r.out, "usage: posh delegation"), "%s %s: %s", forms[i][0], forms[i][1], r.out);
         cr_expect(strstr(r.out, "Exit status") != NULL);
         cr_expect(strstr(r.out, "/.well-known/services/SERVICE/") != NULL);
-        run_free(&r);
+        cli_run_free(&r);
     }
 }
 
@@ -472,10 +277,7 @@ TestSuite(cli_generate_jwk, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(cli_generate_jwk, usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"generate", "--x5c", "x.pem"}, "--x5c is for JWK Sets: give --jwk"},
         {{"generate", "--jwk"}, "at least one certificate"},
         {{"generate", "--jwk", "--url", "https://hosting.example.net/x.json"}, "--jwk is for JWK Sets, not with --url"},
@@ -483,22 +285,15 @@ Test(cli_generate_jwk, usage_errors)
         {{"generate", "--jwk", "--expires", "0", "x.pem"}, "--expires '0'"},
         {{"generate", "--jwk=yes", "x.pem"}, "--jwk=yes"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run r = posh_run(cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), NULL);
 
     const char *args[72] = {"generate", "--jwk", "--x5c"};
     for (int i = 3; i <= 67; i++)
         args[i] = "x.pem";
-    run r = posh_run(args);
+    cli_run r = cli_run_posh(NULL, args);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "at most 64") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* The members a public JWK of ours may have: never a private one (d, p, q, dp, dq, qi, oth, k) or anything else. */
@@ -519,7 +314,7 @@ static void expect_public_members_only(json_object *key)
 static void expect_key_of(json_object *key, ts_cert *c)
 {
     EVP_PKEY *want = X509_get0_pubkey(ts_cert_x509(c)), *got = NULL;
-    const char *kty = member_str(key, "kty");
+    const char *kty = cli_member_str(key, "kty");
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
@@ -532,8 +327,8 @@ static void expect_key_of(json_object *key, ts_cert *c)
     expect_public_members_only(key);
     if (strcmp(kty, "RSA") == 0) {
         cr_expect(!has(key, "crv") && !has(key, "x") && !has(key, "y"));
-        a = b64url_decode(member_str(key, "n"), &alen);
-        b = b64url_decode(member_str(key, "e"), &blen);
+        a = b64url_decode(cli_member_str(key, "n"), &alen);
+        b = b64url_decode(cli_member_str(key, "e"), &blen);
         cr_expect(alen > 0 && a[0] != 0, "n without leading zero bytes (RFC 7518 6.3.1.1)");
         cr_expect(blen > 0 && b[0] != 0, "e without leading zero bytes");
         n = BN_bin2bn(a, (int)alen, NULL);
@@ -546,7 +341,7 @@ static void expect_key_of(json_object *key, ts_cert *c)
             const char *crv, *group;
             size_t len;
         } curves[] = {{"P-256", "prime256v1", 32}, {"P-384", "secp384r1", 48}, {"P-521", "secp521r1", 66}};
-        const char *crv = member_str(key, "crv"), *group = NULL;
+        const char *crv = cli_member_str(key, "crv"), *group = NULL;
         size_t len = 0;
         for (size_t i = 0; i < 3; i++)
             if (strcmp(crv, curves[i].crv) == 0) {
@@ -554,8 +349,8 @@ static void expect_key_of(json_object *key, ts_cert *c)
                 len = curves[i].len;
             }
         cr_assert_not_null(group, "crv %s", crv);
-        a = b64url_decode(member_str(key, "x"), &alen);
-        b = b64url_decode(member_str(key, "y"), &blen);
+        a = b64url_decode(cli_member_str(key, "x"), &alen);
+        b = b64url_decode(cli_member_str(key, "y"), &blen);
         cr_expect_eq(alen, len, "x is the full length of the field (RFC 7518 6.2.1.2)");
         cr_expect_eq(blen, len, "y is the full length of the field (RFC 7518 6.2.1.3)");
         cr_assert(alen == len && blen == len);
@@ -566,10 +361,10 @@ static void expect_key_of(json_object *key, ts_cert *c)
                   OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * len));
         ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     } else {
-        const char *crv = member_str(key, "crv");
+        const char *crv = cli_member_str(key, "crv");
         cr_assert_str_eq(kty, "OKP");
         cr_expect(!has(key, "y") && !has(key, "n"));
-        a = b64url_decode(member_str(key, "x"), &alen);
+        a = b64url_decode(cli_member_str(key, "x"), &alen);
         got = EVP_PKEY_new_raw_public_key_ex(NULL, crv, NULL, a, alen);
         cr_assert_not_null(got, "an %s key from x", crv);
     }
@@ -603,13 +398,13 @@ static void expect_jwk_for(json_object *key, const posh_descriptor *d, ts_cert *
     const unsigned char *der = ts_cert_der(c, &der_len);
 
     expect_key_of(key, c);
-    cr_expect_str_eq(member_str(key, "x5t#S256"), s256);
+    cr_expect_str_eq(cli_member_str(key, "x5t#S256"), s256);
     cr_expect_eq(has(key, "x5t"), sha1, "x5t only with --sha1");
     if (sha1)
-        cr_expect_str_eq(member_str(key, "x5t"), s1);
+        cr_expect_str_eq(cli_member_str(key, "x5t"), s1);
     cr_expect_eq(has(key, "x5c"), x5c, "x5c only with --x5c");
     if (x5c) {
-        json_object *arr = member(key, "x5c");
+        json_object *arr = cli_member(key, "x5c");
         cr_assert_eq(json_object_array_length(arr), 1, "the certificate alone");
         const char *b64 = json_object_get_string(json_object_array_get_idx(arr, 0));
         unsigned char *got = malloc(der_len + 3);
@@ -655,12 +450,12 @@ static char *generate_jwk(ts_cert *const *certs, size_t n, int sha1, int x5c)
         args[a++] = paths[i];
     }
     args[a] = NULL;
-    run r = posh_run(args);
+    cli_run r = cli_run_posh(NULL, args);
     expect_code(r, 0);
     cr_expect_eq(r.err[0], '\0', "nothing on stderr: %s", r.err);
-    json_object *j = parse_json(r.out), *keys = member(j, "keys");
+    json_object *j = cli_parse_json(r.out), *keys = cli_member(j, "keys");
     cr_expect_eq(json_object_object_length(j), 2, "keys and expires only: %s", r.out);
-    cr_expect_eq(json_object_get_int64(member(j, "expires")), 3600);
+    cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 3600);
     cr_expect(strstr(r.out, "\\/") == NULL, "slashes are not escaped");
     cr_assert_eq(json_object_array_length(keys), n);
 
@@ -703,20 +498,20 @@ Test(cli_generate_jwk, every_key_type_and_option)
         }
         char name[64];
         snprintf(name, sizeof(name), "k%zu.hosting.example.net", i);
-        certs[i] = issue_with_key(name, k);
+        certs[i] = cli_issue(f.ca, name, k);
         EVP_PKEY_free(k);
     }
     for (int opt = 0; opt < 4; opt++)
         free(generate_jwk(certs, 6, opt & 1, (opt >> 1) & 1));
     /* One at a time too (the default expires). */
     for (size_t i = 0; i < 6; i++) {
-        run r = POSH("generate", "--jwk", cert_file(certs[i], "one"));
+        cli_run r = POSH("generate", "--jwk", cli_cert_file(certs[i], f.dir, "one"));
         expect_code(r, 0);
-        json_object *j = parse_json(r.out);
-        cr_expect_eq(json_object_get_int64(member(j, "expires")), 86400);
-        expect_key_of(json_object_array_get_idx(member(j, "keys"), 0), certs[i]);
+        json_object *j = cli_parse_json(r.out);
+        cr_expect_eq(json_object_get_int64(cli_member(j, "expires")), 86400);
+        expect_key_of(json_object_array_get_idx(cli_member(j, "keys"), 0), certs[i]);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
     }
     for (size_t i = 0; i < 6; i++)
         ts_cert_free(certs[i]);
@@ -729,25 +524,25 @@ Test(cli_generate_jwk, every_key_type_and_option)
 static void round_trip(int sha1, int x5c)
 {
     EVP_PKEY *rsa = new_key("RSA", NULL);
-    ts_cert *rsa_cert = issue_with_key("rsa.hosting.example.net", rsa);
+    ts_cert *rsa_cert = cli_issue(f.ca, "rsa.hosting.example.net", rsa);
     ts_cert *certs[] = {f.svc, rsa_cert};
     char *doc = generate_jwk(certs, 2, sha1, x5c);
-    char *fp0 = fingerprint(f.svc, "sha-256"), *fp1 = fingerprint(rsa_cert, "sha-256");
+    char *fp0 = cli_fingerprint(f.svc, "sha-256"), *fp1 = cli_fingerprint(rsa_cert, "sha-256");
 
     fx_put_free(&f, HOSTING, "/posh/xmpp.json", doc);
     fx_put_free(&f, FOO, RFC7711_PATH, fx_ref("https://" HOSTING "/posh/xmpp.json", 1800));
 
-    run r = POSH("lookup", FOO);
+    cli_run r = POSH("lookup", FOO);
     expect_code(r, 0);
-    json_object *j = parse_json(r.out), *fps = member(j, "fingerprints");
-    cr_expect_str_eq(member_str(j, "format"), "jwk");
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 1800);
+    json_object *j = cli_parse_json(r.out), *fps = cli_member(j, "fingerprints");
+    cr_expect_str_eq(cli_member_str(j, "format"), "jwk");
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 1800);
     cr_assert_eq(json_object_array_length(fps), 2);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 0), "sha-256"), fp0);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(fps, 1), "sha-256"), fp1);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 0), "sha-256"), fp0);
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(fps, 1), "sha-256"), fp1);
     cr_expect_eq(has(json_object_array_get_idx(fps, 0), "sha-1"), sha1);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* The library: each certificate matches its own key, another certificate none. */
     posh_client *client = fx_client(&f);
@@ -768,13 +563,13 @@ static void round_trip(int sha1, int x5c)
 
     /* Real handshakes. */
     for (int i = 0; i < 3; i++) {
-        serve(probe[i]);
-        r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+        cli_serve(&server, probe[i]);
+        r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
         expect_code(r, i < 2 ? 0 : 1);
-        cr_expect(starts_with(r.out, i < 2 ? "posh: " FOO : "rejected: "), "certificate %d: %s", i, r.out);
+        cr_expect(cli_starts_with(r.out, i < 2 ? "posh: " FOO : "rejected: "), "certificate %d: %s", i, r.out);
         if (i < 2)
             cr_expect(strstr(r.out, "https://" HOSTING "/posh/xmpp.json") != NULL, "%s", r.out);
-        run_free(&r);
+        cli_run_free(&r);
     }
     free(fp0);
     free(fp1);
@@ -803,11 +598,11 @@ Test(cli_generate_jwk, sha1_off_still_matches)
     char *doc = generate_jwk(&f.svc, 1, 1, 0);
     fx_put_free(&f, FOO, RFC7711_PATH, doc);
     setenv("POSH_NO_SHA1", "1", 1);
-    serve(f.svc);
-    run r = POSH("verify", "--cafile", f.ca_file, FOO, server_addr());
+    cli_serve(&server, f.svc);
+    cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 0);
-    cr_expect(starts_with(r.out, "posh: " FOO), "%s", r.out);
-    run_free(&r);
+    cr_expect(cli_starts_with(r.out, "posh: " FOO), "%s", r.out);
+    cli_run_free(&r);
     unsetenv("POSH_NO_SHA1");
 }
 
@@ -819,23 +614,23 @@ Test(cli_generate_jwk, no_private_member_even_with_the_key_in_the_file)
     } kinds[] = {{"EC", "P-256"}, {"RSA", NULL}, {"ED25519", NULL}};
     for (size_t i = 0; i < 3; i++) {
         EVP_PKEY *k = new_key(kinds[i].type, kinds[i].curve);
-        ts_cert *c = issue_with_key("keyed.hosting.example.net", k);
+        ts_cert *c = cli_issue(f.ca, "keyed.hosting.example.net", k);
         char path[600], *both = NULL;
         snprintf(path, sizeof(path), "%s/key-and-cert-%zu.pem", f.dir, i);
         cr_assert_geq(asprintf(&both, "%s%s", ts_cert_key_pem(c), ts_cert_pem(c)), 0);
         cr_assert_eq(ts_write_file(path, both, strlen(both)), 0);
         free(both);
 
-        run r = POSH("generate", "--jwk", "--sha1", "--x5c", path);
+        cli_run r = POSH("generate", "--jwk", "--sha1", "--x5c", path);
         expect_code(r, 0);
-        json_object *j = parse_json(r.out), *key = json_object_array_get_idx(member(j, "keys"), 0);
+        json_object *j = cli_parse_json(r.out), *key = json_object_array_get_idx(cli_member(j, "keys"), 0);
         static const char *const private[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
         for (size_t m = 0; m < sizeof(private) / sizeof(private[0]); m++)
             cr_expect(!has(key, private[m]), "%s: private member %s in %s", kinds[i].type, private[m], r.out);
         expect_public_members_only(key);
         expect_key_of(key, c);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
         ts_cert_free(c);
         EVP_PKEY_free(k);
     }
@@ -845,16 +640,16 @@ Test(cli_generate_jwk, no_private_member_even_with_the_key_in_the_file)
 Test(cli_generate_jwk, key_type_a_jwk_cannot_express)
 {
     EVP_PKEY *k = new_key("EC", "secp256k1");
-    ts_cert *c = issue_with_key("k1.hosting.example.net", k);
-    run r = POSH("generate", "--jwk", cert_file(f.svc, "svc"), cert_file(c, "k1"));
+    ts_cert *c = cli_issue(f.ca, "k1.hosting.example.net", k);
+    cli_run r = POSH("generate", "--jwk", cli_cert_file(f.svc, f.dir, "svc"), cli_cert_file(c, f.dir, "k1"));
     expect_code(r, 1);
     cr_expect(strstr(r.err, "secp256k1") != NULL && strstr(r.err, "cannot express") != NULL, "%s", r.err);
     cr_expect_eq(r.out[0], '\0', "nothing printed: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     /* A fingerprints document does not care about the key type. */
-    r = POSH("generate", cert_file(c, "k1"));
+    r = POSH("generate", cli_cert_file(c, f.dir, "k1"));
     expect_code(r, 0);
-    run_free(&r);
+    cli_run_free(&r);
     ts_cert_free(c);
     EVP_PKEY_free(k);
 }
@@ -899,15 +694,15 @@ Test(cli_generate_jwk, limits_of_what_clients_read)
     write_big_certificate(big, 17000);
     write_big_certificate(large, 10000);
 
-    run r = POSH("generate", "--jwk", "--x5c", big);
+    cli_run r = POSH("generate", "--jwk", "--x5c", big);
     expect_code(r, 1);
     cr_expect(strstr(r.err, "at most 16384") != NULL, "%s", r.err);
     cr_expect_eq(r.out[0], '\0');
-    run_free(&r);
+    cli_run_free(&r);
     r = POSH("generate", "--jwk", big);
     expect_code(r, 0);
     cr_expect_eq(r.err[0], '\0', "without x5c the size does not matter: %s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* Eight 10 KB certificates in x5c: over 64 KiB, printed all the same, and still a valid document. */
     r = POSH("generate", "--jwk", "--x5c", large, large, large, large, large, large, large, large);
@@ -923,7 +718,7 @@ Test(cli_generate_jwk, limits_of_what_clients_read)
         cr_expect_eq(doc.n_descriptors, 8);
         posh_doc_clear(&doc);
     }
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* ======================================================================================================== */
@@ -937,33 +732,33 @@ Test(cli_delegation, valid_document)
            "[{\"host\":\"xmpp.hosting.example.net\",\"port\":5269,\"domain\":\"hosting.example.net\"},"
            "{\"host\":\"XMPP2.Hosting.Example.NET.\",\"port\":443,\"domain\":\"foo.example.com\",\"note\":1}]");
     setenv("POSH_MAX_TTL", "3600", 1);
-    run r = POSH("delegation", FOO);
+    cli_run r = POSH("delegation", FOO);
     expect_code(r, 0);
     cr_expect_eq(r.err[0], '\0', "nothing on stderr: %s", r.err);
-    json_object *j = parse_json(r.out), *reqs, *dels, *d;
-    cr_expect_str_eq(member_str(j, "domain"), FOO);
-    cr_expect_str_eq(member_str(j, "service"), "xmpp-server");
-    reqs = member(j, "requests");
+    json_object *j = cli_parse_json(r.out), *reqs, *dels, *d;
+    cr_expect_str_eq(cli_member_str(j, "domain"), FOO);
+    cr_expect_str_eq(cli_member_str(j, "service"), "xmpp-server");
+    reqs = cli_member(j, "requests");
     cr_assert_eq(json_object_array_length(reqs), 1);
-    cr_expect_str_eq(member_str(json_object_array_get_idx(reqs, 0), "url"), "https://" FOO SERVICES_PATH);
-    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(reqs, 0), "status")), 200);
-    cr_expect_eq(json_object_get_int64(member(j, "ttl")), 3600, "POSH_MAX_TTL: no Cache-Control from nginx");
-    dels = member(j, "delegations");
+    cr_expect_str_eq(cli_member_str(json_object_array_get_idx(reqs, 0), "url"), "https://" FOO SERVICES_PATH);
+    cr_expect_eq(json_object_get_int(cli_member(json_object_array_get_idx(reqs, 0), "status")), 200);
+    cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), 3600, "POSH_MAX_TTL: no Cache-Control from nginx");
+    dels = cli_member(j, "delegations");
     cr_assert_eq(json_object_array_length(dels), 2);
     d = json_object_array_get_idx(dels, 0);
-    cr_expect_str_eq(member_str(d, "host"), "xmpp.hosting.example.net");
-    cr_expect_eq(json_object_get_int(member(d, "port")), 5269);
-    cr_expect(json_object_is_type(member(d, "port"), json_type_int));
-    cr_expect_str_eq(member_str(d, "domain"), "hosting.example.net");
+    cr_expect_str_eq(cli_member_str(d, "host"), "xmpp.hosting.example.net");
+    cr_expect_eq(json_object_get_int(cli_member(d, "port")), 5269);
+    cr_expect(json_object_is_type(cli_member(d, "port"), json_type_int));
+    cr_expect_str_eq(cli_member_str(d, "domain"), "hosting.example.net");
     cr_expect_eq(json_object_object_length(d), 3);
     d = json_object_array_get_idx(dels, 1);
-    cr_expect_str_eq(member_str(d, "host"), "xmpp2.hosting.example.net", "normalised");
-    cr_expect_eq(json_object_get_int(member(d, "port")), 443);
-    cr_expect_str_eq(member_str(d, "domain"), FOO);
+    cr_expect_str_eq(cli_member_str(d, "host"), "xmpp2.hosting.example.net", "normalised");
+    cr_expect_eq(json_object_get_int(cli_member(d, "port")), 443);
+    cr_expect_str_eq(cli_member_str(d, "domain"), FOO);
     cr_expect_eq(json_object_object_length(d), 3, "unknown members are not shown");
-    cr_expect_null(member(j, "error"));
+    cr_expect_null(cli_member(j, "error"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     unsetenv("POSH_MAX_TTL");
 }
 
@@ -973,39 +768,40 @@ Test(cli_delegation, other_service_and_srv_form)
            "[{\"host\":\"imap.hosting.example.net\",\"port\":993,\"domain\":\"hosting.example.net\"}]");
     const char *const services[] = {"imap", "_imap._tcp"};
     for (int i = 0; i < 2; i++) {
-        run r = POSH("delegation", "-s", services[i], FOO);
+        cli_run r = POSH("delegation", "-s", services[i], FOO);
         expect_code(r, 0);
-        json_object *j = parse_json(r.out);
-        cr_expect_str_eq(member_str(j, "service"), services[i]);
-        cr_expect_str_eq(member_str(json_object_array_get_idx(member(j, "requests"), 0), "url"),
+        json_object *j = cli_parse_json(r.out);
+        cr_expect_str_eq(cli_member_str(j, "service"), services[i]);
+        cr_expect_str_eq(cli_member_str(json_object_array_get_idx(cli_member(j, "requests"), 0), "url"),
                          "https://" FOO "/.well-known/services/imap/");
-        cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(member(j, "delegations"), 0), "port")),
-                     993);
+        cr_expect_eq(
+            json_object_get_int(cli_member(json_object_array_get_idx(cli_member(j, "delegations"), 0), "port")), 993);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
     }
     /* xmpp-server has none. */
-    run r = POSH("delegation", "--service", "xmpp-server", FOO);
+    cli_run r = POSH("delegation", "--service", "xmpp-server", FOO);
     expect_code(r, 1);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_delegation, none_is_exit_1)
 {
-    run r = POSH("delegation", FOO);
+    cli_run r = POSH("delegation", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out), *e = member(j, "error");
+    json_object *j = cli_parse_json(r.out), *e = cli_member(j, "error");
     cr_assert_not_null(e);
-    cr_expect_str_eq(member_str(e, "name"), "POSH_ERR_NO_DELEGATION");
-    cr_expect_eq(json_object_get_int(member(e, "code")), POSH_ERR_NO_DELEGATION);
-    cr_expect_str_eq(member_str(e, "description"), posh_strerror(POSH_ERR_NO_DELEGATION));
-    cr_expect(strstr(member_str(e, "message"), "404") != NULL, "%s", member_str(e, "message"));
-    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(member(j, "requests"), 0), "status")), 404);
-    cr_expect_eq(json_object_array_length(member(j, "delegations")), 0);
-    cr_expect_null(member(j, "ttl"));
+    cr_expect_str_eq(cli_member_str(e, "name"), "POSH_ERR_NO_DELEGATION");
+    cr_expect_eq(json_object_get_int(cli_member(e, "code")), POSH_ERR_NO_DELEGATION);
+    cr_expect_str_eq(cli_member_str(e, "description"), posh_strerror(POSH_ERR_NO_DELEGATION));
+    cr_expect(strstr(cli_member_str(e, "message"), "404") != NULL, "%s", cli_member_str(e, "message"));
+    cr_expect_eq(
+        json_object_get_int(cli_member(json_object_array_get_idx(cli_member(j, "requests"), 0), "status")), 404);
+    cr_expect_eq(json_object_array_length(cli_member(j, "delegations")), 0);
+    cr_expect_null(cli_member(j, "ttl"));
     cr_expect(strstr(r.err, "POSH_ERR_NO_DELEGATION") != NULL, "the reason on stderr too: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_delegation, malformed_documents_are_exit_1)
@@ -1030,18 +826,18 @@ Test(cli_delegation, malformed_documents_are_exit_1)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fx_put(&f, FOO, SERVICES_FILE, cases[i].body);
-        run r = POSH("delegation", FOO);
+        cli_run r = POSH("delegation", FOO);
         cr_expect_eq(r.code, 1, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        json_object *j = parse_json(r.out), *e = member(j, "error");
+        json_object *j = cli_parse_json(r.out), *e = cli_member(j, "error");
         cr_assert_not_null(e, "case %zu", i);
-        cr_expect_str_eq(member_str(e, "name"), cases[i].name, "case %zu: %s", i, member_str(e, "message"));
+        cr_expect_str_eq(cli_member_str(e, "name"), cases[i].name, "case %zu: %s", i, cli_member_str(e, "message"));
         if (cases[i].why != NULL)
-            cr_expect(strstr(member_str(e, "message"), cases[i].why) != NULL, "case %zu: '%s' in %s", i,
-                      cases[i].why, member_str(e, "message"));
-        cr_expect_eq(json_object_array_length(member(j, "delegations")), 0, "case %zu", i);
-        cr_expect_null(member(j, "ttl"), "case %zu", i);
+            cr_expect(strstr(cli_member_str(e, "message"), cases[i].why) != NULL, "case %zu: '%s' in %s", i,
+                      cases[i].why, cli_member_str(e, "message"));
+        cr_expect_eq(json_object_array_length(cli_member(j, "delegations")), 0, "case %zu", i);
+        cr_expect_null(cli_member(j, "ttl"), "case %zu", i);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
     }
 
     /* 33 entries: one over the bound. */
@@ -1058,22 +854,19 @@ Test(cli_delegation, malformed_documents_are_exit_1)
     cr_assert_geq(asprintf(&full, "%s]", doc), 0);
     free(doc);
     fx_put_free(&f, FOO, SERVICES_FILE, full);
-    run r = POSH("delegation", FOO);
+    cli_run r = POSH("delegation", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
-    cr_expect(strstr(member_str(member(j, "error"), "message"), "33 delegations") != NULL, "%s",
-              member_str(member(j, "error"), "message"));
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_DOCUMENT");
+    cr_expect(strstr(cli_member_str(cli_member(j, "error"), "message"), "33 delegations") != NULL, "%s",
+              cli_member_str(cli_member(j, "error"), "message"));
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_delegation, usage_errors_are_exit_2)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"delegation"}, "DOMAIN is required"},
         {{"delegation", "a.example", "b.example"}, "too many arguments"},
         {{"delegation", "-x", "a.example"}, "unknown option '-x'"},
@@ -1084,21 +877,13 @@ Test(cli_delegation, usage_errors_are_exit_2)
         {{"delegation", "bad_domain.example"}, "invalid source domain"},
         {{"delegation", "-s", "bad service", "a.example"}, "invalid service name"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run r = posh_run(cases[i].args);
-        cr_expect_eq(r.code, 2, "case %zu: exit %d; stderr %s", i, r.code, r.err);
-        cr_expect(strstr(r.err, cases[i].err) != NULL, "case %zu: stderr should say '%s': %s", i, cases[i].err,
-                  r.err);
-        cr_expect(strstr(r.err, "posh delegation --help") != NULL, "case %zu: points at --help: %s", i, r.err);
-        cr_expect_eq(r.out[0], '\0', "case %zu: nothing on stdout: %s", i, r.out);
-        run_free(&r);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh delegation --help");
 
     setenv("POSH_TIMEOUT_MS", "soon", 1);
-    run r = POSH("delegation", FOO);
+    cli_run r = POSH("delegation", FOO);
     expect_code(r, 2);
     cr_expect(strstr(r.err, "POSH_TIMEOUT_MS") != NULL, "names the variable: %s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
     unsetenv("POSH_TIMEOUT_MS");
 }
 
@@ -1107,13 +892,13 @@ Test(cli_delegation, fetch_failures_are_exit_1)
 {
     unsetenv("POSH_CA_FILE"); /* the system store does not know the test CA */
     fx_put(&f, FOO, SERVICES_FILE, "[{\"host\":\"a.example\",\"port\":1,\"domain\":\"b.example\"}]");
-    run r = POSH("delegation", FOO);
+    cli_run r = POSH("delegation", FOO);
     expect_code(r, 1);
-    json_object *j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_TLS");
+    json_object *j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_TLS");
     cr_expect(strstr(r.err, "https://" FOO) != NULL, "the URL in the reason: %s", r.err);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     fx_export_env(&f);
 
     ts_evil *e = ts_evil_new(ts_cert_x509(f.web_foo), ts_cert_key(f.web_foo));
@@ -1126,11 +911,12 @@ Test(cli_delegation, fetch_failures_are_exit_1)
     setenv("POSH_CONNECT_TO", connect_to, 1);
     r = POSH("delegation", FOO);
     expect_code(r, 1);
-    j = parse_json(r.out);
-    cr_expect_str_eq(member_str(member(j, "error"), "name"), "POSH_ERR_HTTP_STATUS");
-    cr_expect_eq(json_object_get_int(member(json_object_array_get_idx(member(j, "requests"), 0), "status")), 500);
+    j = cli_parse_json(r.out);
+    cr_expect_str_eq(cli_member_str(cli_member(j, "error"), "name"), "POSH_ERR_HTTP_STATUS");
+    cr_expect_eq(
+        json_object_get_int(cli_member(json_object_array_get_idx(cli_member(j, "requests"), 0), "status")), 500);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     ts_evil_stop(e);
     fx_export_env(&f);
 }
@@ -1165,14 +951,14 @@ Test(cli_delegation, cache_control_max_age_lowers_the_ttl)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ts_evil_route_opts o = {.body = body, .headers = cases[i].headers};
         cr_assert_eq(ts_evil_route(e, SERVICES_PATH, &o), 0);
-        run r = POSH("delegation", FOO);
+        cli_run r = POSH("delegation", FOO);
         expect_code(r, 0);
-        json_object *j = parse_json(r.out);
-        cr_expect_eq(json_object_get_int64(member(j, "ttl")), cases[i].ttl, "case %zu (%s): %s", i,
+        json_object *j = cli_parse_json(r.out);
+        cr_expect_eq(json_object_get_int64(cli_member(j, "ttl")), cases[i].ttl, "case %zu (%s): %s", i,
                      cases[i].headers != NULL ? cases[i].headers : "none", r.out);
-        cr_expect_eq(json_object_array_length(member(j, "delegations")), 1);
+        cr_expect_eq(json_object_array_length(cli_member(j, "delegations")), 1);
         json_object_put(j);
-        run_free(&r);
+        cli_run_free(&r);
     }
     ts_evil_stop(e);
     unsetenv("POSH_MAX_TTL");
@@ -1182,10 +968,8 @@ Test(cli_delegation, cache_control_max_age_lowers_the_ttl)
 Test(cli_delegation, unwritable_stdout_is_exit_1)
 {
     fx_put(&f, FOO, SERVICES_FILE, "[{\"host\":\"a.example\",\"port\":1,\"domain\":\"b.example\"}]");
-    stdout_file = "/dev/full";
-    run r = POSH("delegation", FOO);
-    stdout_file = NULL;
+    cli_run r = POSH_TO("/dev/full", "delegation", FOO);
     expect_code(r, 1);
     cr_expect(strstr(r.err, "cannot write the result") != NULL, "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }

@@ -3,28 +3,16 @@
  * fault-injecting HTTPS server where a header must be wrong): each finding's exact line and the exit status, a
  * clean document, --file, fetch failures, usage. Errors are compared with what the library's own lookup says.
  */
+#include "cli_run.h"
 #include "fixture.h"
 
 #include "posh_internal.h"
 
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-extern char **environ;
-
-#define RUN_DEADLINE_MS 60000
-#define OUTPUT_CAP (1 << 20)
 
 #define RFC_URL "https://" FOO RFC7711_PATH
 #define DRAFT_URL "https://" FOO DRAFT02_PATH
@@ -36,116 +24,23 @@ extern char **environ;
 
 /* ---- running the command ---- */
 
-typedef struct lint_run {
-    int code;
-    char *out;
-    char *err;
-} lint_run;
-
-typedef struct sink {
-    int fd;
-    char *buf;
-    size_t len;
-} sink;
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static void drain(sink *s)
-{
-    char tmp[4096];
-    ssize_t n = read(s->fd, tmp, sizeof(tmp));
-    if (n > 0) {
-        cr_assert_lt(s->len + (size_t)n, (size_t)OUTPUT_CAP, "posh wrote more than %d bytes", OUTPUT_CAP);
-        memcpy(s->buf + s->len, tmp, (size_t)n);
-        s->len += (size_t)n;
-        s->buf[s->len] = '\0';
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        close(s->fd);
-        s->fd = -1;
-    }
-}
-
-/* posh with args (NULL-terminated, argv[0] excluded), stdin from stdin_path (NULL: /dev/null), bounded in time. */
-static lint_run run_with_stdin(const char *stdin_path, const char *const *args)
-{
-    const char *argv[32] = {POSH_CLI_PATH};
-    posix_spawn_file_actions_t fa;
-    int po[2], pe[2], status = 0;
-    long deadline = now_ms() + RUN_DEADLINE_MS;
-    lint_run r = {0};
-    sink s[2];
-    pid_t pid;
-    size_t n = 1;
-
-    for (; args[n - 1] != NULL; n++) {
-        cr_assert_lt(n, sizeof(argv) / sizeof(argv[0]) - 1);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    cr_assert_eq(pipe2(po, O_CLOEXEC), 0);
-    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, stdin_path != NULL ? stdin_path : "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    cr_assert_eq(posix_spawn(&pid, POSH_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(po[1]);
-    close(pe[1]);
-    s[0] = (sink){po[0], calloc(1, OUTPUT_CAP), 0};
-    s[1] = (sink){pe[0], calloc(1, OUTPUT_CAP), 0};
-    cr_assert(s[0].buf != NULL && s[1].buf != NULL);
-    while (s[0].fd >= 0 || s[1].fd >= 0) {
-        struct pollfd p[2] = {{.fd = s[0].fd, .events = POLLIN}, {.fd = s[1].fd, .events = POLLIN}};
-        long left = deadline - now_ms();
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            cr_assert_fail("posh did not finish within %d ms; stderr so far: %s", RUN_DEADLINE_MS, s[1].buf);
-        }
-        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
-            cr_assert_fail("poll: %s", strerror(errno));
-        for (int i = 0; i < 2; i++)
-            if (s[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                drain(&s[i]);
-    }
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status), "posh died with signal %d; stderr: %s", WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-              s[1].buf);
-    r.code = WEXITSTATUS(status);
-    r.out = s[0].buf;
-    r.err = s[1].buf;
-    return r;
-}
-
-#define LINT(...) run_with_stdin(NULL, (const char *const[]){"lint", __VA_ARGS__, NULL})
-
-static void run_free(lint_run *r)
-{
-    free(r->out);
-    free(r->err);
-}
+#define LINT(...) cli_run_posh(NULL, (const char *const[]){"lint", __VA_ARGS__, NULL})
 
 /* The exit status, and stdout exactly: the finding lines, then the summary. */
-static void expect_lint(lint_run r, int code, const char *out)
+static void expect_lint(cli_run r, int code, const char *out)
 {
     cr_expect_eq(r.code, code, "exit %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.out, r.err);
     cr_expect_str_eq(r.out, out, "stdout:\n%s\nwant:\n%s\nstderr: %s", r.out, out, r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* A usage-like failure: exit 2, nothing on stdout, the reason on stderr. */
-static void expect_refused(lint_run r, const char *why)
+static void expect_refused(cli_run r, const char *why)
 {
     cr_expect_eq(r.code, 2, "exit %d; stderr %s", r.code, r.err);
     cr_expect_str_empty(r.out, "nothing on stdout: %s", r.out);
     cr_expect(strstr(r.err, why) != NULL, "stderr should say '%s': %s", why, r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* ---- documents ---- */
@@ -168,13 +63,6 @@ static void start(void)
 {
     fx_start(&f);
     fx_export_env(&f);
-}
-
-static char *fp(ts_cert *c, const char *hash)
-{
-    char *b64 = ts_cert_fingerprint_b64(c, hash);
-    cr_assert_not_null(b64);
-    return b64;
 }
 
 /* Unpadded base64url of the hash ("SHA256", "SHA1") of c's DER: a JWK thumbprint. Static buffer per slot. */
@@ -239,7 +127,7 @@ Test(cli_lint, expires_at_the_limits_is_clean)
 
 Test(cli_lint, unpadded_base64)
 {
-    char *b64 = fp(f.svc, "sha-256");
+    char *b64 = cli_fingerprint(f.svc, "sha-256");
     start();
     cr_assert_eq(b64[43], '=');
     b64[43] = '\0';
@@ -434,7 +322,7 @@ Test(cli_lint, content_type_not_json)
 
 Test(cli_lint, findings_add_up)
 {
-    char *b64 = fp(f.svc, "sha-1");
+    char *b64 = cli_fingerprint(f.svc, "sha-1");
     cr_assert_eq(ts_nginx_redirect(f.nginx, FOO, DRAFT02_PATH, 308, TARGET_URL), 0);
     start();
     b64[27] = '\0';
@@ -617,7 +505,7 @@ Test(cli_lint, max_bytes_is_honoured)
 Test(cli_lint, fetch_failure)
 {
     char route[128];
-    lint_run r;
+    cli_run r;
     start();
     snprintf(route, sizeof(route), FOO ":443:127.0.0.1:%d", ts_free_port());
     setenv("POSH_CONNECT_TO", route, 1);
@@ -627,7 +515,7 @@ Test(cli_lint, fetch_failure)
     cr_expect(strstr(r.out, " (POSH_ERR_CONNECT)\n" SUMMARY FAILED("1 error")) != NULL, "%s", r.out);
     cr_expect_eq(strchr(r.out, '\n') - r.out + 1 + strlen(SUMMARY FAILED("1 error")), strlen(r.out),
                  "one finding and the summary: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* Certificates are verified: with another CA as the only trust anchor, the web server is refused. */
@@ -635,7 +523,7 @@ Test(cli_lint, web_server_certificate_is_verified)
 {
     ts_ca *other = ts_ca_new("another CA");
     char path[600];
-    lint_run r;
+    cli_run r;
     start();
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 86400));
     snprintf(path, sizeof(path), "%s/other-ca.pem", f.dir);
@@ -645,7 +533,7 @@ Test(cli_lint, web_server_certificate_is_verified)
     cr_expect_eq(r.code, 2, "exit %d; stderr %s", r.code, r.err);
     cr_expect(strncmp(r.out, "error: " RFC_URL ": ", strlen("error: " RFC_URL ": ")) == 0, "%s", r.out);
     cr_expect(strstr(r.out, " (POSH_ERR_TLS)\n" SUMMARY FAILED("1 error")) != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     ts_ca_free(other);
 }
 
@@ -653,15 +541,15 @@ Test(cli_lint, timeout_is_honoured)
 {
     ts_evil *e = evil_foo();
     long t0;
-    lint_run r;
+    cli_run r;
     cr_assert_eq(ts_evil_route(e, RFC7711_PATH, &(ts_evil_route_opts){.hang = 1}), 0);
     setenv("POSH_TIMEOUT_MS", "300", 1);
-    t0 = now_ms();
+    t0 = cli_now_ms();
     r = LINT(FOO);
-    cr_expect_lt(now_ms() - t0, 10000);
+    cr_expect_lt(cli_now_ms() - t0, 10000);
     cr_expect_eq(r.code, 2, "exit %d; stderr %s", r.code, r.err);
     cr_expect(strstr(r.out, " (POSH_ERR_TIMEOUT)\n" SUMMARY FAILED("1 error")) != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     ts_evil_stop(e);
 }
 
@@ -669,7 +557,7 @@ Test(cli_lint, timeout_is_honoured)
 Test(cli_lint, server_bytes_are_escaped)
 {
     ts_evil *e = evil_foo();
-    lint_run r;
+    cli_run r;
     cr_assert_eq(ts_evil_route(e, RFC7711_PATH, &(ts_evil_route_opts){.status = 302, .location = FX_EVIL_LOCATION}),
                  0);
     r = LINT(FOO);
@@ -679,7 +567,7 @@ Test(cli_lint, server_bytes_are_escaped)
     fx_expect_printable("stdout", r.out);
     cr_expect(strstr(r.out, FX_EVIL_ESCAPED) != NULL, "the Location, escaped: %s", r.out);
     cr_expect(strstr(r.out, "(POSH_ERR_REDIRECT_SCHEME)") != NULL, "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     ts_evil_stop(e);
 }
 
@@ -694,13 +582,14 @@ Test(cli_lint, file_clean)
     expect_lint(LINT("--file", path), 0, want);
     free(want);
     /* "-": standard input. */
-    expect_lint(run_with_stdin(path, (const char *const[]){"lint", "-f", "-", NULL}), 0, "summary: -: " CLEAN);
+    expect_lint(cli_run_posh(&(cli_run_opts){.stdin_path = path}, (const char *const[]){"lint", "-f", "-", NULL}), 0,
+                "summary: -: " CLEAN);
     free(doc);
 }
 
 Test(cli_lint, file_findings)
 {
-    char *b64 = fp(f.svc, "sha-256"), *doc, *want;
+    char *b64 = cli_fingerprint(f.svc, "sha-256"), *doc, *want;
     const char *path;
     b64[43] = '\0';
     doc = doc_printf("{\"fingerprints\":[{\"sha-256\":\"%s\"}],\"expires\":60}", b64);
@@ -759,10 +648,7 @@ Test(cli_lint, file_unreadable)
 
 Test(cli_lint, usage_errors)
 {
-    static const struct {
-        const char *args[6];
-        const char *err;
-    } cases[] = {
+    static const cli_usage_case cases[] = {
         {{"lint"}, "DOMAIN (or --file) is required"},
         {{"lint", "a.example", "b.example"}, "too many arguments"},
         {{"lint", "--file", "x.json", "a.example"}, "give DOMAIN or --file, not both"},
@@ -772,11 +658,7 @@ Test(cli_lint, usage_errors)
         {{"lint", "127.0.0.1"}, "invalid source domain: '127.0.0.1'"},
         {{"lint", "-s", "bad service", "a.example"}, "invalid service name: 'bad service'"},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        lint_run r = run_with_stdin(NULL, cases[i].args);
-        cr_expect(strstr(r.err, "Try 'posh lint --help'.") != NULL, "case %zu points at --help: %s", i, r.err);
-        expect_refused(r, cases[i].err);
-    }
+    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "Try 'posh lint --help'.");
 }
 
 Test(cli_lint, invalid_environment)
@@ -791,16 +673,16 @@ Test(cli_lint, invalid_environment)
 
 Test(cli_lint, help)
 {
-    lint_run r = LINT("--help");
+    cli_run r = LINT("--help");
     cr_expect_eq(r.code, 0);
     cr_expect(strncmp(r.out, "usage: posh lint", 16) == 0, "%s", r.out);
     cr_expect(strstr(r.out, "Exit status: 0 no finding; 1 warnings only; 2 errors") != NULL, "%s", r.out);
-    run_free(&r);
-    r = run_with_stdin(NULL, (const char *const[]){"help", "lint", NULL});
+    cli_run_free(&r);
+    r = cli_run_posh(NULL, (const char *const[]){"help", "lint", NULL});
     cr_expect_eq(r.code, 0);
     cr_expect(strncmp(r.out, "usage: posh lint", 16) == 0, "%s", r.out);
-    run_free(&r);
-    r = run_with_stdin(NULL, (const char *const[]){"--help", NULL});
+    cli_run_free(&r);
+    r = cli_run_posh(NULL, (const char *const[]){"--help", NULL});
     cr_expect(strstr(r.out, "  lint [-s SERVICE] DOMAIN") != NULL, "posh --help lists lint: %s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
