@@ -6,6 +6,8 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,46 +94,42 @@ Test(event_loop, poll_example_makes_many_connections)
 
 /*
  * exit() while the engine has lookups in flight (a web server that never answers): the process ends at once
- * and cleanly (status 0, no crash in OpenSSL's exit handlers), long before the lookups' timeout.
+ * and cleanly (status 0, no crash in OpenSSL's exit handlers), long before the lookups' timeout. The process is
+ * tests/exit_probe.c, configured through its environment.
  */
 Test(event_loop, exit_with_lookups_in_flight)
 {
     ts_evil *hang = ts_evil_new(ts_cert_x509(f.web_foo), ts_cert_key(f.web_foo));
-    char ct[1100], go = 'x';
+    const char *const argv[] = {POSH_EXIT_PROBE, NULL};
+    char ct[1100], ca[600], *env[5];
     int64_t t0;
     pid_t pid;
-    int status, to_child[2];
+    int status = -1, to_child[2];
 
     cr_assert_not_null(hang);
     cr_assert_eq(ts_evil_route(hang, RFC7711_PATH, &(ts_evil_route_opts){.hang = 1}), 0);
     cr_assert_eq(ts_evil_start(hang), 0, "%s", ts_error());
-    snprintf(ct, sizeof(ct), "%s:443:127.0.0.1:%d", FOO, ts_evil_port(hang));
+    snprintf(ct, sizeof(ct), "POSH_CONNECT_TO=%s:443:127.0.0.1:%d", FOO, ts_evil_port(hang));
+    snprintf(ca, sizeof(ca), "POSH_CA_FILE=%s", f.ca_file);
+    env[0] = ct, env[1] = ca, env[2] = (char *)"POSH_TIMEOUT_MS=30000", env[3] = (char *)"POSH_LOG=off", env[4] = NULL;
     cr_assert_eq(pipe(to_child), 0);
     t0 = ts_now_ms();
-    pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        posh_config *cfg = posh_config_new();
-        posh_client *c;
-        if (cfg == NULL || posh_config_set_ca_file(cfg, f.ca_file) != POSH_OK ||
-            posh_config_set_connect_to(cfg, ct) != POSH_OK || posh_config_set_timeout_ms(cfg, 30000) != POSH_OK ||
-            (c = posh_client_new(cfg)) == NULL)
-            _exit(3);
-        for (int i = 0; i < 8; i++)
-            if (posh_prefetch(c, FOO, i % 2 ? "xmpp-server" : "xmpp-client") != POSH_OK)
-                _exit(4);
-        /* The parent says when the web server has the request: the transfer is surely in flight then. */
-        if (read(to_child[0], &go, 1) != 1)
-            _exit(5);
-        exit(0); /* the client is never freed: the engine thread is stopped by posh's exit handler */
-    }
+    pid = ts_spawn(argv, env, to_child[0], 2, 1);
     close(to_child[0]);
-    for (int64_t end = ts_now_ms() + 10000; ts_evil_requests(hang, NULL) < 1;)
-        cr_assert_lt(ts_now_ms(), end, "the child's lookup never reached the web server");
-    cr_assert_eq(write(to_child[1], &go, 1), 1);
+    cr_assert_gt(pid, 0);
+    /* Once the web server has a request, the probe's transfers are in flight: then it may exit. */
+    for (int64_t end = ts_now_ms() + 20000; ts_evil_requests(hang, NULL) < 1;) {
+        if (ts_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            cr_assert_fail("the probe's lookup never reached the web server");
+        }
+        poll(NULL, 0, 5);
+    }
+    cr_assert_eq(write(to_child[1], "x", 1), 1);
     close(to_child[1]);
     cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child ends cleanly: status %d", status);
-    cr_expect_lt(ts_now_ms() - t0, 20000, "and long before its lookups' 30 s timeout");
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the probe ends cleanly: status %d", status);
+    cr_expect_lt(ts_now_ms() - t0, 25000, "and long before its lookups' 30 s timeout");
     ts_evil_stop(hang);
 }
