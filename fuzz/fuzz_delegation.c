@@ -6,6 +6,7 @@
  *     object with "host" and "domain" strings that are DNS names and "port" an integer 1..65535, checked in that
  *     order, the first fault reported): the same error, a message naming the same entry and member, or the same
  *     entries, normalised;
+ *   - a document giving one member name twice in an object is refused as JSON (checked apart from the library);
  *   - every accepted name is lower-case LDH, 1..253 characters in labels of 1..63, no trailing dot, normalises to
  *     itself and is no IPv4 address to inet_aton(); every port is 1..65535;
  *   - on error an empty document and a message; the same answer twice, also into a short or absent message buffer.
@@ -25,6 +26,54 @@ static int strict_array(const uint8_t *data, size_t size)
         return 0;
     fuzz_json_ws(&j);
     return j.i == j.n;
+}
+
+/*
+ * Does some object of this strict JSON text give a member name twice (compared decoded, so "host" and "h\u006fst"
+ * are one name)? Written apart from the library's check (which compares json-c's member counts with the text's):
+ * here each member name token is decoded by json-c on its own and compared with the earlier names of its object.
+ */
+static int has_duplicate_name(const uint8_t *data, size_t size)
+{
+    enum { MAX_NAMES = 4096 };
+    static size_t owner[MAX_NAMES];
+    static char *names[MAX_NAMES];
+    size_t stack[POSH_MAX_JSON_DEPTH + 2], depth = 0, objects = 0, n = 0;
+    int is_object[POSH_MAX_JSON_DEPTH + 2], dup = 0;
+
+    for (size_t i = 0; i < size && !dup; i++) {
+        unsigned char c = data[i];
+        if (c == '"') {
+            size_t start = i, k;
+            for (i++; i < size && data[i] != '"'; i++)
+                if (data[i] == '\\')
+                    i++;
+            /* A member name: the string is followed (after whitespace) by ':'. */
+            for (k = i + 1; k < size && strchr(" \t\r\n", data[k]) != NULL; k++)
+                ;
+            if (k < size && data[k] == ':' && depth > 0 && is_object[depth - 1] && n < MAX_NAMES) {
+                char *tok = strndup((const char *)data + start, i + 1 - start);
+                json_object *v = tok != NULL ? json_tokener_parse(tok) : NULL;
+                const char *name = v != NULL ? json_object_get_string(v) : NULL;
+                size_t len = v != NULL ? (size_t)json_object_get_string_len(v) : 0;
+                for (size_t j = 0; name != NULL && j < n; j++)
+                    if (owner[j] == stack[depth - 1] && strlen(names[j]) == len && memcmp(names[j], name, len) == 0)
+                        dup = 1;
+                owner[n] = stack[depth - 1];
+                names[n++] = name != NULL ? strndup(name, len) : strdup("");
+                json_object_put(v);
+                free(tok);
+            }
+        } else if ((c == '{' || c == '[') && depth < sizeof(stack) / sizeof(stack[0])) {
+            is_object[depth] = c == '{';
+            stack[depth++] = objects++;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    for (size_t j = 0; j < n; j++)
+        free(names[j]);
+    return dup;
 }
 
 /* What an accepted name must look like, whatever the input. */
@@ -148,6 +197,10 @@ static void check_against_model(const uint8_t *data, size_t size, posh_err err, 
     memset(&m, 0, sizeof(m));
     predict(top, &m);
     json_object_put(top);
+    if (has_duplicate_name(data, size)) { /* a name given twice in one object: refused as JSON, first of all */
+        m.err = POSH_ERR_JSON;
+        snprintf(m.says, sizeof(m.says), "byte ");
+    }
     FUZZ_ASSERT_IN(data, size, err == m.err, "error %d, the model says %d (%s): %s", (int)err, (int)m.err, m.says,
                    msg);
     if (err != POSH_OK) {
