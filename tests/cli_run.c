@@ -191,17 +191,6 @@ const char *cli_server_addr(ts_tls *server)
     return addr;
 }
 
-ts_cert *cli_issue(ts_ca *ca, const char *name, EVP_PKEY *key)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    o.key = key;
-    ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c, "issue %s: %s", name, ts_error());
-    return c;
-}
-
 const char *cli_cert_file(ts_cert *c, const char *dir, const char *name)
 {
     static char paths[4][600];

@@ -84,8 +84,6 @@ void cli_fixture_teardown(fx *f, ts_tls **server);
 void cli_serve(ts_tls **server, ts_cert *cert);
 /* "127.0.0.1:PORT" of server, in a static buffer (valid until the next call). */
 const char *cli_server_addr(ts_tls *server);
-/* A certificate for name (DNS SAN and CN) from ca, for key (NULL: a new key). Caller frees. */
-ts_cert *cli_issue(ts_ca *ca, const char *name, EVP_PKEY *key);
 /* Write dir/name.crt (leaf, then intermediates) and dir/name.key for c; returns the .crt path, in one of four
  * static buffers used in turn (so four paths may be live at once). */
 const char *cli_cert_file(ts_cert *c, const char *dir, const char *name);

@@ -10,17 +10,25 @@
 #include <string.h>
 #include <unistd.h>
 
-ts_cert *fx_issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed)
+/* name as its only SAN and its CN, the rest of o as given; asserts on failure. */
+static ts_cert *issue_named(ts_ca *ca, const char *name, ts_cert_opts o)
 {
-    ts_cert_opts o = {0};
     o.dns[0] = name;
     o.cn = name;
-    o.not_before_days = nb_days;
-    o.not_after_days = na_days;
-    o.self_signed = self_signed;
     ts_cert *c = ts_cert_issue(ca, &o);
     cr_assert_not_null(c, "issue %s: %s", name, ts_error());
     return c;
+}
+
+ts_cert *fx_issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed)
+{
+    return issue_named(ca, name, (ts_cert_opts){.not_before_days = nb_days, .not_after_days = na_days,
+                                                .self_signed = self_signed});
+}
+
+ts_cert *fx_issue_key(ts_ca *ca, const char *name, EVP_PKEY *key)
+{
+    return issue_named(ca, name, (ts_cert_opts){.key = key});
 }
 
 static ts_cert *issue(ts_ca *ca, const char *name)

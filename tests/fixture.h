@@ -29,6 +29,8 @@ typedef struct fx {
 /* A certificate for name (its CN and one DNS name) from ca (NULL and self_signed: self-signed), valid from nb_days
  * to na_days from now. Asserts on failure. */
 ts_cert *fx_issue(ts_ca *ca, const char *name, long nb_days, long na_days, int self_signed);
+/* The same with the default validity, reusing key (NULL: a new one): same SPKI, another certificate. */
+ts_cert *fx_issue_key(ts_ca *ca, const char *name, EVP_PKEY *key);
 
 /* PKI and nginx sites (not started: add redirects and statuses, then fx_start). Asserts on failure. */
 void fx_init(fx *f);

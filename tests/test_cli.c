@@ -443,7 +443,7 @@ Test(cli_lookup, server_text_cannot_drive_the_terminal)
 
 Test(cli_verify, pkix_when_the_name_matches)
 {
-    ts_cert *named = cli_issue(f.ca, FOO, NULL);
+    ts_cert *named = fx_issue_key(f.ca, FOO, NULL);
     cli_serve(&server, named);
     cli_run r = POSH("verify", "--cafile", f.ca_file, FOO, cli_server_addr(server));
     expect_code(r, 0);

@@ -498,7 +498,7 @@ Test(cli_generate_jwk, every_key_type_and_option)
         }
         char name[64];
         snprintf(name, sizeof(name), "k%zu.hosting.example.net", i);
-        certs[i] = cli_issue(f.ca, name, k);
+        certs[i] = fx_issue_key(f.ca, name, k);
         EVP_PKEY_free(k);
     }
     for (int opt = 0; opt < 4; opt++)
@@ -524,7 +524,7 @@ Test(cli_generate_jwk, every_key_type_and_option)
 static void round_trip(int sha1, int x5c)
 {
     EVP_PKEY *rsa = new_key("RSA", NULL);
-    ts_cert *rsa_cert = cli_issue(f.ca, "rsa.hosting.example.net", rsa);
+    ts_cert *rsa_cert = fx_issue_key(f.ca, "rsa.hosting.example.net", rsa);
     ts_cert *certs[] = {f.svc, rsa_cert};
     char *doc = generate_jwk(certs, 2, sha1, x5c);
     char *fp0 = cli_fingerprint(f.svc, "sha-256"), *fp1 = cli_fingerprint(rsa_cert, "sha-256");
@@ -614,7 +614,7 @@ Test(cli_generate_jwk, no_private_member_even_with_the_key_in_the_file)
     } kinds[] = {{"EC", "P-256"}, {"RSA", NULL}, {"ED25519", NULL}};
     for (size_t i = 0; i < 3; i++) {
         EVP_PKEY *k = new_key(kinds[i].type, kinds[i].curve);
-        ts_cert *c = cli_issue(f.ca, "keyed.hosting.example.net", k);
+        ts_cert *c = fx_issue_key(f.ca, "keyed.hosting.example.net", k);
         char path[600], *both = NULL;
         snprintf(path, sizeof(path), "%s/key-and-cert-%zu.pem", f.dir, i);
         cr_assert_geq(asprintf(&both, "%s%s", ts_cert_key_pem(c), ts_cert_pem(c)), 0);
@@ -640,7 +640,7 @@ Test(cli_generate_jwk, no_private_member_even_with_the_key_in_the_file)
 Test(cli_generate_jwk, key_type_a_jwk_cannot_express)
 {
     EVP_PKEY *k = new_key("EC", "secp256k1");
-    ts_cert *c = cli_issue(f.ca, "k1.hosting.example.net", k);
+    ts_cert *c = fx_issue_key(f.ca, "k1.hosting.example.net", k);
     cli_run r = POSH("generate", "--jwk", cli_cert_file(f.svc, f.dir, "svc"), cli_cert_file(c, f.dir, "k1"));
     expect_code(r, 1);
     cr_expect(strstr(r.err, "secp256k1") != NULL && strstr(r.err, "cannot express") != NULL, "%s", r.err);

@@ -78,24 +78,13 @@ static char *x5c_of(ts_cert *c)
 static ts_ca *ca;
 static ts_cert *cert_a, *cert_b, *cert_c, *cert_a2; /* a2: cert_a's key and names, another certificate */
 
-static ts_cert *issue(const char *name, EVP_PKEY *key)
-{
-    ts_cert_opts o = {0};
-    o.dns[0] = name;
-    o.cn = name;
-    o.key = key;
-    ts_cert *c = ts_cert_issue(ca, &o);
-    cr_assert_not_null(c, "issue %s: %s", name, ts_error());
-    return c;
-}
-
 static void pki_setup(void)
 {
     cr_assert_not_null(ca = ts_ca_new("jwk test CA"));
-    cert_a = issue("a.hosting.example.net", NULL);
-    cert_b = issue("b.hosting.example.net", NULL);
-    cert_c = issue("c.hosting.example.net", NULL);
-    cert_a2 = issue("a.hosting.example.net", ts_cert_key(cert_a));
+    cert_a = fx_issue_key(ca, "a.hosting.example.net", NULL);
+    cert_b = fx_issue_key(ca, "b.hosting.example.net", NULL);
+    cert_c = fx_issue_key(ca, "c.hosting.example.net", NULL);
+    cert_a2 = fx_issue_key(ca, "a.hosting.example.net", ts_cert_key(cert_a));
 }
 
 static void pki_teardown(void)
