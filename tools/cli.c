@@ -253,3 +253,22 @@ done:
     posh_client_free(client);
     return rc;
 }
+
+json_object *cli_json_result_open(const char *domain, const char *service, const posh_result *r)
+{
+    json_object *o = json_object_new_object();
+    if (o == NULL)
+        return NULL;
+    json_object_object_add(o, "domain", json_object_new_string(r != NULL ? posh_result_domain(r) : domain));
+    json_object_object_add(o, "service", json_object_new_string(service));
+    json_object_object_add(o, "requests", cli_json_requests(r));
+    return o;
+}
+
+json_object *cli_json_result_close(json_object *o, const posh_result *r, posh_err err)
+{
+    const char *msg = r != NULL ? posh_result_message(r) : "";
+    json_object_object_add(o, "error",
+                           err == POSH_OK ? NULL : cli_json_error(err, msg[0] != '\0' ? msg : posh_strerror(err)));
+    return o;
+}

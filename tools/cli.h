@@ -43,6 +43,12 @@ const char *cli_err_name(posh_err err);
 json_object *cli_json_error(posh_err err, const char *message);
 /* The requests a result rests on: [{"url": ..., "status": n or null when no HTTP response came}, ...]. */
 json_object *cli_json_requests(const posh_result *r);
+/*
+ * A lookup's result object, in two halves around the command's own members: open gives {domain, service,
+ * requests} (NULL when out of memory); close adds "error" (null, or the error with the result's message) last.
+ */
+json_object *cli_json_result_open(const char *domain, const char *service, const posh_result *r);
+json_object *cli_json_result_close(json_object *o, const posh_result *r, posh_err err);
 /* Print obj (pretty, no escaped slashes) and a newline to stdout; frees obj. -1 if it could not be written. */
 int cli_print_json(json_object *obj);
 /*

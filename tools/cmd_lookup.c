@@ -68,22 +68,16 @@ static json_object *format_json(const posh_result *r)
 
 static json_object *result_json(const char *domain, const char *service, const posh_result *r, posh_err err)
 {
-    json_object *o = json_object_new_object();
-    const char *msg = r != NULL ? posh_result_message(r) : "";
+    json_object *o = cli_json_result_open(domain, service, r);
 
     if (o == NULL)
         return NULL;
-    json_object_object_add(o, "domain", json_object_new_string(r != NULL ? posh_result_domain(r) : domain));
-    json_object_object_add(o, "service", json_object_new_string(service));
-    json_object_object_add(o, "requests", cli_json_requests(r));
     json_object_object_add(o, "followed_reference",
                            json_object_new_boolean(r != NULL && posh_result_followed_reference(r)));
     json_object_object_add(o, "format", format_json(err == POSH_OK ? r : NULL));
     json_object_object_add(o, "ttl", err == POSH_OK ? json_object_new_int64(posh_result_ttl(r)) : NULL);
     json_object_object_add(o, "fingerprints", fingerprints_json(err == POSH_OK ? r : NULL));
-    json_object_object_add(o, "error",
-                           err == POSH_OK ? NULL : cli_json_error(err, msg[0] != '\0' ? msg : posh_strerror(err)));
-    return o;
+    return cli_json_result_close(o, r, err);
 }
 
 int cmd_lookup(int argc, char **argv)
