@@ -698,13 +698,16 @@ static int st_dialogue(st_server *s, int fd)
             st_send(fd, "<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>");
             return -1;
         }
+        if (s->mode == ST_XMPP_AFTER_FEATURES) {
+            /* One write, so that the client finds the go-ahead beside the features, as a man in the middle
+             * would place it; two writes could let the client send <starttls/> in between. */
+            st_send(fd, "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+                        "</stream:features><proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            return -1;
+        }
         if (st_send(fd, "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
                         "</stream:features>") != 0)
             return -1;
-        if (s->mode == ST_XMPP_AFTER_FEATURES) {
-            st_send(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-            return -1;
-        }
         mark = s->seen_len;
         if (st_read_until(s, fd, mark, "<starttls", "/>") != 0)
             return -1;

@@ -240,8 +240,38 @@ static int expect_nothing_more(conv *c, size_t consumed)
     return 0;
 }
 
+/*
+ * Take in whatever the server has already sent without waiting: a reply that ran ahead of our command may sit
+ * in the socket, not yet read, when we look. 0, or -1 on a receive error or overflow.
+ */
+static int recv_pending(conv *c, const char *waiting_for)
+{
+    for (;;) {
+        ssize_t n;
+        if (c->len >= MAX_PLAINTEXT) {
+            set_err(c->err, c->errlen, "the server sent more than %d bytes while waiting for %s", MAX_PLAINTEXT,
+                    waiting_for);
+            return -1;
+        }
+        n = recv(c->fd, c->buf + c->len, MAX_PLAINTEXT - c->len, MSG_DONTWAIT);
+        if (n > 0) {
+            c->len += (size_t)n;
+            c->buf[c->len] = '\0';
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0; /* an end of stream shows up at the next wait */
+        set_err(c->err, c->errlen, "recv: %s", strerror(errno));
+        return -1;
+    }
+}
+
 static int send_when_quiet(conv *c, const char *cmd, const char *what)
 {
+    if (recv_pending(c, what) != 0)
+        return -1;
     if (c->len > 0) {
         set_err(c->err, c->errlen,
                 "the server sent %zu bytes ahead of our %s (refusing: pipelined replies could be injected)",
@@ -449,6 +479,8 @@ static int starttls_xmpp(conv *c, const char *domain, const char *service)
         static const char *const fend[] = {"</stream:features>"};
         const char *fe;
         if (read_until(c, fend, 1, "the end of the stream features") < 0)
+            return -1;
+        if (recv_pending(c, "our <starttls/>") != 0)
             return -1;
         fe = strstr(c->buf, fend[0]) + strlen(fend[0]);
         if ((size_t)(fe - c->buf) < c->len) {
