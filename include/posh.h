@@ -95,7 +95,7 @@ typedef enum posh_err {
     POSH_ERR_NO_REFERENCE_ID = 23,   /* the connection has no reference identifier to run POSH for */
     POSH_ERR_CERTIFICATE = 24,       /* the peer certificate could not be read or hashed */
     POSH_ERR_INTERNAL = 25,          /* a bug or an unexpected library failure */
-    POSH_ERR_BUSY = 26,              /* non-blocking: too many lookups in flight or connections waiting */
+    POSH_ERR_BUSY = 26,              /* non-blocking: too many lookups in flight or waiting, or none free in time */
     POSH_ERR_CANCELLED = 27,         /* non-blocking: the lookup was abandoned (client freed, process forked) */
     POSH_ERR_NO_DELEGATION = 28      /* the domain publishes no service delegation document (4xx) */
 } posh_err;
@@ -200,6 +200,16 @@ POSH_EXPORT posh_err posh_config_set_cache_dir(posh_config *cfg, const char *pat
  * rejected: fail closed), never queued without limit.
  */
 POSH_EXPORT posh_err posh_config_set_async_limits(posh_config *cfg, long max_lookups, long max_waiting);
+/*
+ * How many HTTPS transfers the non-blocking engine runs at once (also POSH_ASYNC_TRANSFERS; 1..10000, or 0 for
+ * the default: a quarter of the process's RLIMIT_NOFILE when the engine starts, between 4 and 256). Each transfer
+ * holds a socket; a burst of cold lookups beyond the bound waits in order for a free transfer instead of opening
+ * a socket each (and failing with "could not connect" once the process runs out of descriptors). A lookup waits
+ * at most the timeout (posh_config_set_timeout_ms()) for a transfer, then fails with POSH_ERR_BUSY, which is
+ * never cached; once it has one, its requests get the whole timeout as in blocking mode, so its answer is the
+ * one a blocking lookup would give. Blocking lookups are not counted: each runs on its caller's thread.
+ */
+POSH_EXPORT posh_err posh_config_set_async_transfers(posh_config *cfg, long max_transfers);
 POSH_EXPORT posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode);
 /* 1: SHA-1 fingerprints never match (descriptors with only SHA-1 are then ignored). Default 0. */
 POSH_EXPORT posh_err posh_config_set_no_sha1(posh_config *cfg, int no_sha1);

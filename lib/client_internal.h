@@ -22,6 +22,7 @@ struct posh_config {
     long async_lookups;        /* the engine's bounds (engine.c) */
     int delegation;            /* POSH_DELEGATION: every context of the client also accepts delegation */
     long async_waiting;
+    long async_transfers;      /* 0: from RLIMIT_NOFILE when the engine starts (engine.c) */
     posh_mode mode;
     int no_sha1;
     unsigned layouts;

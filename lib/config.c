@@ -209,6 +209,17 @@ posh_err posh_config_set_async_limits(posh_config *cfg, long max_lookups, long m
     return set_range(cfg, &cfg->async_waiting, max_waiting, 1, 1000000, "connections waiting");
 }
 
+posh_err posh_config_set_async_transfers(posh_config *cfg, long max_transfers)
+{
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if (max_transfers == 0) {
+        cfg->async_transfers = 0; /* the default: from the descriptor limit */
+        return POSH_OK;
+    }
+    return set_range(cfg, &cfg->async_transfers, max_transfers, 1, 10000, "transfers at once");
+}
+
 posh_err posh_config_set_mode(posh_config *cfg, posh_mode mode)
 {
     if (cfg == NULL || (mode != POSH_MODE_NAME && mode != POSH_MODE_PIN))
@@ -457,6 +468,7 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_number(tmp, "POSH_CACHE_SIZE", &tmp->cache_size, 1, 10000000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_LOOKUPS", &tmp->async_lookups, 1, 100000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_ASYNC_WAITING", &tmp->async_waiting, 1, 1000000)) != POSH_OK ||
+        (err = env_number(tmp, "POSH_ASYNC_TRANSFERS", &tmp->async_transfers, 1, 10000)) != POSH_OK ||
         (err = env_mode(tmp)) != POSH_OK || (err = env_flag(tmp, "POSH_NO_SHA1", &tmp->no_sha1)) != POSH_OK ||
         (err = env_flag(tmp, "POSH_DELEGATION", &tmp->delegation)) != POSH_OK ||
         (err = env_layout(tmp)) != POSH_OK || (err = env_formats(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define KEY_LEN (POSH_MAX_DOMAIN_LEN + 2 * POSH_MAX_SERVICE_LEN + 8)
@@ -49,6 +50,7 @@ struct posh_wait {
 typedef enum job_state {
     JOB_NEW,
     JOB_WAIT_DOMAIN,               /* another caller's fill of the domain's entry is in flight */
+    JOB_QUEUED,                    /* owns the domain's entry, waits for a transfer (posh_engine.queue) */
     JOB_SOURCE,                    /* fetching a source document */
     JOB_WAIT_TARGET,               /* another caller's fill of the reference target is in flight */
     JOB_TARGET,                    /* fetching the reference target */
@@ -74,6 +76,9 @@ typedef struct job {
     job_state state;
     bool owner;                    /* owns the domain's cache entry: must complete it */
     bool target_owner;             /* owns the target's entry (run.src.url) */
+    bool has_transfer;             /* counts in posh_engine.transfers (holds curl) */
+    struct job *queue_later;       /* JOB_QUEUED: the next in line */
+    int64_t queued_ms;             /* JOB_QUEUED: since when (posh_now_ms) */
     posh_run run;
     bool running;                  /* run is initialised */
     CURL *curl;
@@ -111,6 +116,9 @@ struct posh_engine {
     job *woken;                    /* their fill completed */
     job *delivered;                /* callback jobs done in this pass: called after it, outside every lock */
     size_t n_async;                /* jobs for posh_lookup_async / posh_prefetch (handshakes' waits: n_waiting) */
+    /* Transfers (engine thread only): jobs fetching at once, at most max_transfers; the rest wait in line. */
+    size_t transfers, max_transfers;
+    job *queue, *queue_last;       /* JOB_QUEUED jobs, oldest first */
     atomic_long n_waiting;
     struct posh_engine *next_engine;   /* every running engine, for exit() */
 };
@@ -224,6 +232,10 @@ static void job_release_curl(job *j)
         curl_easy_setopt(j->curl, CURLOPT_PRIVATE, NULL);
     posh_client_handle_put(j->engine->client, j->curl);
     j->curl = NULL;
+    if (j->has_transfer) {
+        j->has_transfer = false;
+        j->engine->transfers--;
+    }
 }
 
 /* The domain's lookup is over: r (owned; NULL when out of memory) goes to the cache (if ours) and to the job. */
@@ -421,9 +433,52 @@ static void transfer_done(job *j, CURLcode rc)
         source_done(j, err, &fr);
 }
 
-static void job_start(job *j)
+/* A lookup that owns its cache entry ends before any request: err, with why (NULL: none) as its message. */
+static void job_fail(job *j, posh_err err, const char *why)
 {
     posh_client *c = j->engine->client;
+    if (j->kind == POSH_KIND_POSH) {
+        posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
+        j->running = true;
+        posh_run_fail(&j->run, err, why);
+        job_finish(j, posh_run_finish(&j->run));
+    } else {
+        posh_fetch_result fr = {0};
+        j->t_started = posh_config_now(c->cfg);
+        posh_lookup_state_init(&j->tst, false);
+        j->tst_live = true;
+        posh_msg(j->tst.message, sizeof(j->tst.message), "%s", why != NULL ? why : "");
+        delegation_done(j, err, &fr);
+    }
+}
+
+/* The owner of a domain's entry takes a transfer and makes its first request. */
+static void job_go(job *j)
+{
+    posh_client *c = j->engine->client;
+    const char *why;
+
+    if ((j->curl = posh_client_handle_get(c)) == NULL) {
+        why = posh_client_curl_problem();
+        job_fail(j, why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM, why);
+        return;
+    }
+    j->has_transfer = true;
+    j->engine->transfers++;
+    curl_easy_setopt(j->curl, CURLOPT_PRIVATE, (void *)j);
+    if (j->kind == POSH_KIND_DELEGATION) {
+        delegation_begin(j);
+        return;
+    }
+    posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
+    j->running = true;
+    source_next(j);
+}
+
+static void job_start(job *j)
+{
+    posh_engine *e = j->engine;
+    posh_client *c = e->client;
     posh_result *r = NULL;
 
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
@@ -450,30 +505,60 @@ static void job_start(job *j)
             return;
         }
     }
-    if (j->kind == POSH_KIND_POSH) {
-        posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
-        j->running = true;
-    }
-    if ((j->curl = posh_client_handle_get(c)) == NULL) {
-        const char *why = posh_client_curl_problem();
-        posh_err err = why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
-        if (j->kind == POSH_KIND_POSH) {
-            posh_run_fail(&j->run, err, why);
-            job_finish(j, posh_run_finish(&j->run));
-        } else {
-            posh_fetch_result fr = {0};
-            posh_lookup_state_init(&j->tst, false);
-            j->tst_live = true;
-            posh_msg(j->tst.message, sizeof(j->tst.message), "%s", why != NULL ? why : "");
-            delegation_done(j, err, &fr);
-        }
+    if (e->transfers < e->max_transfers && e->queue == NULL) {
+        job_go(j);
         return;
     }
-    curl_easy_setopt(j->curl, CURLOPT_PRIVATE, (void *)j);
-    if (j->kind == POSH_KIND_DELEGATION)
-        delegation_begin(j);
+    /* Every transfer is taken: wait in line (queue_admit starts it, or fails it once it has waited too long). */
+    j->state = JOB_QUEUED;
+    j->queued_ms = posh_now_ms();
+    j->queue_later = NULL;
+    if (e->queue_last != NULL)
+        e->queue_last->queue_later = j;
     else
-        source_next(j);
+        e->queue = j;
+    e->queue_last = j;
+}
+
+/* Waiting in line longer than the timeout: fail with BUSY, never cached (the web server was not even asked). */
+static void queue_expire(job *j)
+{
+    char why[POSH_MSG_LEN];
+    posh_engine *e = j->engine;
+    posh_msg(why, sizeof(why),
+             "no HTTPS transfer became free within %ld ms (%zu run at once: POSH_ASYNC_TRANSFERS); nothing was "
+             "fetched",
+             e->client->cfg->timeout_ms, e->max_transfers);
+    job_fail(j, POSH_ERR_BUSY, why);
+}
+
+/* Start the jobs in line while transfers are free; fail those that waited past the timeout. */
+static void queue_admit(posh_engine *e)
+{
+    int64_t now = posh_now_ms();
+    while (e->queue != NULL) {
+        job *j = e->queue;
+        bool expired = now - j->queued_ms >= e->client->cfg->timeout_ms;
+        if (!expired && e->transfers >= e->max_transfers)
+            return; /* in order: nobody behind the first has waited longer */
+        if ((e->queue = j->queue_later) == NULL)
+            e->queue_last = NULL;
+        j->queue_later = NULL;
+        if (expired)
+            queue_expire(j);
+        else
+            job_go(j);
+    }
+}
+
+/* How long the engine may sleep before the first in line has waited the whole timeout (at most max_ms). */
+static int queue_sleep_ms(const posh_engine *e, int max_ms)
+{
+    int64_t left;
+    if (e->queue == NULL)
+        return max_ms;
+    left = e->queue->queued_ms + e->client->cfg->timeout_ms - posh_now_ms();
+    return left <= 0 ? 0 : left < max_ms ? (int)left : max_ms;
 }
 
 static void job_resume(job *j)
@@ -597,6 +682,7 @@ static void *engine_main(void *arg)
             job_resume(woken);
             woken = next;
         }
+        queue_admit(e);
         curl_multi_perform(e->multi, &running);
         while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
             job *j = NULL;
@@ -606,9 +692,11 @@ static void *engine_main(void *arg)
             if (j != NULL)
                 transfer_done(j, msg->data.result);
         }
+        /* Transfers just freed go to the next in line now (a new transfer's timer makes the poll return). */
+        queue_admit(e);
         pthread_mutex_unlock(&e->work);
         run_delivered(e);
-        curl_multi_poll(e->multi, NULL, 0, 1000, NULL);
+        curl_multi_poll(e->multi, NULL, 0, queue_sleep_ms(e, 1000), NULL);
     }
     /*
      * Stopped by posh_client_free: every job not yet delivered is cancelled. A job waiting for a fill has its
@@ -616,6 +704,7 @@ static void *engine_main(void *arg)
      * (they wait for nothing: they fetch), then owners of a domain entry (whose waits, on targets, are over
      * now), then everyone else. Releasing an entry wakes its waiters: queued, never resumed.
      */
+    e->queue = e->queue_last = NULL; /* the jobs in line own their domain's entry: the second pass ends them */
     for (cancel_pass pass = OWNS_TARGET; pass <= ANY; pass++)
         for (job *j; (j = first_job(e, pass)) != NULL;)
             job_cancel(j);
@@ -650,6 +739,20 @@ static void atexit_init(void)
     atexit(engines_quit);
 }
 
+/*
+ * The bound on transfers at once: the configured one, or a quarter of the descriptors this process may open (each
+ * transfer holds a socket; the application's own connections need the rest), between 4 and 256.
+ */
+static size_t max_transfers(const posh_config *cfg)
+{
+    struct rlimit rl;
+    if (cfg->async_transfers > 0)
+        return (size_t)cfg->async_transfers;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur / 4 >= 256)
+        return 256;
+    return rl.rlim_cur / 4 < 4 ? 4 : (size_t)(rl.rlim_cur / 4);
+}
+
 static posh_engine *engine_new(posh_client *c)
 {
     posh_engine *e;
@@ -664,8 +767,11 @@ static posh_engine *engine_new(posh_client *c)
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->work, NULL);
     pthread_cond_init(&e->go, NULL);
+    e->max_transfers = max_transfers(c->cfg);
     if ((e->multi = curl_multi_init()) == NULL)
         goto fail;
+    /* Idle connections kept for reuse hold sockets too: no more of them than transfers at once. */
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->max_transfers);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
         goto fail;
     return e;

@@ -32,7 +32,7 @@ const char *posh_strerror(posh_err err)
     case POSH_ERR_NO_REFERENCE_ID: return "no reference identifier for POSH";
     case POSH_ERR_CERTIFICATE: return "peer certificate unreadable";
     case POSH_ERR_INTERNAL: return "internal error";
-    case POSH_ERR_BUSY: return "too many lookups in flight or connections waiting";
+    case POSH_ERR_BUSY: return "too many lookups in flight or waiting in the non-blocking engine";
     case POSH_ERR_CANCELLED: return "lookup abandoned";
     case POSH_ERR_NO_DELEGATION: return "no service delegation document published";
     }

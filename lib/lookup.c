@@ -270,6 +270,15 @@ void posh_run_target_done(posh_run *run, posh_result *target, bool ran)
         run->ttl = target->ttl;
 }
 
+/*
+ * How long a failed lookup is remembered: the negative TTL, except for failures of this process and not of the
+ * domain (out of memory, cancelled by posh_client_free, no transfer free in time), which the next caller retries.
+ */
+static long failure_ttl(const posh_config *cfg, posh_err err)
+{
+    return err == POSH_ERR_NOMEM || err == POSH_ERR_CANCELLED || err == POSH_ERR_BUSY ? 0 : cfg->negative_ttl;
+}
+
 posh_result *posh_run_finish(posh_run *run)
 {
     posh_client *client = run->client;
@@ -285,7 +294,7 @@ posh_result *posh_run_finish(posh_run *run)
         run->st.message[0] = '\0';
     } else {
         run->fingerprints = NULL;
-        ttl = err == POSH_ERR_NOMEM || err == POSH_ERR_CANCELLED ? 0 : cfg->negative_ttl;
+        ttl = failure_ttl(cfg, err);
     }
     /*
      * Never longer than the shared target the result was built on: a target fetched earlier for another domain
@@ -396,7 +405,7 @@ posh_result *posh_delegation_result(posh_client *client, const char *domain, con
         ttl = fr->max_age >= 0 && fr->max_age < cfg->max_ttl ? fr->max_age : cfg->max_ttl;
         st->message[0] = '\0';
     } else {
-        ttl = err == POSH_ERR_NOMEM || err == POSH_ERR_CANCELLED ? 0 : cfg->negative_ttl;
+        ttl = failure_ttl(cfg, err);
     }
     r = posh_result_build(&(posh_result_parts){
         .domain = domain,

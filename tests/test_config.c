@@ -22,6 +22,7 @@ static const char *const all_vars[] = {
     "POSH_CA_FILE", "POSH_CA_PATH", "POSH_CONNECT_TO", "POSH_TIMEOUT_MS", "POSH_MAX_REDIRECTS",
     "POSH_MAX_BYTES", "POSH_MAX_TTL", "POSH_NEGATIVE_TTL", "POSH_CACHE_SIZE", "POSH_MODE", "POSH_NO_SHA1",
     "POSH_LAYOUT", "POSH_SERVICE", "POSH_LOG", "POSH_LOG_LEVEL", "POSH_ASYNC_LOOKUPS", "POSH_ASYNC_WAITING",
+    "POSH_ASYNC_TRANSFERS",
 };
 
 static void clear_env(void)
@@ -85,6 +86,11 @@ static const struct env_case env_cases[] = {
     {"POSH_ASYNC_WAITING", "1000000", POSH_OK},
     {"POSH_ASYNC_WAITING", "0", POSH_ERR_CONFIG},
     {"POSH_ASYNC_WAITING", "1000001", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_TRANSFERS", "1", POSH_OK},
+    {"POSH_ASYNC_TRANSFERS", "10000", POSH_OK},
+    {"POSH_ASYNC_TRANSFERS", "0", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_TRANSFERS", "10001", POSH_ERR_CONFIG},
+    {"POSH_ASYNC_TRANSFERS", "-3", POSH_ERR_CONFIG},
     {"POSH_MODE", "name", POSH_OK},
     {"POSH_MODE", "pin", POSH_OK},
     {"POSH_MODE", "PIN", POSH_ERR_CONFIG},
@@ -143,7 +149,9 @@ Test(config, environment_values_applied)
     setenv("POSH_CONNECT_TO", "a:443:127.0.0.1:1", 1);
     setenv("POSH_ASYNC_LOOKUPS", "7", 1);
     setenv("POSH_ASYNC_WAITING", "9", 1);
+    setenv("POSH_ASYNC_TRANSFERS", "11", 1);
     cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
+    cr_expect_eq(cfg->async_transfers, 11);
     cr_expect_eq(cfg->async_lookups, 7);
     cr_expect_eq(cfg->async_waiting, 9);
     cr_expect_eq(cfg->timeout_ms, 1234);
@@ -195,6 +203,14 @@ Test(config, setter_ranges)
     cr_expect_eq(cfg->async_lookups, 2);
     cr_expect_eq(cfg->async_waiting, 3);
     cr_expect_eq(posh_config_set_async_limits(NULL, 2, 3), POSH_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(cfg->async_transfers, 0, "the default: from the descriptor limit");
+    cr_expect_eq(posh_config_set_async_transfers(cfg, 10001), POSH_ERR_CONFIG);
+    cr_expect_eq(posh_config_set_async_transfers(cfg, -1), POSH_ERR_CONFIG);
+    cr_expect_eq(posh_config_set_async_transfers(cfg, 10000), POSH_OK);
+    cr_expect_eq(cfg->async_transfers, 10000);
+    cr_expect_eq(posh_config_set_async_transfers(cfg, 0), POSH_OK);
+    cr_expect_eq(cfg->async_transfers, 0, "0: back to the default");
+    cr_expect_eq(posh_config_set_async_transfers(NULL, 3), POSH_ERR_INVALID_ARGUMENT);
     posh_config_free(cfg);
 }
 

@@ -262,6 +262,7 @@ typedef struct client_opts {
     long timeout_ms;              /* 0: the default */
     long max_lookups, max_waiting; /* 0: the defaults */
     size_t ndead;                 /* dead0..dead(ndead-1) go to the dead relay */
+    long transfers;               /* 0: the default */
     int direct;                   /* every host straight to nginx, no relay */
 } client_opts;
 
@@ -280,6 +281,8 @@ static posh_config *make_config(const client_opts *o)
     cr_assert_eq(posh_config_set_connect_to(cfg, ct), POSH_OK, "%s", posh_config_error(cfg));
     if (o->timeout_ms > 0)
         cr_assert_eq(posh_config_set_timeout_ms(cfg, o->timeout_ms), POSH_OK);
+    if (o->transfers > 0)
+        cr_assert_eq(posh_config_set_async_transfers(cfg, o->transfers), POSH_OK);
     if (o->max_lookups > 0)
         cr_assert_eq(posh_config_set_async_limits(cfg, o->max_lookups, o->max_waiting), POSH_OK, "%s",
                      posh_config_error(cfg));
@@ -1454,4 +1457,182 @@ Test(nonblock, fork_while_the_engine_works)
     cr_expect_eq(hung, 0, "%d of %d children never got their lookup's answer: each inherited a lock held by "
                  "the parent's engine thread", hung, BUSY_FORKS);
     posh_client_free(b.client);
+}
+
+/* ---- many lookups at once: a bounded number of transfers ---- */
+
+/* Callbacks of many lookups, counted into one pipe (a pipe per lookup would cost the descriptors under test). */
+typedef struct tally {
+    atomic_long done;
+    int pipe[2];
+} tally;
+
+typedef struct tally_slot {
+    tally *t;
+    posh_err err;
+    char message[512];
+} tally_slot;
+
+static void on_tally(posh_err err, posh_result *result, void *arg)
+{
+    tally_slot *s = arg;
+    ssize_t w;
+    s->err = err;
+    snprintf(s->message, sizeof(s->message), "%s", result != NULL ? posh_result_message(result) : "");
+    posh_result_free(result);
+    atomic_fetch_add(&s->t->done, 1);
+    do
+        w = write(s->t->pipe[1], "x", 1);
+    while (w < 0 && errno == EINTR);
+}
+
+/* Start a lookup of each name PREFIX<i>.example.com, i < n, into slots. */
+static void tally_start(posh_client *client, tally *t, tally_slot *slots, size_t n, const char *prefix)
+{
+    char name[64];
+    for (size_t i = 0; i < n; i++) {
+        slots[i].t = t;
+        snprintf(name, sizeof(name), "%s%zu.example.com", prefix, i);
+        cr_assert_eq(posh_lookup_async(client, name, SERVICE, on_tally, &slots[i]), POSH_OK, "lookup %s", name);
+    }
+}
+
+/* Wait until n callbacks have come (DRIVE_MS at most: more is a hang). */
+static void tally_wait(tally *t, long n)
+{
+    int64_t deadline = ts_now_ms() + DRIVE_MS;
+    char buf[256];
+    while (atomic_load(&t->done) < n) {
+        struct pollfd p = {.fd = t->pipe[0], .events = POLLIN};
+        int64_t left = deadline - ts_now_ms();
+        cr_assert_gt(left, 0, "%ld of %ld lookups answered within %d ms", atomic_load(&t->done), n, DRIVE_MS);
+        if (poll(&p, 1, (int)left) > 0 && read(t->pipe[0], buf, sizeof(buf)) < 0)
+            cr_assert_eq(errno, EAGAIN);
+    }
+}
+
+#define MANY_LOOKUPS 600
+#define FEW_FDS 160
+
+/*
+ * A burst of cold lookups far larger than the descriptors the process may open (a provider's thousands of
+ * domains after a restart, in a daemon with a modest RLIMIT_NOFILE): every one still gets its true answer. The
+ * engine keeps its transfers at once bounded (by default a quarter of the descriptor limit) and queues the rest,
+ * instead of opening a socket per lookup until socket() fails and answering "could not connect" (or a CA file
+ * that "cannot be read") for a domain whose web server is fine.
+ */
+Test(nonblock, burst_larger_than_the_descriptor_limit)
+{
+    static tally_slot slots[MANY_LOOKUPS];
+    tally t = {0};
+    struct rlimit rl;
+    posh_client *client;
+    size_t ok = 0, shown = 0;
+
+    start_servers(4);
+    client = make_client(&(client_opts){.direct = 1, .timeout_ms = 20000});
+    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = FEW_FDS; /* nginx, already running, keeps its own */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    tally_start(client, &t, slots, MANY_LOOKUPS, "burst");
+    tally_wait(&t, MANY_LOOKUPS);
+    for (size_t i = 0; i < MANY_LOOKUPS; i++) {
+        if (slots[i].err == POSH_OK)
+            ok++;
+        else if (shown++ < 3)
+            cr_expect(0, "burst%zu.example.com: %s: %s", i, posh_strerror(slots[i].err), slots[i].message);
+    }
+    cr_expect_eq(ok, MANY_LOOKUPS, "%zu of %d lookups failed (the web server answers every one)",
+                 MANY_LOOKUPS - ok, MANY_LOOKUPS);
+    posh_client_free(client);
+    close(t.pipe[0]);
+    close(t.pipe[1]);
+}
+
+#define FEW_TRANSFERS 3
+#define QUEUED_LOOKUPS 12
+
+/* POSH_ASYNC_TRANSFERS bounds the requests in flight exactly; the lookups in line all get their answers. */
+Test(nonblock, transfers_bound_the_requests_in_flight)
+{
+    static tally_slot slots[QUEUED_LOOKUPS];
+    tally t = {0};
+    posh_client *client;
+    posh_config *cfg;
+
+    start_servers(4);
+    cfg = make_config(&(client_opts){0});
+    cr_assert_eq(setenv("POSH_ASYNC_TRANSFERS", "3", 1), 0);
+    cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
+    client = fx_client_of(cfg);
+    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_start(client, &t, slots, QUEUED_LOOKUPS, "line");
+    tally_wait(&t, QUEUED_LOOKUPS);
+    for (size_t i = 0; i < QUEUED_LOOKUPS; i++)
+        cr_expect_eq(slots[i].err, POSH_OK, "line%zu: %s: %s", i, posh_strerror(slots[i].err), slots[i].message);
+    /* Every connection spends 300 ms in the relay before nginx sees it: those are the requests in flight. */
+    cr_expect_eq(ts_relay_peak_waiting(nb.slow), FEW_TRANSFERS, "requests in flight at once: %ld",
+                 ts_relay_peak_waiting(nb.slow));
+    cr_expect_geq(ts_relay_accepted(nb.slow), QUEUED_LOOKUPS + 1, "a source per lookup and the shared target");
+    posh_client_free(client);
+    close(t.pipe[0]);
+    close(t.pipe[1]);
+}
+
+#define LINE_TIMEOUT_MS 600
+#define DEAD_IN_LINE 4
+
+/*
+ * Lookups that wait in line behind dead web servers longer than the timeout fail with POSH_ERR_BUSY, which is not
+ * cached: with one transfer and a 600 ms timeout, four lookups of dead servers never wait more than about two
+ * timeouts, and the one that was given BUSY is fetched when asked again.
+ */
+Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
+{
+    static tally_slot slots[DEAD_IN_LINE], again[1];
+    tally t = {0}, t2 = {0};
+    posh_client *client;
+    long busy = 0, accepted;
+    size_t busy_index = 0;
+    char name[64];
+
+    start_servers(4);
+    client = make_client(&(client_opts){.timeout_ms = LINE_TIMEOUT_MS, .ndead = DEAD_IN_LINE, .transfers = 1});
+    cr_assert_eq(posh_config_set_async_transfers(NULL, 1), POSH_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    cr_assert_eq(pipe2(t2.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_start(client, &t, slots, DEAD_IN_LINE, "dead");
+    tally_wait(&t, DEAD_IN_LINE);
+    for (size_t i = 0; i < DEAD_IN_LINE; i++) {
+        if (slots[i].err == POSH_ERR_BUSY) {
+            busy++;
+            busy_index = i;
+            cr_expect(strstr(slots[i].message, "POSH_ASYNC_TRANSFERS") != NULL, "%s", slots[i].message);
+        } else {
+            cr_expect_eq(slots[i].err, POSH_ERR_TIMEOUT, "dead%zu: %s: %s", i, posh_strerror(slots[i].err),
+                         slots[i].message);
+        }
+    }
+    /*
+     * One transfer at a time, each ending by its start plus the timeout: whoever is still in line when the second
+     * ends has waited the whole timeout. So at most two were fetched, and the rest were refused.
+     */
+    accepted = ts_relay_accepted(nb.dead);
+    cr_expect_leq(accepted, 2, "%ld lookups waited their turn past the timeout", accepted);
+    cr_expect_geq(busy, DEAD_IN_LINE - 2, "%ld refused for waiting too long", busy);
+    /* Not cached: asked again, the domain is fetched (and times out on its own account). */
+    if (busy > 0) {
+        again[0].t = &t2;
+        snprintf(name, sizeof(name), "dead%zu.example.com", busy_index);
+        cr_assert_eq(posh_lookup_async(client, name, SERVICE, on_tally, &again[0]), POSH_OK);
+        tally_wait(&t2, 1);
+        cr_expect_eq(again[0].err, POSH_ERR_TIMEOUT, "%s: %s", posh_strerror(again[0].err), again[0].message);
+        cr_expect_eq(ts_relay_accepted(nb.dead), accepted + 1, "the refused lookup was answered from the cache");
+    }
+    posh_client_free(client);
+    close(t.pipe[0]);
+    close(t.pipe[1]);
+    close(t2.pipe[0]);
+    close(t2.pipe[1]);
 }

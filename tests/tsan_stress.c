@@ -554,6 +554,7 @@ int main(int argc, char **argv)
         posh_config_set_clock(cfg, fake_clock, &S.now) != POSH_OK ||
         posh_config_set_negative_ttl(cfg, 1) != POSH_OK ||
         posh_config_set_cache_size(cfg, 2) != POSH_OK || /* fewer entries than keys: evictions all along */
+        posh_config_set_async_transfers(cfg, 2) != POSH_OK || /* the engine's lookups wait in line all along */
         posh_config_set_timeout_ms(cfg, 60000) != POSH_OK) /* slow under TSan on a loaded machine, never wrong */
         die("config");
     if ((S.client = posh_client_new(cfg)) == NULL)

@@ -47,6 +47,7 @@ struct ts_relay {
     int stop_pipe[2];             /* written once by ts_relay_stop: the loop's poll() returns */
     pthread_t thread;
     atomic_long accepted;
+    atomic_long peak_waiting;     /* the most connections held in RELAY_WAITING at once */
     relay_conn *conns;            /* owned by the relay thread until it returns */
 };
 
@@ -293,8 +294,14 @@ static void *relay_main(void *p)
             free(c);
             paused = 0;
         }
-        if (fds[1].revents != 0)
+        if (fds[1].revents != 0) {
+            long waiting = 0;
             accept_all(r, now, &paused);
+            for (relay_conn *c = r->conns; c != NULL; c = c->next)
+                waiting += c->state == RELAY_WAITING;
+            if (waiting > atomic_load(&r->peak_waiting))
+                atomic_store(&r->peak_waiting, waiting);
+        }
     }
     free(fds);
     return NULL;
@@ -351,6 +358,11 @@ int ts_relay_port(ts_relay *r)
 long ts_relay_accepted(ts_relay *r)
 {
     return atomic_load(&r->accepted);
+}
+
+long ts_relay_peak_waiting(ts_relay *r)
+{
+    return atomic_load(&r->peak_waiting);
 }
 
 void ts_relay_stop(ts_relay *r)

@@ -223,6 +223,9 @@ typedef struct ts_relay ts_relay;
 ts_relay *ts_relay_start(int upstream_port, int delay_ms, int hang);
 int ts_relay_port(ts_relay *r);
 long ts_relay_accepted(ts_relay *r);     /* connections accepted so far */
+/* The most connections held in their delay at once so far: with a delay, the requests in flight at once (a
+ * connection kept open for reuse after its request is past its delay). */
+long ts_relay_peak_waiting(ts_relay *r);
 void ts_relay_stop(ts_relay *r);          /* close everything promptly, join every thread, free; NULL ok */
 
 #endif
