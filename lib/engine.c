@@ -57,6 +57,22 @@ typedef enum job_state {
     JOB_DELEGATION                 /* fetching a delegation document */
 } job_state;
 
+/*
+ * What a job needs to fetch (about 8 KiB), apart from the job so that the many that only wait (for another's
+ * lookup, or in line for a transfer) stay small: 10000 waiting handshakes hold a few MiB, not 80.
+ */
+typedef struct job_work {
+    posh_run run;
+    bool running;                  /* run is initialised */
+    posh_fetch_op op;
+    posh_lookup_state tst;         /* the target's (or the delegation document's) fetch: trace and message */
+    bool tst_live;                 /* tst is initialised */
+    char deleg_url[POSH_MAX_URL_LEN + 1];
+    time_t t_started;
+    int64_t t_started_wall;
+    int target_tries;
+} job_work;
+
 typedef struct job {
     struct job *prev, *next;       /* the engine's jobs (under its lock) */
     struct job *queue_next;        /* incoming or woken (under its lock) */
@@ -79,17 +95,9 @@ typedef struct job {
     bool has_transfer;             /* counts in posh_engine.transfers (holds curl) */
     struct job *queue_later;       /* JOB_QUEUED: the next in line */
     int64_t queued_ms;             /* JOB_QUEUED: since when (posh_now_ms) */
-    posh_run run;
-    bool running;                  /* run is initialised */
+    job_work *work;                /* the fetching state, from the job's turn to fetch (job_go) on */
     CURL *curl;
     bool in_multi;
-    posh_fetch_op op;
-    posh_lookup_state tst;         /* the target's (or the delegation document's) fetch: trace and message */
-    bool tst_live;                 /* tst is initialised */
-    char deleg_url[POSH_MAX_URL_LEN + 1];
-    time_t t_started;
-    int64_t t_started_wall;
-    int target_tries;
     posh_cache_waiter waiter;
     posh_result *woken;            /* what the fill we waited for produced (set by the waiter, under the lock) */
     posh_err done_err;             /* a delivered callback job: what its callback gets, once the pass is over */
@@ -203,6 +211,8 @@ static void job_unlink(job *j)
 static void job_deliver(job *j, posh_err err, posh_result *r)
 {
     job_unlink(j);
+    free(j->work); /* its run and fetches are over (finished, or cleared by job_cancel) */
+    j->work = NULL;
     if (j->cb != NULL) {
         /* Called once the pass is over (run_delivered): a callback never runs under the engine's work lock. */
         j->done_err = err;
@@ -227,7 +237,8 @@ static void job_release_curl(job *j)
         curl_multi_remove_handle(j->engine->multi, j->curl);
         j->in_multi = false;
     }
-    posh_fetch_op_clear(&j->op);
+    if (j->work != NULL)
+        posh_fetch_op_clear(&j->work->op);
     if (j->curl != NULL)
         curl_easy_setopt(j->curl, CURLOPT_PRIVATE, NULL);
     posh_client_handle_put(j->engine->client, j->curl);
@@ -281,18 +292,18 @@ static bool transfer_add(job *j)
  */
 static posh_err transfer_start(job *j, const char *url, int64_t deadline_ms, posh_lookup_state *st)
 {
-    posh_err err = posh_fetch_begin(&j->op, j->curl, j->engine->client->cfg, url, deadline_ms, &st->trace,
+    posh_err err = posh_fetch_begin(&j->work->op, j->curl, j->engine->client->cfg, url, deadline_ms, &st->trace,
                                     st->message, sizeof(st->message));
     if (err != POSH_OK || transfer_add(j))
         return err;
-    posh_fetch_op_clear(&j->op);
+    posh_fetch_op_clear(&j->work->op);
     posh_msg(st->message, sizeof(st->message), "%s: the transfer engine refused the request", url);
     return POSH_ERR_INTERNAL;
 }
 
 static void source_done(job *j, posh_err err, posh_fetch_result *fr)
 {
-    switch (posh_run_source_done(&j->run, err, fr)) {
+    switch (posh_run_source_done(&j->work->run, err, fr)) {
     case POSH_RUN_NEXT_SOURCE:
         source_next(j);
         return;
@@ -302,44 +313,44 @@ static void source_done(job *j, posh_err err, posh_fetch_result *fr)
     case POSH_RUN_FINISH:
         break;
     }
-    job_finish(j, posh_run_finish(&j->run));
+    job_finish(j, posh_run_finish(&j->work->run));
 }
 
 static void source_next(job *j)
 {
     posh_fetch_result fr = {0};
-    const char *url = posh_run_next_source(&j->run);
+    const char *url = posh_run_next_source(&j->work->run);
     posh_err err;
 
     if (url == NULL) {
-        job_finish(j, posh_run_finish(&j->run));
+        job_finish(j, posh_run_finish(&j->work->run));
         return;
     }
     j->state = JOB_SOURCE;
-    if ((err = transfer_start(j, url, j->run.deadline_ms, &j->run.st)) != POSH_OK)
+    if ((err = transfer_start(j, url, j->work->run.deadline_ms, &j->work->run.st)) != POSH_OK)
         source_done(j, err, &fr);
 }
 
 static void target_got(job *j, posh_result *target, bool ran)
 {
-    if (posh_run_target_retry(&j->run, target, ran, j->target_tries++)) {
+    if (posh_run_target_retry(&j->work->run, target, ran, j->work->target_tries++)) {
         posh_result_free(target);
         target_begin(j);
         return;
     }
-    posh_run_target_done(&j->run, target, ran);
-    job_finish(j, posh_run_finish(&j->run));
+    posh_run_target_done(&j->work->run, target, ran);
+    job_finish(j, posh_run_finish(&j->work->run));
 }
 
 /* The target fetch ended: its result for the URL cache, then for this lookup. */
 static void target_done(job *j, posh_err err, posh_fetch_result *fr)
 {
     posh_client *c = j->engine->client;
-    posh_result *tr = posh_target_result(c, j->run.src.url, j->t_started, j->t_started_wall, err, fr, &j->tst);
-    posh_lookup_state_clear(&j->tst);
-    j->tst_live = false;
+    posh_result *tr = posh_target_result(c, j->work->run.src.url, j->work->t_started, j->work->t_started_wall, err, fr, &j->work->tst);
+    posh_lookup_state_clear(&j->work->tst);
+    j->work->tst_live = false;
     j->target_owner = false;
-    posh_cache_complete(c->targets, j->run.src.url, tr);
+    posh_cache_complete(c->targets, j->work->run.src.url, tr);
     target_got(j, tr, true);
 }
 
@@ -351,7 +362,7 @@ static void target_begin(job *j)
     posh_err err;
 
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
-    switch (posh_cache_begin(c->targets, j->run.src.url, posh_config_now(c->cfg), &tr, &j->waiter)) {
+    switch (posh_cache_begin(c->targets, j->work->run.src.url, posh_config_now(c->cfg), &tr, &j->waiter)) {
     case POSH_CACHE_FRESH:
         target_got(j, tr, false);
         return;
@@ -366,11 +377,11 @@ static void target_begin(job *j)
     }
     j->target_owner = true;
     j->state = JOB_TARGET;
-    j->t_started = posh_config_now(c->cfg);
-    j->t_started_wall = posh_config_wall_now(c->cfg);
-    posh_lookup_state_init(&j->tst, c->store != NULL);
-    j->tst_live = true;
-    if ((err = transfer_start(j, j->run.src.url, j->run.deadline_ms, &j->tst)) != POSH_OK)
+    j->work->t_started = posh_config_now(c->cfg);
+    j->work->t_started_wall = posh_config_wall_now(c->cfg);
+    posh_lookup_state_init(&j->work->tst, c->store != NULL);
+    j->work->tst_live = true;
+    if ((err = transfer_start(j, j->work->run.src.url, j->work->run.deadline_ms, &j->work->tst)) != POSH_OK)
         target_done(j, err, &fr);
 }
 
@@ -382,9 +393,9 @@ static void delegation_done(job *j, posh_err err, posh_fetch_result *fr)
     posh_result *r;
 
     snprintf(service, sizeof(service), "_%s._%s", j->svc, j->proto);
-    r = posh_delegation_result(c, j->domain, service, j->t_started, err, fr, &j->tst);
-    posh_lookup_state_clear(&j->tst);
-    j->tst_live = false;
+    r = posh_delegation_result(c, j->domain, service, j->work->t_started, err, fr, &j->work->tst);
+    posh_lookup_state_clear(&j->work->tst);
+    j->work->tst_live = false;
     job_finish(j, r);
 }
 
@@ -397,13 +408,13 @@ static void delegation_begin(job *j)
     posh_err err = POSH_ERR_BAD_DOMAIN;
 
     j->state = JOB_DELEGATION;
-    j->t_started = posh_config_now(c->cfg);
-    posh_lookup_state_init(&j->tst, false);
-    j->tst_live = true;
+    j->work->t_started = posh_config_now(c->cfg);
+    posh_lookup_state_init(&j->work->tst, false);
+    j->work->tst_live = true;
     if (posh_delegation_url(j->domain, j->svc, url, sizeof(url)) != NULL) {
         /* The op keeps a pointer to the URL: the job's own copy, which lives as long as the transfer. */
-        snprintf(j->deleg_url, sizeof(j->deleg_url), "%s", url);
-        if ((err = transfer_start(j, j->deleg_url, posh_now_ms() + c->cfg->timeout_ms, &j->tst)) == POSH_OK)
+        snprintf(j->work->deleg_url, sizeof(j->work->deleg_url), "%s", url);
+        if ((err = transfer_start(j, j->work->deleg_url, posh_now_ms() + c->cfg->timeout_ms, &j->work->tst)) == POSH_OK)
             return;
     }
     delegation_done(j, err, &fr);
@@ -417,11 +428,11 @@ static void transfer_done(job *j, CURLcode rc)
 
     curl_multi_remove_handle(j->engine->multi, j->curl);
     j->in_multi = false;
-    if (!posh_fetch_step(&j->op, rc, &fr, &err)) {
+    if (!posh_fetch_step(&j->work->op, rc, &fr, &err)) {
         /* A redirect: the next hop is set up on the same handle. */
         if (transfer_add(j))
             return;
-        posh_fetch_op_clear(&j->op);
+        posh_fetch_op_clear(&j->work->op);
         err = POSH_ERR_INTERNAL;
         memset(&fr, 0, sizeof(fr));
     }
@@ -437,17 +448,21 @@ static void transfer_done(job *j, CURLcode rc)
 static void job_fail(job *j, posh_err err, const char *why)
 {
     posh_client *c = j->engine->client;
+    if (j->work == NULL && (j->work = calloc(1, sizeof(*j->work))) == NULL) {
+        job_finish(j, NULL);
+        return;
+    }
     if (j->kind == POSH_KIND_POSH) {
-        posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
-        j->running = true;
-        posh_run_fail(&j->run, err, why);
-        job_finish(j, posh_run_finish(&j->run));
+        posh_run_init(&j->work->run, c, j->domain, j->svc, j->proto);
+        j->work->running = true;
+        posh_run_fail(&j->work->run, err, why);
+        job_finish(j, posh_run_finish(&j->work->run));
     } else {
         posh_fetch_result fr = {0};
-        j->t_started = posh_config_now(c->cfg);
-        posh_lookup_state_init(&j->tst, false);
-        j->tst_live = true;
-        posh_msg(j->tst.message, sizeof(j->tst.message), "%s", why != NULL ? why : "");
+        j->work->t_started = posh_config_now(c->cfg);
+        posh_lookup_state_init(&j->work->tst, false);
+        j->work->tst_live = true;
+        posh_msg(j->work->tst.message, sizeof(j->work->tst.message), "%s", why != NULL ? why : "");
         delegation_done(j, err, &fr);
     }
 }
@@ -458,6 +473,10 @@ static void job_go(job *j)
     posh_client *c = j->engine->client;
     const char *why;
 
+    if ((j->work = calloc(1, sizeof(*j->work))) == NULL) {
+        job_finish(j, NULL); /* out of memory: the entry is released, the caller gets POSH_ERR_NOMEM */
+        return;
+    }
     if ((j->curl = posh_client_handle_get(c)) == NULL) {
         why = posh_client_curl_problem();
         job_fail(j, why != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM, why);
@@ -470,8 +489,8 @@ static void job_go(job *j)
         delegation_begin(j);
         return;
     }
-    posh_run_init(&j->run, c, j->domain, j->svc, j->proto);
-    j->running = true;
+    posh_run_init(&j->work->run, c, j->domain, j->svc, j->proto);
+    j->work->running = true;
     source_next(j);
 }
 
@@ -575,13 +594,13 @@ static void job_resume(job *j)
 static void job_cancel(job *j)
 {
     posh_client *c = j->engine->client;
-    if (j->target_owner)
-        posh_cache_complete(c->targets, j->run.src.url, NULL);
-    if (j->tst_live)
-        posh_lookup_state_clear(&j->tst);
+    if (j->target_owner) /* only a job with work fetches a target */
+        posh_cache_complete(c->targets, j->work->run.src.url, NULL);
+    if (j->work != NULL && j->work->tst_live)
+        posh_lookup_state_clear(&j->work->tst);
     job_release_curl(j);
-    if (j->running)
-        posh_run_clear(&j->run);
+    if (j->work != NULL && j->work->running)
+        posh_run_clear(&j->work->run);
     if (j->owner)
         posh_cache_complete(j->cache, j->key, NULL);
     posh_result_free(j->woken);
