@@ -316,6 +316,12 @@ Test(cli_lint, content_type_not_json)
         expect_lint(LINT("-s", svc, FOO), cases[i].warns, want);
         free(want);
     }
+    /* No Content-Type at all. */
+    cr_assert_eq(ts_evil_route(e, "/.well-known/posh/none.json",
+                               &(ts_evil_route_opts){.no_content_type = 1, .body = doc}), 0);
+    expect_lint(LINT("-s", "none", FOO), 1,
+                "warning: https://" FOO "/.well-known/posh/none.json: no Content-Type: clients that check it expect "
+                "JSON (application/json) and may refuse the document\nsummary: " FOO " none: " WARNED("1 warning"));
     ts_evil_stop(e);
     free(doc);
 }

@@ -152,6 +152,24 @@ Test(hostile, body_just_under_cap_is_read)
     free(doc);
 }
 
+/*
+ * posh reads the body as JSON whatever the server calls it, or when it says nothing (RFC 7711 names no
+ * Content-Type rule for clients; posh lint warns the publisher). The document decides, not the header.
+ */
+Test(hostile, content_type_is_not_judged)
+{
+    char *doc = fx_doc1(f.svc, 300);
+    evil_new(f.web_foo);
+    route(RFC7711_PATH, (ts_evil_route_opts){.body = doc, .no_content_type = 1});
+    route("/.well-known/posh/imap.json", (ts_evil_route_opts){.body = doc, .content_type = "text/html"});
+    route("/.well-known/posh/smtp.json", (ts_evil_route_opts){.body = "<html>hello</html>", .no_content_type = 1});
+    go(10);
+    expect_lookup(POSH_OK, NULL);
+    expect_lookup_service("imap", POSH_OK, NULL);
+    expect_lookup_service("smtp", POSH_ERR_JSON, NULL);
+    free(doc);
+}
+
 Test(hostile, redirect_loop)
 {
     evil_new(f.web_foo);

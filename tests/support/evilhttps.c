@@ -133,8 +133,9 @@ static void respond(ts_conn *c, const ts_evil_route_opts *o)
         ts_set_error("evilhttps: out of memory");
         return;
     }
-    fprintf(f, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n", status, reason(status),
-            o->content_type ? o->content_type : "application/json");
+    fprintf(f, "HTTP/1.1 %d %s\r\nConnection: close\r\n", status, reason(status));
+    if (!o->no_content_type)
+        fprintf(f, "Content-Type: %s\r\n", o->content_type ? o->content_type : "application/json");
     if (o->location != NULL)
         fprintf(f, "Location: %s\r\n", o->location);
     if (!o->no_content_length)

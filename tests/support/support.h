@@ -184,6 +184,7 @@ typedef struct ts_evil_route_opts {
     int status;                /* 0: 200 */
     const char *location;      /* Location header, if not NULL */
     const char *content_type;  /* NULL: application/json */
+    int no_content_type;       /* send no Content-Type header at all */
     const char *headers;       /* extra raw header lines, each ending in "\r\n", if not NULL */
     const void *body;          /* body bytes (NUL bytes allowed) */
     size_t body_len;           /*   and their number (0 with a body: strlen(body)) */
