@@ -1498,6 +1498,28 @@ static void tally_start(posh_client *client, tally *t, tally_slot *slots, size_t
     }
 }
 
+static void tally_open(tally *t)
+{
+    memset(t, 0, sizeof(*t));
+    cr_assert_eq(pipe2(t->pipe, O_CLOEXEC | O_NONBLOCK), 0);
+}
+
+static void tally_close(tally *t)
+{
+    close(t->pipe[0]);
+    close(t->pipe[1]);
+}
+
+/* Every slot from..to-1 answered POSH_OK (the first few failures shown, by the names tally_start gave). */
+static void expect_all_ok(const tally_slot *slots, size_t from, size_t to, const char *prefix)
+{
+    size_t failed = 0;
+    for (size_t i = from; i < to; i++)
+        if (slots[i].err != POSH_OK && failed++ < 3)
+            cr_expect(0, "%s%zu.example.com: %s: %s", prefix, i, posh_strerror(slots[i].err), slots[i].message);
+    cr_expect_eq(failed, 0, "%zu of %zu lookups failed (the web server answers every one)", failed, to - from);
+}
+
 /* Wait until n callbacks have come (DRIVE_MS at most: more is a hang). */
 static void tally_wait(tally *t, long n)
 {
@@ -1525,30 +1547,21 @@ static void tally_wait(tally *t, long n)
 Test(nonblock, burst_larger_than_the_descriptor_limit)
 {
     static tally_slot slots[MANY_LOOKUPS];
-    tally t = {0};
+    tally t;
     struct rlimit rl;
     posh_client *client;
-    size_t ok = 0, shown = 0;
 
     start_servers(4);
     client = make_client(&(client_opts){.direct = 1, .timeout_ms = 20000});
-    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_open(&t);
     cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
     rl.rlim_cur = FEW_FDS; /* nginx, already running, keeps its own */
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
     tally_start(client, &t, slots, MANY_LOOKUPS, "burst");
     tally_wait(&t, MANY_LOOKUPS);
-    for (size_t i = 0; i < MANY_LOOKUPS; i++) {
-        if (slots[i].err == POSH_OK)
-            ok++;
-        else if (shown++ < 3)
-            cr_expect(0, "burst%zu.example.com: %s: %s", i, posh_strerror(slots[i].err), slots[i].message);
-    }
-    cr_expect_eq(ok, MANY_LOOKUPS, "%zu of %d lookups failed (the web server answers every one)",
-                 MANY_LOOKUPS - ok, MANY_LOOKUPS);
+    expect_all_ok(slots, 0, MANY_LOOKUPS, "burst");
     posh_client_free(client);
-    close(t.pipe[0]);
-    close(t.pipe[1]);
+    tally_close(&t);
 }
 
 #define FEW_TRANSFERS 3
@@ -1558,7 +1571,7 @@ Test(nonblock, burst_larger_than_the_descriptor_limit)
 Test(nonblock, transfers_bound_the_requests_in_flight)
 {
     static tally_slot slots[QUEUED_LOOKUPS];
-    tally t = {0};
+    tally t;
     posh_client *client;
     posh_config *cfg;
 
@@ -1567,18 +1580,16 @@ Test(nonblock, transfers_bound_the_requests_in_flight)
     cr_assert_eq(setenv("POSH_ASYNC_TRANSFERS", "3", 1), 0);
     cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
     client = fx_client_of(cfg);
-    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_open(&t);
     tally_start(client, &t, slots, QUEUED_LOOKUPS, "line");
     tally_wait(&t, QUEUED_LOOKUPS);
-    for (size_t i = 0; i < QUEUED_LOOKUPS; i++)
-        cr_expect_eq(slots[i].err, POSH_OK, "line%zu: %s: %s", i, posh_strerror(slots[i].err), slots[i].message);
+    expect_all_ok(slots, 0, QUEUED_LOOKUPS, "line");
     /* Every connection spends 300 ms in the relay before nginx sees it: those are the requests in flight. */
     cr_expect_eq(ts_relay_peak_waiting(nb.slow), FEW_TRANSFERS, "requests in flight at once: %ld",
                  ts_relay_peak_waiting(nb.slow));
     cr_expect_geq(ts_relay_accepted(nb.slow), QUEUED_LOOKUPS + 1, "a source per lookup and the shared target");
     posh_client_free(client);
-    close(t.pipe[0]);
-    close(t.pipe[1]);
+    tally_close(&t);
 }
 
 #define LINE_TIMEOUT_MS 600
@@ -1592,7 +1603,7 @@ Test(nonblock, transfers_bound_the_requests_in_flight)
 Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
 {
     static tally_slot slots[DEAD_IN_LINE], again[1];
-    tally t = {0}, t2 = {0};
+    tally t, t2;
     posh_client *client;
     long busy = 0, accepted;
     size_t busy_index = 0;
@@ -1601,8 +1612,8 @@ Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
     start_servers(4);
     client = make_client(&(client_opts){.timeout_ms = LINE_TIMEOUT_MS, .ndead = DEAD_IN_LINE, .transfers = 1});
     cr_assert_eq(posh_config_set_async_transfers(NULL, 1), POSH_ERR_INVALID_ARGUMENT);
-    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
-    cr_assert_eq(pipe2(t2.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_open(&t);
+    tally_open(&t2);
     tally_start(client, &t, slots, DEAD_IN_LINE, "dead");
     tally_wait(&t, DEAD_IN_LINE);
     for (size_t i = 0; i < DEAD_IN_LINE; i++) {
@@ -1632,10 +1643,8 @@ Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
         cr_expect_eq(ts_relay_accepted(nb.dead), accepted + 1, "the refused lookup was answered from the cache");
     }
     posh_client_free(client);
-    close(t.pipe[0]);
-    close(t.pipe[1]);
-    close(t2.pipe[0]);
-    close(t2.pipe[1]);
+    tally_close(&t);
+    tally_close(&t2);
 }
 
 #define SMALL_WAITERS 4000
@@ -1649,7 +1658,7 @@ Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
 Test(nonblock, waiting_lookups_are_small)
 {
     static tally_slot slots[SMALL_WAITERS + 1];
-    tally t = {0};
+    tally t;
     struct mallinfo2 before, after;
     posh_client *client;
     size_t per;
@@ -1659,7 +1668,7 @@ Test(nonblock, waiting_lookups_are_small)
 #endif
     start_servers(4);
     client = make_client(&(client_opts){.max_lookups = SMALL_WAITERS + 10, .max_waiting = 10});
-    cr_assert_eq(pipe2(t.pipe, O_CLOEXEC | O_NONBLOCK), 0);
+    tally_open(&t);
     tally_start(client, &t, slots, 1, "warm"); /* the engine and its thread exist before we count */
     tally_wait(&t, 1);
     before = mallinfo2();
@@ -1672,13 +1681,8 @@ Test(nonblock, waiting_lookups_are_small)
     fprintf(stderr, "nonblock: %d lookups waiting for one: %zu bytes each\n", SMALL_WAITERS, per);
     cr_expect_lt(per, SMALL_WAITER_BYTES, "each waiting lookup holds %zu bytes", per);
     tally_wait(&t, SMALL_WAITERS + 1);
-    for (size_t i = 1; i <= SMALL_WAITERS; i++)
-        if (slots[i].err != POSH_OK) {
-            cr_expect_eq(slots[i].err, POSH_OK, "waiter %zu: %s", i, posh_strerror(slots[i].err));
-            break;
-        }
+    expect_all_ok(slots, 1, SMALL_WAITERS + 1, "d0 waiter ");
     cr_expect_eq(ts_nginx_requests(nb.nginx, "d0.example.com", NULL), 1, "one lookup for all of them");
     posh_client_free(client);
-    close(t.pipe[0]);
-    close(t.pipe[1]);
+    tally_close(&t);
 }
