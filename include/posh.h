@@ -280,6 +280,8 @@ POSH_EXPORT posh_err posh_lookup(posh_client *client, const char *domain, const 
  * Returns POSH_OK (started), POSH_ERR_BAD_DOMAIN / POSH_ERR_BAD_SERVICE / POSH_ERR_INVALID_ARGUMENT (cb is
  * NULL or an argument is NULL), POSH_ERR_BUSY (the client's lookups in flight are at their bound),
  * POSH_ERR_NOMEM or POSH_ERR_INTERNAL (the engine thread could not start); then cb is never called.
+ * cb may also get POSH_ERR_BUSY, with a result: the lookup waited in line for a transfer longer than the timeout
+ * (posh_config_set_async_transfers()); that answer is not cached.
  * posh_client_free() with lookups in flight calls their callbacks with POSH_ERR_CANCELLED before it returns.
  * In the child of a fork() the callbacks of the parent's lookups in flight are never called (the child's
  * copy of the engine is abandoned; its next async lookup starts a new engine).
