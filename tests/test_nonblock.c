@@ -1592,12 +1592,12 @@ Test(nonblock, transfers_bound_the_requests_in_flight)
     tally_close(&t);
 }
 
-#define LINE_TIMEOUT_MS 600
+#define LINE_TIMEOUT_MS 1000
 #define DEAD_IN_LINE 4
 
 /*
  * Lookups that wait in line behind dead web servers longer than the timeout fail with POSH_ERR_BUSY, which is not
- * cached: with one transfer and a 600 ms timeout, four lookups of dead servers never wait more than about two
+ * cached: with one transfer and a 1 s timeout, four lookups of dead servers never wait more than about two
  * timeouts, and the one that was given BUSY is fetched when asked again.
  */
 Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
@@ -1639,8 +1639,9 @@ Test(nonblock, waiting_in_line_is_bounded_and_not_cached)
         snprintf(name, sizeof(name), "dead%zu.example.com", busy_index);
         cr_assert_eq(posh_lookup_async(client, name, SERVICE, on_tally, &again[0]), POSH_OK);
         tally_wait(&t2, 1);
-        cr_expect_eq(again[0].err, POSH_ERR_TIMEOUT, "%s: %s", posh_strerror(again[0].err), again[0].message);
-        cr_expect_eq(ts_relay_accepted(nb.dead), accepted + 1, "the refused lookup was answered from the cache");
+        cr_expect_eq(again[0].err, POSH_ERR_TIMEOUT, "asked again: %s: %s (BUSY: from the cache)",
+                     posh_strerror(again[0].err), again[0].message);
+        cr_expect_gt(ts_relay_accepted(nb.dead), accepted, "asked again, the domain was not fetched");
     }
     posh_client_free(client);
     tally_close(&t);
