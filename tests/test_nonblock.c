@@ -35,7 +35,8 @@
 #define DELAY_MS 300     /* the slow web server: every connection to nginx waits this long */
 #define TICK_MS 10       /* the application's timer in the event loop */
 #define MAX_LATE_MS 150  /* well under one delayed request: the loop never waited for a lookup */
-#define DRIVE_MS 30000   /* a loop that has not finished by then has hung */
+#define DRIVE_MS 90000   /* a loop that has not finished by then has hung (under ASan on a loaded 2-CPU box the 200
+                          * handshakes below took up to 18 s) */
 #define MAX_DEAD 8
 
 /* What dN.example.com publishes, by N % 4. */
@@ -196,7 +197,7 @@ static void teardown(void)
     free(nb.dir);
 }
 
-TestSuite(nonblock, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(nonblock, .init = setup, .fini = teardown, .timeout = 240);
 
 /* Put body (freed) on nginx's site host at path. */
 static void publish(const char *host, const char *path, char *body)
@@ -609,7 +610,7 @@ Test(nonblock, many_domains_in_one_thread)
     SSL_CTX *ctx;
     ticker t;
     int64_t t0, took;
-    long requests;
+    long requests, overlap;
     char name[64];
 
     start_servers(MANY);
@@ -625,17 +626,21 @@ Test(nonblock, many_domains_in_one_thread)
     }
     drive(cs, MANY, &t, all_done);
     took = ts_now_ms() - t0;
+    overlap = ts_relay_peak_waiting(nb.slow);
     fprintf(stderr, "nonblock: %d handshakes to %d cold domains behind a %d ms server, one thread: %lld ms "
-            "(blocking one after another: over %d ms); 10 ms timer fired %ld times, at worst %lld ms late, "
-            "%lld ms of it held by the loop\n",
-            MANY, MANY, DELAY_MS, (long long)took, MANY * DELAY_MS, t.ticks, (long long)t.max_late,
+            "(blocking one after another: over %d ms), at most %ld lookups waiting at the server at once; "
+            "10 ms timer fired %ld times, at worst %lld ms late, %lld ms of it held by the loop\n",
+            MANY, MANY, DELAY_MS, (long long)took, MANY * DELAY_MS, overlap, t.ticks, (long long)t.max_late,
             (long long)t.max_held);
 
     for (size_t i = 0; i < MANY; i++) {
         expect_verdict(&cs[i], expected(kind_of(i)));
         cr_expect_gt(cs[i].retries, 0, "%s: a cold lookup must go through WANT_RETRY_VERIFY", cs[i].domain);
     }
-    cr_expect_lt(took, MANY * DELAY_MS / 4, "the lookups overlap: %lld ms", (long long)took);
+    /* The lookups overlap: connections of several lookups sat in the server's delay at the same time (one
+     * after another, never more than one would). Counted, not timed: a loaded machine is slow, not serial. */
+    cr_expect_geq(overlap, 2, "the lookups overlap: at most %ld at the server at once (%lld ms)", overlap,
+                  (long long)took);
     cr_expect_lt(t.max_held, MAX_LATE_MS, "the timer was held up %lld ms: something blocked the loop",
                  (long long)t.max_held);
     cr_expect_gt(t.ticks, 0);
