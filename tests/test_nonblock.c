@@ -836,7 +836,10 @@ static void *bg_lookup_main(void *arg)
 }
 
 #define FLIGHT 8
-#define FLIGHT_DELAY_MS 1000 /* wide enough that every caller surely comes while the lookup runs */
+/* Wide enough that every caller surely comes while the lookup runs: under ASan on a loaded 2-CPU box the 16
+ * handshakes took up to 640 ms to all reach their wait, which 1000 ms left too little room for. */
+#define FLIGHT_DELAY_MS 3000
+#define FLIGHT_TIMEOUT_MS 30000 /* d1's lookup asks twice (its reference), each FLIGHT_DELAY_MS: only a hang */
 
 Test(nonblock, single_flight_with_blocking_callers)
 {
@@ -847,7 +850,7 @@ Test(nonblock, single_flight_with_blocking_callers)
     SSL_CTX *ctx;
 
     start_servers_with_delay(4, FLIGHT_DELAY_MS);
-    client = make_client(&(client_opts){0});
+    client = make_client(&(client_opts){.timeout_ms = FLIGHT_TIMEOUT_MS});
     ctx = make_ctx(client, 1);
     for (size_t i = 0; i < 2 * FLIGHT; i++)
         conn_open(&cs[i], ctx, bg[i / FLIGHT].domain); /* d0: fingerprints, d1: a reference */
