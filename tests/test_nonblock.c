@@ -34,7 +34,10 @@
 #define SERVICE "xmpp-server"
 #define DELAY_MS 300     /* the slow web server: every connection to nginx waits this long */
 #define TICK_MS 10       /* the application's timer in the event loop */
-#define MAX_LATE_MS 150  /* well under one delayed request: the loop never waited for a lookup */
+/* Under one delayed request: the loop never waited for a lookup. A loop that waits for one is held at least
+ * DELAY_MS less a tick (the probe below saw 285-370 ms); one that does not was held up to 89 ms under ASan on a
+ * loaded 2-CPU box (its allocator's locks, their holders preempted), too close to the former bound of 150. */
+#define MAX_LATE_MS 250
 #define DRIVE_MS 90000   /* a loop that has not finished by then has hung (under ASan on a loaded 2-CPU box the 200
                           * handshakes below took up to 18 s) */
 #define MAX_DEAD 8
