@@ -259,7 +259,8 @@ typedef struct posh_result posh_result;
 /*
  * Look up the POSH document of domain for service ("xmpp-server", or the SRV form "_xmpp-server._tcp"), through
  * the cache. domain must be a DNS name (README "Which names are source domains"): an IP address in any
- * spelling, including "0x7f000001" or "127.1", is POSH_ERR_BAD_DOMAIN. Returns POSH_OK when a valid fingerprints document was obtained; otherwise the error. In both cases,
+ * spelling, including "0x7f000001" or "127.1", is POSH_ERR_BAD_DOMAIN. Returns POSH_OK when a valid document
+ * (fingerprints or a JWK Set, see posh_config_set_formats()) was obtained; otherwise the error. In both cases,
  * unless the return is POSH_ERR_NOMEM or POSH_ERR_INVALID_ARGUMENT, *out receives a result (to release with
  * posh_result_free()) that explains what happened: URLs fetched, statuses, message. With those two, *out is set
  * to NULL (when out is not NULL) and there is nothing to release. POSH_ERR_NOMEM means this process ran out of
@@ -317,8 +318,9 @@ POSH_EXPORT int posh_result_delegation(const posh_result *result, size_t i, cons
 
 /*
  * Does a leaf certificate (its DER bytes) match the result's fingerprints under the rules of the client that
- * made the result (strongest supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1 or 0, and *index to the
- * descriptor that matched (or -1). Errors only for bad arguments or a failed result (returns its error).
+ * made the result (strongest supported hash per descriptor, SHA-1 switch)? Returns POSH_OK and sets *match to 1
+ * or 0, and *index to the descriptor that matched (or -1). Errors only for bad arguments or a failed result
+ * (returns its error).
  */
 POSH_EXPORT posh_err posh_match_der(const posh_client *client, const posh_result *result,
                                     const unsigned char *der, size_t der_len, int *match,

@@ -471,7 +471,8 @@ posh_err posh_config_load_env(posh_config *cfg)
         (err = env_number(tmp, "POSH_ASYNC_TRANSFERS", &tmp->async_transfers, 1, 10000)) != POSH_OK ||
         (err = env_mode(tmp)) != POSH_OK || (err = env_flag(tmp, "POSH_NO_SHA1", &tmp->no_sha1)) != POSH_OK ||
         (err = env_flag(tmp, "POSH_DELEGATION", &tmp->delegation)) != POSH_OK ||
-        (err = env_layout(tmp)) != POSH_OK || (err = env_formats(tmp)) != POSH_OK || (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
+        (err = env_layout(tmp)) != POSH_OK || (err = env_formats(tmp)) != POSH_OK ||
+        (err = posh_log_check_env(tmp->error, sizeof(tmp->error))) != POSH_OK)
         goto fail;
     ct = posh_getenv("POSH_CONNECT_TO");
     if (ct != NULL) {

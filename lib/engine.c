@@ -346,11 +346,12 @@ static void target_got(job *j, posh_result *target, bool ran)
 static void target_done(job *j, posh_err err, posh_fetch_result *fr)
 {
     posh_client *c = j->engine->client;
-    posh_result *tr = posh_target_result(c, j->work->run.src.url, j->work->t_started, j->work->t_started_wall, err, fr, &j->work->tst);
-    posh_lookup_state_clear(&j->work->tst);
-    j->work->tst_live = false;
+    job_work *w = j->work;
+    posh_result *tr = posh_target_result(c, w->run.src.url, w->t_started, w->t_started_wall, err, fr, &w->tst);
+    posh_lookup_state_clear(&w->tst);
+    w->tst_live = false;
     j->target_owner = false;
-    posh_cache_complete(c->targets, j->work->run.src.url, tr);
+    posh_cache_complete(c->targets, w->run.src.url, tr);
     target_got(j, tr, true);
 }
 

@@ -397,7 +397,8 @@ posh_result *posh_delegation_result(posh_client *client, const char *domain, con
         posh_msg(st->message, sizeof(st->message), "%s: HTTP status %ld: no delegation document", fr->final_url,
                  fr->status);
         err = POSH_ERR_NO_DELEGATION;
-    } else if (err == POSH_OK && (err = posh_delegation_parse(fr->body, fr->body_len, &doc, why, sizeof(why))) != POSH_OK) {
+    } else if (err == POSH_OK &&
+               (err = posh_delegation_parse(fr->body, fr->body_len, &doc, why, sizeof(why))) != POSH_OK) {
         posh_msg(st->message, sizeof(st->message), "%s: %s", fr->final_url, why);
     }
     if (err == POSH_OK) {
