@@ -131,6 +131,29 @@ void cli_expect_usage_errors(const cli_usage_case *cases, size_t n, const char *
     }
 }
 
+void cli_expect_domain_usage_errors(const char *cmd)
+{
+    static const cli_usage_case cases[] = {
+        {{"CMD"}, "DOMAIN is required"},
+        {{"CMD", "a.example", "b.example"}, "too many arguments"},
+        {{"CMD", "-x", "a.example"}, "unknown option '-x'"},
+        {{"CMD", "--nope", "a.example"}, "unknown option '--nope'"},
+        {{"CMD", "a.example", "-s"}, "needs a value"},
+        {{"CMD", "127.0.0.1"}, "127.0.0.1"},
+        {{"CMD", "a..example"}, "invalid source domain"},
+        {{"CMD", "bad_domain.example"}, "invalid source domain"},
+        {{"CMD", "-s", "bad service", "a.example"}, "invalid service name"},
+    };
+    cli_usage_case mine[sizeof(cases) / sizeof(cases[0])];
+    char help[64];
+
+    memcpy(mine, cases, sizeof(cases));
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+        mine[i].args[0] = cmd;
+    snprintf(help, sizeof(help), "posh %s --help", cmd);
+    cli_expect_usage_errors(mine, sizeof(mine) / sizeof(mine[0]), help);
+}
+
 json_object *cli_parse_json(const char *s)
 {
     json_object *j = json_tokener_parse(s);

@@ -59,6 +59,10 @@ typedef struct cli_usage_case {
  * NULL, help on stderr too (the pointer at --help, e.g. "posh lookup --help"). Failures name the case's index. */
 void cli_expect_usage_errors(const cli_usage_case *cases, size_t n, const char *help);
 
+/* The usage errors of a command taking [-s SERVICE] DOMAIN (posh lookup, posh delegation): the same table for
+ * each, with cmd as the first argument and "posh CMD --help" as the pointer. */
+void cli_expect_domain_usage_errors(const char *cmd);
+
 /* CLOCK_MONOTONIC in milliseconds. */
 long cli_now_ms(void);
 

@@ -93,17 +93,7 @@ Test(cli_usage, help_and_version)
 
 Test(cli_usage, lookup_usage_errors)
 {
-    static const cli_usage_case cases[] = {
-        {{"lookup"}, "DOMAIN is required"},
-        {{"lookup", "a.example", "b.example"}, "too many arguments"},
-        {{"lookup", "-x", "a.example"}, "unknown option '-x'"},
-        {{"lookup", "--nope", "a.example"}, "unknown option '--nope'"},
-        {{"lookup", "a.example", "-s"}, "needs a value"},
-        {{"lookup", "127.0.0.1"}, "127.0.0.1"},
-        {{"lookup", "a..example"}, "invalid source domain"},
-        {{"lookup", "-s", "bad service", "a.example"}, "invalid service name"},
-    };
-    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh lookup --help");
+    cli_expect_domain_usage_errors("lookup");
 }
 
 Test(cli_usage, invalid_environment_is_a_usage_error)

@@ -866,18 +866,7 @@ Test(cli_delegation, malformed_documents_are_exit_1)
 
 Test(cli_delegation, usage_errors_are_exit_2)
 {
-    static const cli_usage_case cases[] = {
-        {{"delegation"}, "DOMAIN is required"},
-        {{"delegation", "a.example", "b.example"}, "too many arguments"},
-        {{"delegation", "-x", "a.example"}, "unknown option '-x'"},
-        {{"delegation", "--nope", "a.example"}, "unknown option '--nope'"},
-        {{"delegation", "a.example", "-s"}, "needs a value"},
-        {{"delegation", "127.0.0.1"}, "127.0.0.1"},
-        {{"delegation", "a..example"}, "invalid source domain"},
-        {{"delegation", "bad_domain.example"}, "invalid source domain"},
-        {{"delegation", "-s", "bad service", "a.example"}, "invalid service name"},
-    };
-    cli_expect_usage_errors(cases, sizeof(cases) / sizeof(cases[0]), "posh delegation --help");
+    cli_expect_domain_usage_errors("delegation");
 
     setenv("POSH_TIMEOUT_MS", "soon", 1);
     cli_run r = POSH("delegation", FOO);
