@@ -237,10 +237,15 @@ typedef struct posh_client posh_client;
 /* A client using a copy of cfg (NULL: defaults). NULL when out of memory or cfg is unusable. */
 POSH_EXPORT posh_client *posh_client_new(const posh_config *cfg);
 /*
- * Free the client. Results obtained from it stay valid until released. Its engine thread (if non-blocking work
- * started one) is stopped first: callbacks of lookups in flight are called with POSH_ERR_CANCELLED before this
- * returns, and handshakes waiting for it fail closed when retried. Never call it from one of its own callbacks
- * (refused: logged, and the client is left alive), nor while other threads still use the client.
+ * Free the client: it is closed, and the caller's pointer must not be used again. Results obtained from it stay
+ * valid until released. Its engine thread (if non-blocking work started one) is stopped first and never starts
+ * again: callbacks of lookups in flight are called with POSH_ERR_CANCELLED before this returns. Contexts given
+ * the client (SSL_CTX_set_posh_client()) keep its memory until they are freed or given another client, and every
+ * verification on them from then on fails closed: a handshake started later, or a suspended one retried once its
+ * wait descriptor is readable, is rejected with POSH_ERR_CANCELLED (SSL_get_posh_status() POSH_STATUS_REJECTED).
+ * Handshakes running on such contexts in other threads at the time of the call are safe too. Never call it from
+ * one of its own callbacks (refused: logged, and the client is left alive), nor twice, nor while other threads
+ * still use the client directly (posh_lookup() and the other calls taking the client).
  */
 POSH_EXPORT void posh_client_free(posh_client *client);
 
@@ -388,7 +393,11 @@ POSH_EXPORT int posh_result_descriptor_hash(const posh_result *result, size_t i,
  * (bad service, invalid environment, out of memory).
  */
 POSH_EXPORT int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service);
-/* Use client (kept alive by the caller for ctx's lifetime) instead of the default client. 1 ok, 0 error. */
+/*
+ * Use client instead of the default client. ctx holds a reference to it: the client's memory lives until ctx is
+ * freed or given another client, even after posh_client_free(), after which ctx's verifications fail closed with
+ * POSH_ERR_CANCELLED. 1 ok, 0 error (also when the client was freed already).
+ */
 POSH_EXPORT int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client);
 
 /*

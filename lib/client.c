@@ -128,6 +128,8 @@ posh_client *posh_client_new(const posh_config *cfg)
         return NULL;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         goto fail;
+    atomic_init(&c->refs, 1); /* the caller's, dropped by posh_client_free() */
+    atomic_init(&c->closed, false);
     pthread_mutex_init(&c->handles_lock, NULL);
     pthread_mutex_init(&c->engine_lock, NULL);
     c->max_idle = MAX_IDLE_HANDLES;
@@ -147,18 +149,11 @@ fail:
     return NULL;
 }
 
-void posh_client_free(posh_client *c)
+/* The last reference went: nobody can reach the client any more, and its engine thread was joined (closed). */
+static void client_destroy(posh_client *c)
 {
-    if (c == NULL)
-        return;
-    if (posh_engine_is_current_thread(c)) {
-        /* From one of its own callbacks: the engine cannot stop itself. Refused (leaked), never a crash. */
-        posh_log(POSH_LOG_ERROR, "posh_client_free() called from the client's own callback: refused");
-        return;
-    }
-    /* First: the engine's jobs still use the caches and the handle pool. */
-    posh_engine_free(c);
     registry_remove(c);
+    posh_engine_destroy(c);
     for (size_t i = 0; i < c->n_idle; i++)
         curl_easy_cleanup(c->idle[i]);
     free(c->idle);
@@ -171,6 +166,43 @@ void posh_client_free(posh_client *c)
     pthread_mutex_destroy(&c->handles_lock);
     pthread_mutex_destroy(&c->engine_lock);
     free(c);
+}
+
+posh_client *posh_client_ref(posh_client *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void posh_client_unref(posh_client *c)
+{
+    /* acq_rel: every use of the client by another reference's holder happens before its destruction. */
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        client_destroy(c);
+}
+
+bool posh_client_closed(const posh_client *c)
+{
+    return atomic_load(&c->closed);
+}
+
+void posh_client_free(posh_client *c)
+{
+    if (c == NULL)
+        return;
+    if (posh_engine_is_current_thread(c)) {
+        /* From one of its own callbacks: the engine cannot stop itself. Refused (leaked), never a crash. */
+        posh_log(POSH_LOG_ERROR, "posh_client_free() called from the client's own callback: refused");
+        return;
+    }
+    if (atomic_exchange(&c->closed, true)) {
+        /* A second free would drop a reference a context holds: refused (when the memory still exists at all). */
+        posh_log(POSH_LOG_ERROR, "posh_client_free() called twice on one client: refused");
+        return;
+    }
+    /* Closed first, so that the engine refuses to start again; then stopped: callbacks delivered before we return. */
+    posh_engine_stop(c);
+    posh_client_unref(c);
 }
 
 void posh_client_flush(posh_client *c)

@@ -7,6 +7,7 @@
 #include "posh_internal.h"
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 
 /* ---- configuration (config.c) ---- */
 struct posh_config {
@@ -372,8 +373,15 @@ typedef struct posh_engine posh_engine;
 typedef enum posh_lookup_kind { POSH_KIND_POSH = 0, POSH_KIND_DELEGATION = 1 } posh_lookup_kind;
 typedef struct posh_wait posh_wait;
 
-/* Stop the client's engine (if it has one): jobs in flight are delivered POSH_ERR_CANCELLED. */
-void posh_engine_free(posh_client *client);
+/*
+ * posh_client_free: stop the client's engine (if it has one) for good. Jobs in flight are delivered
+ * POSH_ERR_CANCELLED before it returns; the engine never starts again for this client (the client is closed
+ * first). The engine's own memory stays until posh_engine_destroy: threads still holding the client may be about
+ * to submit to it (they are refused) or complete a cache fill a cancelled job waited for (client.c, refs).
+ */
+void posh_engine_stop(posh_client *client);
+/* The client's last reference is gone: free what posh_engine_stop left. */
+void posh_engine_destroy(posh_client *client);
 /* Queue an asynchronous lookup of a normalised (domain, svc, proto); cb as posh_lookup_async (NULL: prefetch). */
 posh_err posh_engine_submit(posh_client *client, const char *domain, const char *svc, const char *proto,
                             posh_lookup_callback cb, void *arg);
@@ -402,7 +410,16 @@ int posh_wait_take(posh_wait *w, posh_result **result, posh_err *err);
 void posh_wait_release(posh_wait *w);
 
 /* ---- client (client.c) ---- */
+/*
+ * Lifetime. posh_client_free() closes the client (closed: its engine is stopped and never restarts, verifications
+ * fail closed with POSH_ERR_CANCELLED) and drops the caller's reference; every context given the client
+ * (SSL_CTX_set_posh_client) and every verification running on one holds a reference too, so that a handshake
+ * retried or started after the free reads live memory and fails closed instead of reading freed memory. The
+ * memory (configuration, caches, handle pool, store, engine, locks) goes with the last reference.
+ */
 struct posh_client {
+    atomic_int refs;
+    atomic_bool closed;            /* posh_client_free() was called */
     posh_config *cfg;
     posh_store *store;             /* the persistent cache, or NULL */
     posh_cache *cache;             /* results by "domain _svc._proto" */
@@ -418,6 +435,13 @@ struct posh_client {
     struct posh_client *next_client;   /* registry of live clients, for fork handling */
     struct posh_client *prev_client;
 };
+
+/* Another reference to c (returned). */
+posh_client *posh_client_ref(posh_client *c);
+/* Drop a reference (NULL: nothing): the last one frees the client's memory. Never from its own engine thread. */
+void posh_client_unref(posh_client *c);
+/* Has posh_client_free() been called? Best effort against a concurrent free: the engine refuses work itself. */
+bool posh_client_closed(const posh_client *c);
 
 /*
  * Take an easy handle from the client's pool (or a new one, setting libcurl up on the first); give it back when

@@ -11,11 +11,16 @@
  * Threads and locks. Jobs belong to the engine thread: only it starts, advances and ends them. Other threads
  * touch an engine only under its lock, to submit a job or to wake one whose cache fill completed (the cache's
  * waiter callback, which may run on any thread that completes a fill, the engine's own included); they then
- * wake the thread with curl_multi_wakeup(). The engine lock is a leaf: nothing else is taken while it is held,
- * and the engine thread holds it only to move jobs between lists.
+ * wake the thread with curl_multi_wakeup(), still under the lock (the multi handle goes once the engine stopped).
+ * The engine lock is a leaf: none of ours is taken while it is held, and the engine thread holds it only to move
+ * jobs between lists.
  *
- * Lifetime. posh_client_free() stops the thread: every job still in flight is delivered POSH_ERR_CANCELLED and
- * the cache entries it owned are released (a blocking waiter then fills them itself). At exit() an atexit
+ * Lifetime. posh_client_free() closes the client and stops the thread: every job still in flight is delivered
+ * POSH_ERR_CANCELLED and the cache entries it owned are released (a blocking waiter then fills them itself); the
+ * engine never starts again for that client. Its memory stays until the client's last reference goes
+ * (posh_engine_destroy): a thread holding the client (a handshake on a context given it) may still submit, and is
+ * refused with POSH_ERR_CANCELLED, or complete a fill that a cancelled job was waiting for, and finds the job
+ * orphaned (job_wake frees it). At exit() an atexit
  * handler, registered once libcurl (and so OpenSSL) is initialised so that it runs before OpenSSL's own
  * cleanup, stops every engine thread without delivering anything. In the child of fork() the engine is
  * abandoned (its thread does not exist there; its transfers' connections belong to the parent): its waits are
@@ -99,6 +104,14 @@ typedef struct job {
     CURL *curl;
     bool in_multi;
     posh_cache_waiter waiter;
+    /*
+     * The waiter is linked to a cache entry (set before posh_cache_begin; cleared by job_wake, under the lock). A job
+     * cancelled while it is linked, to a fill a blocking thread owns, becomes an orphan: delivered at once, freed by
+     * whichever of job_wake and its delivery ends last (holds).
+     */
+    bool waiter_linked;
+    bool orphan;
+    atomic_int holds;
     posh_result *woken;            /* what the fill we waited for produced (set by the waiter, under the lock) */
     posh_err done_err;             /* a delivered callback job: what its callback gets, once the pass is over */
     posh_result *done_result;
@@ -117,7 +130,8 @@ struct posh_engine {
     bool registered;
     pthread_t thread;
     CURLM *multi;
-    bool stop;                     /* posh_client_free: cancel everything, deliver, end */
+    bool stop;                     /* posh_client_free: cancel everything, deliver, end; submissions refused */
+    bool joined;                   /* stopped and its thread joined: only the memory is left (posh_engine_destroy) */
     bool quit;                     /* exit(): end at once */
     job jobs;                      /* sentinel of every job not yet delivered */
     job *incoming;                 /* submitted, not started */
@@ -196,6 +210,14 @@ void posh_wait_release(posh_wait *w)
 
 /* ---- delivery ---- */
 
+/* A delivered job's memory: an orphan's goes when both its delivery and its cache waiter are done with it. */
+static void job_free(job *j)
+{
+    if (j->orphan && atomic_fetch_sub(&j->holds, 1) != 1)
+        return;
+    free(j);
+}
+
 static void job_unlink(job *j)
 {
     posh_engine *e = j->engine;
@@ -228,7 +250,7 @@ static void job_deliver(job *j, posh_err err, posh_result *r)
         posh_result_free(r);
     }
     wait_unref(j->wait);
-    free(j);
+    job_free(j);
 }
 
 static void job_release_curl(job *j)
@@ -263,18 +285,30 @@ static void job_finish(job *j, posh_result *r)
 static void source_next(job *j);
 static void target_begin(job *j);
 
-/* A waiter callback: any thread that completes a fill we wait for. */
+/*
+ * A waiter callback: any thread that completes a fill we wait for. The wakeup is made under the lock, which
+ * posh_engine_stop takes to retire the multi handle once the thread has ended.
+ */
 static void job_wake(void *arg, posh_result *r)
 {
     job *j = arg;
     posh_engine *e = j->engine;
     pthread_mutex_lock(&e->lock);
+    if (j->orphan) {
+        /* Cancelled by posh_client_free while we waited (a blocking thread owned the fill): nobody wants r. */
+        pthread_mutex_unlock(&e->lock);
+        posh_result_free(r);
+        job_free(j);
+        return;
+    }
+    j->waiter_linked = false;
     j->woken = r;
     j->queue_next = e->woken;
     e->woken = j;
     j->queued = true;
+    if (e->multi != NULL)
+        curl_multi_wakeup(e->multi);
     pthread_mutex_unlock(&e->lock);
-    curl_multi_wakeup(e->multi);
 }
 
 /* Start (or continue after a redirect) the transfer the op has set curl up for. */
@@ -360,10 +394,16 @@ static void target_begin(job *j)
     posh_client *c = j->engine->client;
     posh_result *tr = NULL;
     posh_fetch_result fr = {0};
+    posh_cache_begin_result begun;
     posh_err err;
 
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
-    switch (posh_cache_begin(c->targets, j->work->run.src.url, posh_config_now(c->cfg), &tr, &j->waiter)) {
+    /* Before the link: the fill may complete on another thread before posh_cache_begin returns. */
+    j->waiter_linked = true;
+    begun = posh_cache_begin(c->targets, j->work->run.src.url, posh_config_now(c->cfg), &tr, &j->waiter);
+    if (begun != POSH_CACHE_WAIT) /* nothing linked: no other thread knows of j (with WAIT, job_wake may have run) */
+        j->waiter_linked = false;
+    switch (begun) {
     case POSH_CACHE_FRESH:
         target_got(j, tr, false);
         return;
@@ -500,9 +540,14 @@ static void job_start(job *j)
     posh_engine *e = j->engine;
     posh_client *c = e->client;
     posh_result *r = NULL;
+    posh_cache_begin_result begun;
 
     j->waiter = (posh_cache_waiter){.fn = job_wake, .arg = j};
-    switch (posh_cache_begin(j->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter)) {
+    j->waiter_linked = true; /* before the link, as in target_begin */
+    begun = posh_cache_begin(j->cache, j->key, posh_config_now(c->cfg), &r, &j->waiter);
+    if (begun != POSH_CACHE_WAIT)
+        j->waiter_linked = false;
+    switch (begun) {
     case POSH_CACHE_FRESH:
         job_deliver(j, posh_lookup_outcome(&r), r);
         return;
@@ -594,7 +639,15 @@ static void job_resume(job *j)
 /* posh_client_free: end a job without its answer. Owned entries are released for the next caller to fill. */
 static void job_cancel(job *j)
 {
-    posh_client *c = j->engine->client;
+    posh_engine *e = j->engine;
+    posh_client *c = e->client;
+    pthread_mutex_lock(&e->lock);
+    if (j->waiter_linked) {
+        /* A blocking thread owns the fill we wait for and will call job_wake(j) when it ends: j outlives us. */
+        j->orphan = true;
+        atomic_init(&j->holds, 2);
+    }
+    pthread_mutex_unlock(&e->lock);
     if (j->target_owner) /* only a job with work fetches a target */
         posh_cache_complete(c->targets, j->work->run.src.url, NULL);
     if (j->work != NULL && j->work->tst_live)
@@ -625,7 +678,7 @@ static void run_delivered(posh_engine *e)
     for (j = prev; j != NULL;) {
         job *next = j->queue_next;
         j->cb(j->done_err, j->done_result, j->cb_arg);
-        free(j);
+        job_free(j);
         j = next;
     }
 }
@@ -805,51 +858,94 @@ fail:
     return NULL;
 }
 
-/* The client's engine, started on first use. */
-static posh_engine *engine_get(posh_client *c)
+/*
+ * The client's engine, started on first use: POSH_OK with *out, or why there is none: POSH_ERR_CANCELLED once the
+ * client is closed (posh_client_free: never a new engine), POSH_ERR_INTERNAL (libcurl unusable), POSH_ERR_NOMEM.
+ */
+static posh_err engine_get(posh_client *c, posh_engine **out)
 {
     posh_engine *e;
-    bool made = false;
+    posh_err err = POSH_OK;
+
     pthread_mutex_lock(&c->engine_lock);
-    if ((e = c->engine) == NULL && (e = c->engine = engine_new(c)) != NULL)
-        made = true;
+    e = c->engine;
     pthread_mutex_unlock(&c->engine_lock);
-    if (made) {
-        /* Not under the client's lock: the fork handlers take engines_lock first (lock order). */
-        pthread_mutex_lock(&engines_lock);
-        e->next_engine = engines;
-        engines = e;
-        pthread_mutex_unlock(&engines_lock);
-        /* Registered: the fork handlers take its work lock from now on, so its thread may begin. */
-        pthread_mutex_lock(&e->lock);
-        e->registered = true;
-        pthread_cond_broadcast(&e->go);
-        pthread_mutex_unlock(&e->lock);
+    /* After the lock: posh_client_free closes the client before it takes the lock to stop the engine. */
+    if (posh_client_closed(c))
+        return POSH_ERR_CANCELLED;
+    if ((*out = e) != NULL)
+        return POSH_OK;
+    /*
+     * Created and registered under both locks, in the fork handlers' order (engines_lock, then the client's), so
+     * that posh_engine_stop finds either no engine or a registered one, and none is made after it looked.
+     */
+    pthread_mutex_lock(&engines_lock);
+    pthread_mutex_lock(&c->engine_lock);
+    if (posh_client_closed(c)) {
+        err = POSH_ERR_CANCELLED;
+    } else if ((e = c->engine) == NULL) {
+        if ((e = engine_new(c)) == NULL) {
+            err = posh_client_curl_problem() != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+        } else {
+            c->engine = e;
+            e->next_engine = engines;
+            engines = e;
+            /* Registered: the fork handlers take its work lock from now on, so its thread may begin. */
+            pthread_mutex_lock(&e->lock);
+            e->registered = true;
+            pthread_cond_broadcast(&e->go);
+            pthread_mutex_unlock(&e->lock);
+        }
     }
-    return e;
+    pthread_mutex_unlock(&c->engine_lock);
+    pthread_mutex_unlock(&engines_lock);
+    *out = err == POSH_OK ? e : NULL;
+    return err;
 }
 
-void posh_engine_free(posh_client *c)
+void posh_engine_stop(posh_client *c)
+{
+    posh_engine *e;
+    CURLM *multi;
+
+    pthread_mutex_lock(&engines_lock);
+    pthread_mutex_lock(&c->engine_lock);
+    if ((e = c->engine) != NULL) {
+        for (posh_engine **p = &engines; *p != NULL; p = &(*p)->next_engine) {
+            if (*p == e) {
+                *p = e->next_engine;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->engine_lock);
+    pthread_mutex_unlock(&engines_lock);
+    if (e == NULL)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->stop = true; /* from now on submit() refuses: nothing is queued that the thread would not cancel */
+    pthread_cond_broadcast(&e->go);
+    curl_multi_wakeup(e->multi);
+    pthread_mutex_unlock(&e->lock);
+    pthread_join(e->thread, NULL);
+    /*
+     * Jobs submitted but never started were cancelled by the thread too (they are in e->jobs). The multi handle
+     * (and the connections it keeps) goes now; every wakeup is made under the lock and only while it exists.
+     */
+    pthread_mutex_lock(&e->lock);
+    multi = e->multi;
+    e->multi = NULL;
+    e->joined = true;
+    pthread_mutex_unlock(&e->lock);
+    curl_multi_cleanup(multi);
+}
+
+void posh_engine_destroy(posh_client *c)
 {
     posh_engine *e = c->engine;
     if (e == NULL)
         return;
-    pthread_mutex_lock(&engines_lock);
-    for (posh_engine **p = &engines; *p != NULL; p = &(*p)->next_engine) {
-        if (*p == e) {
-            *p = e->next_engine;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&engines_lock);
-    pthread_mutex_lock(&e->lock);
-    e->stop = true;
-    pthread_cond_broadcast(&e->go);
-    pthread_mutex_unlock(&e->lock);
-    curl_multi_wakeup(e->multi);
-    pthread_join(e->thread, NULL);
-    /* Jobs submitted but never started were cancelled by the thread too (they are in e->jobs). */
-    curl_multi_cleanup(e->multi);
+    /* Stopped by posh_client_free (the last reference goes only after it): no thread, no job but orphans freed. */
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->work);
     pthread_cond_destroy(&e->go);
@@ -863,10 +959,11 @@ static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, c
                        posh_lookup_callback cb, void *arg, posh_wait *w)
 {
     posh_engine *e;
+    posh_err err;
     job *j;
 
-    if ((e = engine_get(c)) == NULL)
-        return posh_client_curl_problem() != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+    if ((err = engine_get(c, &e)) != POSH_OK)
+        return err;
     if ((j = calloc(1, sizeof(*j))) == NULL)
         return POSH_ERR_NOMEM;
     j->engine = e;
@@ -880,10 +977,12 @@ static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, c
     j->cb_arg = arg;
     j->wait = w;
     pthread_mutex_lock(&e->lock);
-    if ((w == NULL && e->n_async >= (size_t)c->cfg->async_lookups) || e->stop) {
+    if (e->stop || (w == NULL && e->n_async >= (size_t)c->cfg->async_lookups)) {
+        /* Stopped: the client was freed while this thread held it (posh_client_free), and never restarts. */
+        err = e->stop ? POSH_ERR_CANCELLED : POSH_ERR_BUSY;
         pthread_mutex_unlock(&e->lock);
         free(j);
-        return POSH_ERR_BUSY;
+        return err;
     }
     j->next = e->jobs.next;
     j->prev = &e->jobs;
@@ -894,8 +993,8 @@ static posh_err submit(posh_client *c, posh_lookup_kind kind, const char *dom, c
     j->queue_next = e->incoming;
     e->incoming = j;
     j->queued = true;
+    curl_multi_wakeup(e->multi); /* not stopped, so the multi handle exists (posh_engine_stop) */
     pthread_mutex_unlock(&e->lock);
-    curl_multi_wakeup(e->multi);
     return POSH_OK;
 }
 
@@ -918,8 +1017,8 @@ posh_err posh_wait_start(posh_client *c, posh_lookup_kind kind, const char *dom,
     posh_err err;
 
     *out = NULL;
-    if ((e = engine_get(c)) == NULL)
-        return posh_client_curl_problem() != NULL ? POSH_ERR_INTERNAL : POSH_ERR_NOMEM;
+    if ((err = engine_get(c, &e)) != POSH_OK)
+        return err;
     if (atomic_fetch_add(&e->n_waiting, 1) >= c->cfg->async_waiting) {
         atomic_fetch_sub(&e->n_waiting, 1);
         return POSH_ERR_BUSY;
@@ -993,7 +1092,10 @@ void posh_engine_atfork_parent(posh_client *c)
 void posh_engine_atfork_child(posh_client *c)
 {
     posh_engine *e = c->engine;
-    if (e != NULL) {
+    if (e != NULL && e->joined) {
+        /* A freed client's stopped engine (memory only, no thread): kept for posh_engine_destroy. */
+        pthread_mutex_unlock(&e->lock);
+    } else if (e != NULL) {
         for (job *j = e->jobs.next; j != &e->jobs; j = j->next) {
             posh_wait *w = j->wait;
             int fd;

@@ -20,7 +20,7 @@ typedef int (*cert_verify_fn)(X509_STORE_CTX *xctx, void *arg);
 
 typedef struct ctx_state {
     char service[SERVICE_BUF];     /* "" when only SSL_set_posh_verify() installed the callback */
-    posh_client *client;           /* NULL: the default client */
+    posh_client *client;           /* NULL: the default client; else a reference (SSL_CTX_set_posh_client) */
     int installed;                 /* the certificate verification callback is set on this context */
     int transparent;               /* installed by the shim: never adds a host name, service per connection */
     cert_verify_fn next;           /* the application's own cert verify callback (shim), NULL: X509_verify_cert */
@@ -47,9 +47,13 @@ static int ssl_index = -1;
 static _Thread_local int in_lookup;
 static posh_shim_hooks shim_hooks;
 
-static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+/* SSL_CTX_free: the context's reference to its client goes with it (the client's memory, if it was the last). */
+static void ctx_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    free(ptr);
+    ctx_state *st = ptr;
+    if (st != NULL)
+        posh_client_unref(st->client);
+    free(st);
 }
 
 /* The answers a suspended verification obtained: kept until the verification ends, then dropped. */
@@ -108,7 +112,7 @@ static void setup_lock_release(void)
 
 static void index_init(void)
 {
-    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_state_free);
     ssl_index = SSL_get_ex_new_index(0, NULL, NULL, ssl_state_dup, ssl_state_free);
     pthread_atfork(setup_lock_acquire, setup_lock_release, setup_lock_release);
 }
@@ -384,6 +388,21 @@ static int posh_delegates(ssl_state *st, posh_client *client, int nonblocking, c
 }
 
 /*
+ * A reference to the client of the context (NULL: it uses the default client), held for one verification: the
+ * context's own may go meanwhile (SSL_CTX_set_posh_client with another client, from another thread).
+ */
+static posh_client *ctx_client_ref(ctx_state *cst)
+{
+    posh_client *client;
+    if (cst == NULL)
+        return NULL;
+    pthread_mutex_lock(&setup_lock);
+    client = cst->client != NULL ? posh_client_ref(cst->client) : NULL;
+    pthread_mutex_unlock(&setup_lock);
+    return client;
+}
+
+/*
  * The decision for one client connection. transparent (the shim): the application's own host names are the only
  * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
  */
@@ -392,7 +411,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
 {
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
     X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
-    posh_client *client = NULL;
+    posh_client *client = NULL, *held = NULL;
     char reference[POSH_MAX_DOMAIN_LEN + 2] = "";
     STACK_OF(X509) *anchors = NULL;
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
@@ -442,11 +461,23 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
     }
     /* Created on first need only: a process whose names all match never starts libcurl. */
+    held = ctx_client_ref(cst);
     ERR_set_mark();
-    client = cst != NULL && cst->client != NULL ? cst->client : posh_default_client();
+    client = held != NULL ? held : posh_default_client();
     ERR_pop_to_mark();
     if (client == NULL) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+        goto rejected;
+    }
+    if (posh_client_closed(client)) {
+        /*
+         * posh_client_free() was called: fail closed before anything of the client is used (caches, clock,
+         * engine). A wait from before the free was cancelled; its answer is not needed.
+         */
+        posh_wait_release(st->wait);
+        st->wait = NULL;
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CANCELLED, "%s %s: the POSH client was freed (posh_client_free)",
+               reference, service);
         goto rejected;
     }
     nonblocking = cst != NULL && cst->nonblocking && !transparent;
@@ -456,8 +487,10 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
     if (vouched == 2 || decided == 2) {
         /* Suspend the handshake: SSL_connect() returns WANT_RETRY_VERIFY and this verification runs again. */
-        if (SSL_set_retry_verify(ssl))
-            return 1;
+        if (SSL_set_retry_verify(ssl)) {
+            ret = 1;
+            goto done;
+        }
         posh_wait_release(st->wait);
         st->wait = NULL;
         record(st, POSH_STATUS_REJECTED, POSH_ERR_INTERNAL, "%s: OpenSSL refused to suspend the handshake",
@@ -469,7 +502,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         ret = next_verify(cst, xctx);
         if ((ret <= 0 || X509_STORE_CTX_get_error(xctx) != X509_V_OK) && shim_hooks.withdrawn != NULL)
             shim_hooks.withdrawn(leaf);
-        return ret;
+        goto done;
     } else if (vouched) {
         /* Vouched: verify everything else exactly as before, without the host names. */
         if (!X509_VERIFY_PARAM_set1_host(param, NULL, 0))
@@ -485,20 +518,24 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         /* The approval stands only for a connection whose verification passed as a whole. */
         if ((ret <= 0 || X509_STORE_CTX_get_error(xctx) != X509_V_OK) && shim_hooks.withdrawn != NULL)
             shim_hooks.withdrawn(leaf);
-        return ret;
+        goto done;
     }
 rejected:
     posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
     /* Not vouched: let OpenSSL report the name mismatch through the application's callback. */
     if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
         goto nomem;
-    return next_verify(cst, xctx);
+    ret = next_verify(cst, xctx);
+    goto done;
 nomem:
     sk_X509_free(anchors);
     if (shim_hooks.withdrawn != NULL)
         shim_hooks.withdrawn(leaf);
     X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
-    return 0;
+    ret = 0;
+done:
+    posh_client_unref(held); /* may be the last reference (the context's went meanwhile): nothing reads client now */
+    return ret;
 }
 
 /*
@@ -712,13 +749,22 @@ int SSL_get_posh_wait_fd(const SSL *ssl)
 
 int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
 {
+    posh_client *old = NULL;
     ctx_state *st;
     if (ctx == NULL || client == NULL || !indexes_ready())
         return 0;
+    if (posh_client_closed(client)) {
+        posh_log(POSH_LOG_ERROR, "SSL_CTX_set_posh_client: the client was freed (posh_client_free)");
+        return 0;
+    }
     pthread_mutex_lock(&setup_lock);
-    if ((st = ctx_state_get(ctx, 1)) != NULL)
-        st->client = client;
+    if ((st = ctx_state_get(ctx, 1)) != NULL) {
+        old = st->client;
+        st->client = posh_client_ref(client); /* the context keeps the client's memory until it is done with it */
+    }
     pthread_mutex_unlock(&setup_lock);
+    /* Outside the setup lock (a leaf): the last reference frees the client, which takes locks of its own. */
+    posh_client_unref(old);
     return st != NULL;
 }
 
