@@ -16,7 +16,9 @@
  *     followed by a blocking posh_lookup() that joins it, all on the domains the blocking threads look up and
  *     the flush thread flushes; and each round, further clients freed with async lookups in flight, one after
  *     another at other points of the lookups' lives (every callback called before posh_client_free() returns,
- *     with POSH_ERR_CANCELLED or a result).
+ *     with POSH_ERR_CANCELLED or a result);
+ *   - each round, a client freed while two threads make handshakes (blocking, non-blocking) on contexts given it:
+ *     every handshake is accepted or, after the free, rejected with POSH_ERR_CANCELLED (security finding 1).
  * Exit status 0 only if every result was right; a TSan report fails it too (TSAN_OPTIONS=halt_on_error=1).
  * Usage: tsan_stress [--cold] [ROUNDS] (default 1 round). The per-connection SSL_CTX is never primed: its first
  * SSL_set_posh_verify() calls race on purpose (--cold is kept as a no-op).
@@ -48,6 +50,7 @@
 #define CANCELLED_LOOKUPS 16    /* in flight when a client is freed */
 #define CANCELLED_CLIENTS 4     /* clients freed that way per round */
 #define NB_WAIT_MS 120000       /* a non-blocking handshake's wait for its lookup: slow under TSan, never stuck */
+#define FREED_MAX_HANDSHAKES 500 /* on a freed client's context: one must be cancelled by then */
 
 #define XMPP_CLIENT_PATH "/.well-known/posh/xmpp-client.json"
 #define SUBMISSION_PATH "/.well-known/posh/submission.json"
@@ -63,6 +66,7 @@ static struct {
     SSL_CTX *ctx_plain;  /* SSL_set_posh_verify() on each connection */
     SSL_CTX *ctx_nb;     /* SSL_CTX_set_posh_verify() and SSL_CTX_set_posh_nonblocking() */
     posh_config *cfg;    /* the client's configuration, for the client freed with lookups in flight */
+    const char *ca_file;
     int port_svc, port_other;
     atomic_long now;     /* the injected clock */
     atomic_int stop;     /* the lookups and handshakes are done: clock and flush threads end */
@@ -283,11 +287,14 @@ static void free_in_flight(long wait_ms)
         fail("posh_client_free returned with %d of %d callbacks called", atomic_load(&called), started);
 }
 
+static void free_under_handshakes(void);
+
 static void *cancel_main(void *arg)
 {
     size_t round = (size_t)arg;
     for (size_t k = 0; k < CANCELLED_CLIENTS; k++)
         free_in_flight((long)((round * CANCELLED_CLIENTS + k) % 8) * 8);
+    free_under_handshakes();
     return NULL;
 }
 
@@ -404,6 +411,86 @@ static void *nb_handshake_main(void *arg)
     return NULL;
 }
 
+/* ---- a client freed under handshakes ---- */
+
+static SSL_CTX *client_ctx_of(posh_client *client, int nonblocking);
+
+/* One handshake to the vouched server on a context of the client being freed: 1 accepted, 0 cancelled, -1 else. */
+static int freed_handshake(SSL_CTX *ctx, int nonblocking)
+{
+    int fd = tcp_connect(S.port_svc), connected, outcome = -1;
+    SSL *ssl = SSL_new(ctx);
+
+    atomic_fetch_add(&S.handshakes, 1);
+    if (fd < 0 || ssl == NULL) {
+        fail("handshake: no connection or SSL");
+        goto done;
+    }
+    SSL_set_tlsext_host_name(ssl, FOO);
+    SSL_set1_host(ssl, FOO);
+    SSL_set_fd(ssl, fd);
+    connected = connect_posh(ssl, nonblocking, 0);
+    if (connected && SSL_get_posh_status(ssl) == POSH_STATUS_ACCEPTED)
+        outcome = 1;
+    else if (!connected && SSL_get_posh_status(ssl) == POSH_STATUS_REJECTED &&
+             SSL_get_posh_error(ssl) == POSH_ERR_CANCELLED)
+        outcome = 0;
+    else
+        fail("client freed under handshakes: connected %d, status %d, error %d: %s", connected,
+             (int)SSL_get_posh_status(ssl), (int)SSL_get_posh_error(ssl), SSL_get_posh_message(ssl));
+done:
+    SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+    return outcome;
+}
+
+typedef struct freed_run {
+    SSL_CTX *ctx;
+    int nonblocking;
+    pthread_barrier_t *go;
+} freed_run;
+
+/* One accepted handshake, the barrier (the free comes after it), then handshakes until one is cancelled. */
+static void *freed_main(void *arg)
+{
+    freed_run *r = arg;
+    int outcome = freed_handshake(r->ctx, r->nonblocking);
+    pthread_barrier_wait(r->go);
+    for (int i = 0; i < FREED_MAX_HANDSHAKES && outcome != 0; i++)
+        outcome = freed_handshake(r->ctx, r->nonblocking);
+    if (outcome != 0)
+        fail("%s handshakes: none cancelled after posh_client_free", r->nonblocking ? "non-blocking" : "blocking");
+    return NULL;
+}
+
+static void free_under_handshakes(void)
+{
+    posh_client *client = posh_client_new(S.cfg);
+    pthread_barrier_t go;
+    pthread_t t[2];
+    freed_run r[2];
+
+    if (client == NULL) {
+        fail("posh_client_new for the client to free");
+        return;
+    }
+    if (pthread_barrier_init(&go, NULL, 3) != 0)
+        die("pthread_barrier_init");
+    for (int i = 0; i < 2; i++) {
+        r[i] = (freed_run){client_ctx_of(client, i), i, &go};
+        if (pthread_create(&t[i], NULL, freed_main, &r[i]) != 0)
+            die("pthread_create");
+    }
+    pthread_barrier_wait(&go);
+    posh_client_free(client); /* the contexts keep its memory; their handshakes fail closed from now on */
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        SSL_CTX_free(r[i].ctx); /* the last one frees the client */
+    }
+    pthread_barrier_destroy(&go);
+}
+
 /* ---- churn ---- */
 
 static void *clock_main(void *arg)
@@ -457,6 +544,19 @@ static SSL_CTX *client_ctx(const char *ca_file)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_set_posh_client(ctx, S.client) != 1)
         die("SSL_CTX_set_posh_client");
+    return ctx;
+}
+
+/* A context with POSH for xmpp-server through client (non-blocking or not). */
+static SSL_CTX *client_ctx_of(posh_client *client, int nonblocking)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_load_verify_locations(ctx, S.ca_file, NULL) != 1)
+        die("SSL_CTX");
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_posh_client(ctx, client) != 1 || SSL_CTX_set_posh_verify(ctx, "xmpp-server") != 1 ||
+        (nonblocking && SSL_CTX_set_posh_nonblocking(ctx, 1) != 1))
+        die("a context for the client to free");
     return ctx;
 }
 
@@ -560,6 +660,7 @@ int main(int argc, char **argv)
     if ((S.client = posh_client_new(cfg)) == NULL)
         die("client");
     S.cfg = cfg;
+    S.ca_file = ca_file;
     S.ctx_posh = client_ctx(ca_file);
     if (SSL_CTX_set_posh_verify(S.ctx_posh, "xmpp-server") != 1)
         die("SSL_CTX_set_posh_verify");
