@@ -18,19 +18,32 @@
  *              out with writev() (which the shim does not read). Prints "verify=N names-match=M".
  *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
  *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
+ *   bad-pointer  write(), send() and sendto() of bad buffers ((void *)1, a PROT_NONE page, a mapped file
+ *              truncated to nothing or to one of its two pages), with a connected TCP socket open to PORT;
+ *              prints one line per call and exits 0 when each returned -1/EFAULT (or, for the half-truncated
+ *              file, a short count), 1 otherwise; a signal kills it.
+ *   signal-send  with 1,000 dialled streams open, the main thread sends stream headers and TLS handshake records
+ *              in a loop while another thread interrupts it with SIGUSR1, whose handler sends the same on another
+ *              socket; prints "signal-send: H handler sends, M main sends" once H >= 10000 or after 5 s.
  * Prints one line per handshake ("accepted" or "rejected verify=N") and exits 0 when every handshake was
  * accepted, 1 otherwise, 2 on usage or connection errors.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -327,6 +340,185 @@ static int run_own_check(const char *name)
     return verify == X509_V_OK && own == 1 ? 0 : 1;
 }
 
+/* ---- helpers for the modes below ---- */
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4096) {
+        rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            exit(2);
+    }
+}
+
+static int listen_local(int *port_out)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 2048) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
+        exit(2);
+    *port_out = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* ---- bad buffers: what the kernel refuses must reach the program as -1/EFAULT, never as a signal ---- */
+
+static int report(const char *what, ssize_t n, int err, int short_ok, size_t len)
+{
+    int ok = (n == -1 && err == EFAULT) || (short_ok && n > 0 && (size_t)n < len);
+    printf("%s: %zd%s%s %s\n", what, n, n == -1 ? " " : "", n == -1 ? strerror(err) : "", ok ? "ok" : "WRONG");
+    fflush(stdout);
+    return ok;
+}
+
+static int run_bad_pointer(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    int tcp = tcp_to(port), sp[2], all = 1, mf;
+    char path[] = "/tmp/posh-shim-probe-XXXXXX", what[128];
+    void *none = mmap(NULL, (size_t)page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *map;
+    const struct {
+        const char *name;
+        const void *p;
+    } bad[] = {{"(void *)1", (const void *)1}, {"a PROT_NONE page", none}};
+    ssize_t n;
+
+    if (none == MAP_FAILED || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0)
+        return 2;
+    /* tcp: a socket the program connected, the kind whose stream header the shim records. */
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        for (size_t len = 2; len <= 64; len *= 32) {
+            int fds[2] = {sp[0], tcp};
+            for (int k = 0; k < 2; k++) {
+                const char *on = k == 0 ? "socketpair" : "tcp";
+                errno = 0;
+                n = write(fds[k], bad[b].p, len);
+                snprintf(what, sizeof(what), "write(%s, %s, %zu)", on, bad[b].name, len);
+                all &= report(what, n, errno, 0, len);
+                errno = 0;
+                n = send(fds[k], bad[b].p, len, MSG_NOSIGNAL);
+                snprintf(what, sizeof(what), "send(%s, %s, %zu)", on, bad[b].name, len);
+                all &= report(what, n, errno, 0, len);
+                errno = 0;
+                n = sendto(fds[k], bad[b].p, len, MSG_NOSIGNAL, NULL, 0);
+                snprintf(what, sizeof(what), "sendto(%s, %s, %zu)", on, bad[b].name, len);
+                all &= report(what, n, errno, 0, len);
+            }
+        }
+    }
+    /* A mapped file that opens with a stream header, truncated under the program (another process could). */
+    if ((mf = mkstemp(path)) < 0 || unlink(path) != 0 || ftruncate(mf, 2 * page) != 0)
+        return 2;
+    map = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, mf, 0);
+    if (map == MAP_FAILED)
+        return 2;
+    memset(map, ' ', 2 * (size_t)page);
+    memcpy(map, "<stream:stream to='mapped.example' version='1.0'>", 49);
+    if (ftruncate(mf, page) != 0)
+        return 2;
+    errno = 0;
+    n = send(sp[0], map, 2 * (size_t)page, MSG_NOSIGNAL);
+    all &= report("send(socketpair, a mapped file truncated to its first page)", n, errno, 1, 2 * (size_t)page);
+    if (ftruncate(mf, 0) != 0)
+        return 2;
+    errno = 0;
+    n = send(sp[0], map, 2 * (size_t)page, MSG_NOSIGNAL);
+    all &= report("send(socketpair, a mapped file truncated to nothing)", n, errno, 0, 0);
+    errno = 0;
+    n = write(tcp, map, 2 * (size_t)page);
+    all &= report("write(tcp, a mapped file truncated to nothing)", n, errno, 0, 0);
+    errno = 0;
+    n = sendto(tcp, map, 2 * (size_t)page, MSG_NOSIGNAL, NULL, 0);
+    all &= report("sendto(tcp, a mapped file truncated to nothing)", n, errno, 0, 0);
+    return all ? 0 : 1;
+}
+
+/* ---- a signal handler that sends what the shim looks at, while the program is sending the same ---- */
+
+static const char signal_header[] = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/"
+                                    "streams' to='signal.example' version='1.0'>";
+static const unsigned char signal_hello[] = {0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00};
+static int signal_fd;
+static atomic_int handler_sends, signal_done;
+
+static void on_usr1(int sig)
+{
+    int saved = errno;
+    (void)sig;
+    if (atomic_fetch_add(&handler_sends, 1) % 2 == 0)
+        (void)send(signal_fd, signal_header, sizeof(signal_header) - 1, MSG_DONTWAIT);
+    else
+        (void)send(signal_fd, signal_hello, sizeof(signal_hello), MSG_DONTWAIT);
+    errno = saved;
+}
+
+static void *signaller(void *p)
+{
+    pthread_t target = *(pthread_t *)p;
+    while (!atomic_load(&signal_done)) {
+        pthread_kill(target, SIGUSR1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+/* A connected UDP socket whose receiver nobody reads: every send is accepted (the kernel drops the data). */
+static int udp_sink(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int r = socket(AF_INET, SOCK_DGRAM, 0), s = socket(AF_INET, SOCK_DGRAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (r < 0 || s < 0 || bind(r, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+        getsockname(r, (struct sockaddr *)&sin, &len) != 0 || connect(s, (struct sockaddr *)&sin, len) != 0)
+        exit(2);
+    return s;
+}
+
+static int run_signal_send(void)
+{
+    struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
+    pthread_t self = pthread_self(), thread;
+    int lport, main_fd = udp_sink();
+    long sends = 0;
+
+    /*
+     * First a thousand streams the program dialled (to a listener of its own, never accepted), each with its
+     * header sent: the shim then holds that many records, and its slow path a long time under its lock, where
+     * the signals below are meant to land.
+     */
+    raise_fd_limit();
+    if (listen_local(&lport) < 0) /* stays open: the connections wait in its backlog */
+        return 2;
+    for (int i = 0; i < 1000; i++) {
+        char header[256];
+        snprintf(header, sizeof(header), "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber"
+                 ".org/streams' to='busy%d.example' version='1.0'>", i);
+        send_how(tcp_to(lport), header, "send");
+    }
+    signal_fd = udp_sink();
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || pthread_create(&thread, NULL, signaller, &self) != 0)
+        return 2;
+    /* Bounded by a count or, on a loaded machine, by time: a deadlock shows as no end at all. */
+    time_t end = time(NULL) + 5;
+    while (atomic_load(&handler_sends) < 10000 && (sends % 1024 != 0 || time(NULL) < end)) {
+        if (sends++ % 2 == 0)
+            (void)send(main_fd, signal_header, sizeof(signal_header) - 1, MSG_DONTWAIT);
+        else
+            (void)send(main_fd, signal_hello, sizeof(signal_hello), MSG_DONTWAIT);
+    }
+    atomic_store(&signal_done, 1);
+    pthread_join(thread, NULL);
+    printf("signal-send: %d handler sends, %ld main sends\n", atomic_load(&handler_sends), sends);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode;
@@ -348,6 +540,10 @@ int main(int argc, char **argv)
         return run_own_check(argv[4]);
     if (strncmp(mode, "xmpp-", 5) == 0)
         return run_xmpp(mode + 5, argv[4]);
+    if (strcmp(mode, "bad-pointer") == 0)
+        return run_bad_pointer();
+    if (strcmp(mode, "signal-send") == 0)
+        return run_signal_send();
     if (strcmp(mode, "ctx-only") == 0) {
         SSL_CTX_free(client_ctx(0));
         return 0;

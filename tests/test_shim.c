@@ -1387,3 +1387,54 @@ Test(shim, xmpp_record_does_not_outlive_its_socket)
     free(out);
     cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no reference, no POSH");
 }
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* The send hooks' safety (security review finding 3)                                                     */
+
+/* The probe in mode with a STARTTLS server presenting f.svc on PORT (for the modes that dial NAME). */
+static run_result probe_run(const char *mode, const run_opts *o, int timeout_ms)
+{
+    mini *m = mini_start(f.svc, 0, MINI_XMPP);
+    char port[16], *out_path;
+    snprintf(port, sizeof(port), "%d", m->port);
+    const char *argv[] = {POSH_SHIM_PROBE, mode, port, f.ca_file, FOO, NULL};
+    pid_t pid = spawn(argv, o, &out_path);
+    run_result r = reap(pid, out_path, timeout_ms);
+    mini_stop(m);
+    return r;
+}
+
+Test(shim, bad_buffers_give_efault_not_a_signal)
+{
+    /* The kernel answers a bad buffer with EFAULT: under the shim as without it, never SIGSEGV or SIGBUS. */
+    run_opts plain = {0}, shim = {.preload = 1};
+    run_result r = probe_run("bad-pointer", &plain, RUN_TIMEOUT_MS);
+    cr_expect_eq(r.status, 0, "without the shim:\n%s", r.out);
+    run_free(&r);
+    r = probe_run("bad-pointer", &shim, RUN_TIMEOUT_MS);
+    cr_expect_eq(r.status, 0, "with the shim (128 + signal when it dies):\n%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, " ok\n"), 28, "%s", r.out);
+    cr_expect_eq(count_occurrences(r.out, "WRONG"), 0, "%s", r.out);
+    run_free(&r);
+}
+
+Test(shim, signal_handler_sending_a_header_does_not_deadlock)
+{
+    /*
+     * What this shows: a signal handler sent a stream header or a TLS handshake record 10,000 times (at least
+     * 1,000 on a machine so loaded that 5 s go by first), each taking the shim's slow path, while the thread it
+     * interrupted was sending the same in a loop, with 1,000 records held so that the slow path spends long
+     * under its lock: so it was interrupted there many times over. With a lock that does not keep signals out,
+     * one such interruption deadlocks (the code before this test hung here in 5 runs out of 5). It cannot show
+     * that no interleaving deadlocks: that rests on the slow path blocking every signal while it holds the lock
+     * (stream.c).
+     */
+    run_opts shim = {.preload = 1};
+    run_result r = probe_run("signal-send", &shim, 30000);
+    cr_expect_eq(r.status, 0, "finished within 30 s (-1: killed, deadlocked):\n%s", r.out);
+    const char *line = strstr(r.out, "signal-send: ");
+    int handler_sends = 0;
+    cr_expect(line != NULL && sscanf(line, "signal-send: %d", &handler_sends) == 1 && handler_sends >= 1000,
+              "%s", r.out);
+    run_free(&r);
+}
