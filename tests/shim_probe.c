@@ -18,6 +18,12 @@
  *              out with writev() (which the shim does not read). Prints "verify=N names-match=M".
  *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
  *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
+ *   xmpp-flood-accepted, xmpp-flood-stalled
+ *              a flood of FLOOD streams first, each kept open, then xmpp-send to NAME. A forked peer process (the
+ *              network) and the probe (an XMPP server) exchange them on a listener of the probe's own: accepted,
+ *              the peer opens them and the probe writes a Prosody-style reply header on each (with `id`);
+ *              stalled, the probe dials them (one `to` each), gets STARTTLS's proceed and sends its ClientHello
+ *              with verification off, and the peer never answers it.
  *   bad-pointer  write(), send() and sendto() of bad buffers ((void *)1, a PROT_NONE page, a mapped file
  *              truncated to nothing or to one of its two pages), with a connected TCP socket open to PORT;
  *              prints one line per call and exits 0 when each returned -1/EFAULT (or, for the half-truncated
@@ -52,6 +58,7 @@
 
 #define THREADS 8
 #define PER_THREAD 4
+#define FLOOD 1100   /* streams: more than the shim's 1,024 records of a kind */
 
 static int port;
 static const char *ca_file;
@@ -340,13 +347,13 @@ static int run_own_check(const char *name)
     return verify == X509_V_OK && own == 1 ? 0 : 1;
 }
 
-/* ---- helpers for the modes below ---- */
+/* ---- floods: FLOOD streams kept open, then the one stream that needs POSH ---- */
 
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4096) {
-        rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4 * FLOOD) {
+        rl.rlim_cur = rl.rlim_max < 4 * FLOOD ? rl.rlim_max : 4 * FLOOD;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             exit(2);
     }
@@ -358,11 +365,131 @@ static int listen_local(int *port_out)
     socklen_t len = sizeof(sin);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 2048) != 0 ||
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 2 * FLOOD) != 0 ||
         getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
         exit(2);
     *port_out = ntohs(sin.sin_port);
     return fd;
+}
+
+/* Read until needle was seen, in chunks: the other side says nothing more before it gets an answer. */
+static int recv_until(int fd, const char *needle)
+{
+    char buf[2048];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(buf) - 1 && (n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0)) > 0) {
+        have += (size_t)n;
+        buf[have] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The network's side of a flood, in a child process (its sockets and the shim's records for them are its
+ * own): it opens FLOOD streams to the probe (accepted) or answers the FLOOD the probe opens up to STARTTLS's
+ * proceed and then stays silent (stalled), and holds them until the probe closes *hold. Returns in the probe.
+ */
+static pid_t flood_peer(int lfd, int lport, int stalled, int *hold)
+{
+    int p[2];
+    pid_t pid;
+    char ch;
+
+    if (pipe(p) != 0 || (pid = fork()) < 0)
+        exit(2);
+    if (pid > 0) {
+        close(p[0]);
+        *hold = p[1];
+        return pid;
+    }
+    close(p[1]);
+    for (int i = 0; i < FLOOD; i++) {
+        char header[512];
+        int c;
+        if (stalled) {
+            if ((c = accept(lfd, NULL, NULL)) < 0 || !recv_until(c, "version='1.0'>"))
+                _exit(2);
+            snprintf(header, sizeof(header), "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:"
+                     "stream='http://etherx.jabber.org/streams' id='stall-%d' from='stalled%d.example' version="
+                     "'1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+                     "</starttls></stream:features>", i, i);
+            if (send(c, header, strlen(header), 0) != (ssize_t)strlen(header) || !recv_until(c, "<starttls"))
+                _exit(2);
+            if (send(c, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 50, 0) != 50)
+                _exit(2);
+            continue; /* c stays open: the ClientHello that comes is never answered */
+        }
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)lport)};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if ((c = socket(AF_INET, SOCK_STREAM, 0)) < 0 || connect(c, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+            _exit(2);
+        snprintf(header, sizeof(header), "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream="
+                 "'http://etherx.jabber.org/streams' from='peer%d.example' to='origin.example.org' version='1.0'>",
+                 i);
+        if (send(c, header, strlen(header), 0) != (ssize_t)strlen(header))
+            _exit(2);
+    }
+    while (read(p[0], &ch, 1) > 0)
+        ; /* until the probe is done */
+    _exit(0);
+}
+
+static int run_flood(const char *kind, const char *name)
+{
+    int lport, hold, status, ret;
+    int lfd;
+    pid_t peer;
+    SSL_CTX *off = NULL;
+    static SSL *stalled[FLOOD];
+
+    raise_fd_limit();
+    lfd = listen_local(&lport);
+    if (strcmp(kind, "accepted") == 0) {
+        peer = flood_peer(lfd, lport, 0, &hold);
+        for (int i = 0; i < FLOOD; i++) {
+            /* As Prosody answers an incoming stream: the reply header names the peer and carries an id. */
+            char reply[512];
+            int c = accept(lfd, NULL, NULL);
+            if (c < 0 || !recv_until(c, "version='1.0'>"))
+                return 2;
+            snprintf(reply, sizeof(reply), "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:"
+                     "stream='http://etherx.jabber.org/streams' id='in-%d' from='origin.example.org' to='peer%d."
+                     "example' version='1.0'><stream:features/>", i, i);
+            send_how(c, reply, "send");
+        }
+    } else if (strcmp(kind, "stalled") == 0) {
+        peer = flood_peer(lfd, lport, 1, &hold);
+        if ((off = SSL_CTX_new(TLS_client_method())) == NULL)
+            return 2;
+        SSL_CTX_set_verify(off, SSL_VERIFY_NONE, NULL);
+        for (int i = 0; i < FLOOD; i++) {
+            char to[64];
+            int fd = tcp_to(lport);
+            SSL *ssl = stalled[i] = SSL_new(off);
+            snprintf(to, sizeof(to), "stalled%d.example", i);
+            xmpp_starttls(fd, to, "send");
+            /* Non-blocking: SSL_connect sends the ClientHello and waits for an answer that never comes. */
+            if (ssl == NULL || fcntl(fd, F_SETFL, O_NONBLOCK) != 0 || SSL_set_fd(ssl, fd) != 1 ||
+                SSL_connect(ssl) != -1 || SSL_get_error(ssl, -1) != SSL_ERROR_WANT_READ)
+                return 2;
+            ERR_clear_error(); /* ssl and fd stay as they are until the probe is done */
+        }
+    } else {
+        return 2;
+    }
+    printf("flood: %d %s streams open\n", FLOOD, kind);
+    fflush(stdout);
+    ret = run_xmpp("send", name);
+    for (int i = 0; i < FLOOD; i++)
+        SSL_free(stalled[i]);
+    SSL_CTX_free(off);
+    close(hold);
+    if (waitpid(peer, &status, 0) != peer || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return 2;
+    return ret;
 }
 
 /* ---- bad buffers: what the kernel refuses must reach the program as -1/EFAULT, never as a signal ---- */
@@ -538,6 +665,8 @@ int main(int argc, char **argv)
         return argc == 6 ? run_fork(argv[4], argv[5]) : 2;
     if (strcmp(mode, "own-check") == 0)
         return run_own_check(argv[4]);
+    if (strncmp(mode, "xmpp-flood-", 11) == 0)
+        return run_flood(mode + 11, argv[4]);
     if (strncmp(mode, "xmpp-", 5) == 0)
         return run_xmpp(mode + 5, argv[4]);
     if (strcmp(mode, "bad-pointer") == 0)

@@ -1389,7 +1389,7 @@ Test(shim, xmpp_record_does_not_outlive_its_socket)
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
-/* The send hooks' safety (security review finding 3)                                                     */
+/* The stream records under load, and the send hooks' safety (security review findings 2 and 3)          */
 
 /* The probe in mode with a STARTTLS server presenting f.svc on PORT (for the modes that dial NAME). */
 static run_result probe_run(const char *mode, const run_opts *o, int timeout_ms)
@@ -1402,6 +1402,44 @@ static run_result probe_run(const char *mode, const run_opts *o, int timeout_ms)
     run_result r = reap(pid, out_path, timeout_ms);
     mini_stop(m);
     return r;
+}
+
+Test(shim, xmpp_flood_of_incoming_streams_leaves_outgoing_posh)
+{
+    /*
+     * A peer opens 1,100 streams to the program (an XMPP server), which writes its reply header on each, and
+     * keeps them open; then the program dials out. Replies on sockets the peer opened can never serve a
+     * verification of the program's: they must not take the records its own streams need.
+     */
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    r = probe_run("xmpp-flood-accepted", &shim, RUN_TIMEOUT_MS);
+    cr_expect_eq(r.status, 0, "the outgoing stream is vouched for by POSH:\n%s", r.out);
+    cr_expect(strstr(r.out, "flood: 1100 accepted streams open\n") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=1") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    run_free(&r);
+}
+
+Test(shim, xmpp_stalled_handshakes_do_not_block_a_new_one)
+{
+    /*
+     * The program dials 1,100 streams (as a peer can make an XMPP server do, naming domains of its choosing)
+     * whose handshakes begin (ClientHello, verification off) and never end, all kept open; then one stream
+     * that needs POSH. Records no verification consumed go first.
+     */
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    r = probe_run("xmpp-flood-stalled", &shim, RUN_TIMEOUT_MS);
+    cr_expect_eq(r.status, 0, "the new stream is vouched for by POSH:\n%s", r.out);
+    cr_expect(strstr(r.out, "flood: 1100 stalled streams open\n") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=1") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    run_free(&r);
 }
 
 Test(shim, bad_buffers_give_efault_not_a_signal)
