@@ -63,7 +63,7 @@ void bench_warm_start(bench_env *env); /* a new process's verdict with an empty 
 /* The child side of bench_warm_start: --warm-lookup CA CONNECT_TO DIR DER. Returns the exit status. */
 int bench_warm_lookup_main(int argc, char **argv);
 /* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
-int bench_send_loop_main(long n);
+int bench_send_loop_main(long n, bool connected);
 
 /* ---- figures ---- */
 typedef enum bench_kind {

@@ -44,8 +44,8 @@ int main(int argc, char **argv)
     bench_env env;
     int misses;
 
-    if (argc == 3 && strcmp(argv[1], "--send-loop") == 0)
-        return bench_send_loop_main(atol(argv[2]));
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "--send-loop") == 0)
+        return bench_send_loop_main(atol(argv[2]), argc == 4 && strcmp(argv[3], "connected") == 0);
     if (argc >= 2 && strcmp(argv[1], "--warm-lookup") == 0)
         return bench_warm_lookup_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
