@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_MAX_REDIRECTS 10
@@ -122,14 +123,45 @@ static posh_err set_string(posh_config *cfg, char **field, const char *value)
     return POSH_OK;
 }
 
+/*
+ * A trust anchor's path made absolute against the working directory of the moment it is configured: a relative
+ * "ca.pem" must name the same file for every fetch whatever the process later chdir()s to, and the persistent
+ * cache's scope (store.c) hashes what that one file holds. The path is not resolved further (symbolic links
+ * are followed when the anchors are read, as OpenSSL does). POSH_ERR_CONFIG when the working directory is
+ * unknown.
+ */
+static posh_err set_anchor_path(posh_config *cfg, char **field, const char *path, const char *what)
+{
+    char cwd[PATH_MAX], *abs;
+    size_t len;
+    posh_err err;
+
+    if (cfg == NULL)
+        return POSH_ERR_INVALID_ARGUMENT;
+    if (path == NULL || path[0] == '\0' || path[0] == '/')
+        return set_string(cfg, field, path);
+    if (getcwd(cwd, sizeof(cwd)) == NULL) {
+        posh_msg(cfg->error, sizeof(cfg->error), "%s: a relative path, and the working directory is unknown: %s",
+                 what, strerror(errno));
+        return POSH_ERR_CONFIG;
+    }
+    len = strlen(cwd) + 1 + strlen(path) + 1;
+    if ((abs = malloc(len)) == NULL)
+        return POSH_ERR_NOMEM;
+    snprintf(abs, len, "%s%s%s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", path);
+    err = set_string(cfg, field, abs);
+    free(abs);
+    return err;
+}
+
 posh_err posh_config_set_ca_file(posh_config *cfg, const char *path)
 {
-    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->ca_file, path);
+    return set_anchor_path(cfg, cfg != NULL ? &cfg->ca_file : NULL, path, "CA file");
 }
 
 posh_err posh_config_set_ca_path(posh_config *cfg, const char *path)
 {
-    return cfg == NULL ? POSH_ERR_INVALID_ARGUMENT : set_string(cfg, &cfg->ca_path, path);
+    return set_anchor_path(cfg, cfg != NULL ? &cfg->ca_path : NULL, path, "CA path");
 }
 
 posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path)
@@ -444,6 +476,20 @@ static posh_err env_string(posh_config *tmp, const char *var, char **field)
     return set_string(tmp, field, v);
 }
 
+/* A CA file or directory from the environment, made absolute as the setters make it. */
+static posh_err env_anchor(posh_config *tmp, const char *var, char **field)
+{
+    posh_err err = env_string(tmp, var, field);
+    char *rel = *field;
+
+    if (err != POSH_OK || rel == NULL || rel[0] == '/')
+        return err;
+    *field = NULL;
+    err = set_anchor_path(tmp, field, rel, var);
+    free(rel);
+    return err;
+}
+
 posh_err posh_config_load_env(posh_config *cfg)
 {
     posh_config *tmp;
@@ -457,8 +503,8 @@ posh_err posh_config_load_env(posh_config *cfg)
     if (tmp == NULL)
         return POSH_ERR_NOMEM;
     tmp->error[0] = '\0';
-    if ((err = env_string(tmp, "POSH_CA_FILE", &tmp->ca_file)) != POSH_OK ||
-        (err = env_string(tmp, "POSH_CA_PATH", &tmp->ca_path)) != POSH_OK ||
+    if ((err = env_anchor(tmp, "POSH_CA_FILE", &tmp->ca_file)) != POSH_OK ||
+        (err = env_anchor(tmp, "POSH_CA_PATH", &tmp->ca_path)) != POSH_OK ||
         (err = env_string(tmp, "POSH_CACHE_DIR", &tmp->cache_dir)) != POSH_OK ||
         (err = env_number(tmp, "POSH_TIMEOUT_MS", &tmp->timeout_ms, 1, 600000)) != POSH_OK ||
         (err = env_number(tmp, "POSH_MAX_REDIRECTS", &tmp->max_redirects, 0, 10)) != POSH_OK ||
