@@ -56,12 +56,14 @@ static void atfork_prepare(void)
         posh_cache_atfork_prepare(c->cache);
         posh_cache_atfork_prepare(c->targets);
         posh_cache_atfork_prepare(c->delegations);
+        posh_store_atfork_prepare(c->store);
     }
 }
 
 static void atfork_parent(void)
 {
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
+        posh_store_atfork_parent(c->store);
         posh_cache_atfork_parent(c->delegations);
         posh_cache_atfork_parent(c->targets);
         posh_cache_atfork_parent(c->cache);
@@ -77,6 +79,7 @@ static void atfork_child(void)
     for (posh_client *c = registry; c != NULL; c = c->next_client) {
         /* The engine first: its waits are failed while the jobs still exist; the caches then drop its entries. */
         posh_engine_atfork_child(c);
+        posh_store_atfork_child(c->store);
         posh_cache_atfork_child(c->delegations);
         posh_cache_atfork_child(c->targets);
         posh_cache_atfork_child(c->cache);

@@ -351,21 +351,35 @@ void posh_cache_atfork_child(posh_cache *cache);
 typedef struct posh_store posh_store;
 /* The store of cfg's cache directory; NULL when none is configured or it is unsafe (then logged, once). */
 posh_store *posh_store_open(const posh_config *cfg);
-/* The SHA-256 of what in cfg decides how documents are fetched (trust anchors, connect-to, layouts, redirect
- * limit): entries are filed under it, so clients configured otherwise never read each other's. */
-void posh_store_scope(const posh_config *cfg, unsigned char out[32]);
+/*
+ * The SHA-256 of what in cfg decides how documents are fetched: the content of the trust anchors the fetches load
+ * (the CA file's bytes; the CA directory's loadable names and their files' bytes; libcurl's built-in ones when
+ * not configured), the connect-to list, layouts and redirect limit. Entries are filed under it, so clients that
+ * trust or route otherwise never read each other's. 0, or -1 when the anchors cannot be hashed (out: all 0xff).
+ */
+int posh_store_scope(const posh_config *cfg, unsigned char out[32]);
 void posh_store_free(posh_store *store);
+/* Around fork() (client.c's handlers): the store's lock held, so that no thread missing in the child holds it. */
+void posh_store_atfork_prepare(posh_store *store);
+void posh_store_atfork_parent(posh_store *store);
+void posh_store_atfork_child(posh_store *store);
 /*
  * The result for (domain, service "_svc._proto") from the directory, re-judged now: NULL when there is no
  * usable entry (missing, stale, or refused: logged). Its lifetime is what is left of the entry's.
  */
 posh_result *posh_store_load(posh_client *client, const char *domain, const char *service);
-/* Persist a successful lookup: the source document as fetched (url, status, bytes) and the target's result. */
+/* Persist a successful lookup: the source document as fetched (url, status, bytes) and the target's result.
+ * From the engine thread the write is queued until posh_store_drain(). */
 void posh_store_save(posh_client *client, const char *domain, const char *service, int64_t fetched_wall,
                      const char *src_url, long src_status, const char *src_doc, size_t src_len,
                      const posh_result *target);
 /* Remove every entry. */
 void posh_store_flush(posh_store *store);
+/*
+ * Write the entries posh_store_save() queued on the engine thread (at most 32; engine thread only): the engine
+ * calls it once the transfers of its pass are serviced, and before it stops.
+ */
+void posh_store_drain(posh_store *store);
 
 /* ---- the non-blocking engine (engine.c) ---- */
 typedef struct posh_engine posh_engine;

@@ -767,6 +767,8 @@ static void *engine_main(void *arg)
         }
         /* Transfers just freed go to the next in line now (a new transfer's timer makes the poll return). */
         queue_admit(e);
+        /* The pass's transfers are serviced and the next ones started: now the lookups it ended go to disk. */
+        posh_store_drain(e->client->store);
         pthread_mutex_unlock(&e->work);
         run_delivered(e);
         curl_multi_poll(e->multi, NULL, 0, queue_sleep_ms(e, 1000), NULL);
@@ -781,6 +783,7 @@ static void *engine_main(void *arg)
     for (cancel_pass pass = OWNS_TARGET; pass <= ANY; pass++)
         for (job *j; (j = first_job(e, pass)) != NULL;)
             job_cancel(j);
+    posh_store_drain(e->client->store); /* lookups that ended in the last pass are still worth keeping */
     pthread_mutex_unlock(&e->work);
     run_delivered(e);
     return NULL;

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 /* ---- hard limits on what comes from the network (documented in README "Limits") ---- */
 #define POSH_MAX_DOMAIN_LEN 253
@@ -238,12 +239,31 @@ int posh_store_read(int dirfd, const char *name, size_t cap, unsigned char **buf
 /* Write buf as name under dirfd atomically: a new temporary file (mode 0600) in the directory, then renameat.
  * 0 ok, -1 (why says why; no temporary file left behind). */
 int posh_store_write(int dirfd, const char *name, const unsigned char *buf, size_t len, char *why, size_t whylen);
+/* The same with the entry's mode: 0600 (written, not used since), or 0400 (an entry in use, rewritten). */
+int posh_store_write_mode(int dirfd, const char *name, const unsigned char *buf, size_t len, mode_t mode, char *why,
+                          size_t whylen);
 /*
- * Bound the directory: while it holds more than max_entries entries or more than max_bytes bytes of them,
- * remove the oldest by modification time. Temporary files older than 60 s (a writer that died) go too.
- * Returns the number of entries left.
+ * An entry's mode is its use: 0600 when written and not read back since, 0400 once a load found it sound and
+ * fresh (it then survives a burst of entries nobody used again). in_use: is name such an entry of ours?
+ * mark_used: make it one (opened with O_NOFOLLOW; only a regular file of ours with one link), and set its
+ * modification time to now: the trim's recency is the last write or use.
  */
-size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t now);
+int posh_store_in_use(int dirfd, const char *name);
+void posh_store_mark_used(int dirfd, const char *name);
+/* How far posh_store_trim goes: past either high-water mark it removes down to both low-water marks. */
+typedef struct posh_store_limits {
+    size_t high_entries, low_entries;
+    uint64_t high_bytes, low_bytes;
+    time_t now;                 /* wall clock */
+    long max_age;               /* an entry untouched this long is surely expired (removed whatever the marks); 0 */
+} posh_store_limits;
+/*
+ * Bound the directory (one readdir and an fstatat per name): entries surely expired go; then, past a high-water
+ * mark, the entries not used since written (oldest first), then those in use (least recently used first), until
+ * both low-water marks hold. Temporary files older than 60 s (a writer that died) go too. Returns the number of
+ * entries left, their bytes in *bytes_left (may be NULL).
+ */
+size_t posh_store_trim(int dirfd, const posh_store_limits *lim, uint64_t *bytes_left);
 
 /* ---- matching (match.c) ---- */
 /*

@@ -125,6 +125,12 @@ static unsigned long temp_counter;
 
 int posh_store_write(int dirfd, const char *name, const unsigned char *buf, size_t len, char *why, size_t whylen)
 {
+    return posh_store_write_mode(dirfd, name, buf, len, 0600, why, whylen);
+}
+
+int posh_store_write_mode(int dirfd, const char *name, const unsigned char *buf, size_t len, mode_t mode, char *why,
+                          size_t whylen)
+{
     unsigned char rnd[8] = {0};
     char temp[96];
     size_t off = 0;
@@ -139,7 +145,8 @@ int posh_store_write(int dirfd, const char *name, const unsigned char *buf, size
     snprintf(temp, sizeof(temp), TEMP_PREFIX "%ld.%lu.%02x%02x%02x%02x%02x%02x%02x%02x", (long)getpid(),
              __atomic_add_fetch(&temp_counter, 1, __ATOMIC_RELAXED), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
              rnd[6], rnd[7]);
-    fd = openat(dirfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    /* Owner-only whatever was asked: 0600, or 0400 for an entry in use (posh_store_mark_used). */
+    fd = openat(dirfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0600);
     if (fd < 0) {
         posh_msg(why, whylen, "create %s: %s", temp, strerror(errno));
         return -1;
@@ -173,16 +180,50 @@ fail:
     return -1;
 }
 
+int posh_store_in_use(int dirfd, const char *name)
+{
+    struct stat st;
+    return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+           st.st_nlink == 1 && (st.st_mode & 0777) == 0400;
+}
+
+void posh_store_mark_used(int dirfd, const char *name)
+{
+    struct stat st;
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0)
+        return;
+    /* Only an entry of ours (another process may have replaced it since it was read: the same key, fine). */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_nlink == 1 &&
+        (st.st_mode & 0177) == 0) {
+        if ((st.st_mode & 0777) != 0400)
+            (void)fchmod(fd, 0400);
+        (void)futimens(fd, NULL); /* recency: the modification time says when it was last written or used */
+    }
+    close(fd);
+}
+
+/*
+ * Eviction order: entries surely expired (untouched for max_age: an entry lives at most that long from its
+ * fetch, and it was fetched before it was last written or used), then entries never used since written
+ * (mode 0600), then those in use (0400); the least recently written or used first within each.
+ */
+enum { TRIM_EXPIRED = 0, TRIM_UNUSED = 1, TRIM_IN_USE = 2 };
+
 typedef struct trim_item {
     char name[POSH_STORE_NAME_LEN + 1];
+    int class;
     time_t mtime;
     long mtime_ns;
     uint64_t size;
 } trim_item;
 
-static int oldest_first(const void *a, const void *b)
+static int evict_first(const void *a, const void *b)
 {
     const trim_item *x = a, *y = b;
+    if (x->class != y->class)
+        return x->class < y->class ? -1 : 1;
     if (x->mtime != y->mtime)
         return x->mtime < y->mtime ? -1 : 1;
     if (x->mtime_ns != y->mtime_ns)
@@ -190,7 +231,7 @@ static int oldest_first(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t now)
+size_t posh_store_trim(int dirfd, const posh_store_limits *lim, uint64_t *bytes_left)
 {
     trim_item *items = NULL;
     size_t n = 0, cap = 0, first = 0;
@@ -199,6 +240,8 @@ size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t
     DIR *dir;
     int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
+    if (bytes_left != NULL)
+        *bytes_left = 0;
     if (fd < 0)
         return 0;
     if ((dir = fdopendir(fd)) == NULL) {
@@ -210,7 +253,7 @@ size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t
         if (fstatat(dirfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue; /* gone meanwhile: another process trimmed or replaced it */
         if (strncmp(d->d_name, TEMP_PREFIX, strlen(TEMP_PREFIX)) == 0) {
-            if (S_ISREG(st.st_mode) && now - st.st_mtime > TEMP_MAX_AGE)
+            if (S_ISREG(st.st_mode) && lim->now - st.st_mtime > TEMP_MAX_AGE)
                 unlinkat(dirfd, d->d_name, 0);
             continue;
         }
@@ -225,6 +268,9 @@ size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t
             cap = ncap;
         }
         memcpy(items[n].name, d->d_name, POSH_STORE_NAME_LEN + 1);
+        items[n].class = lim->max_age > 0 && lim->now - st.st_mtime >= lim->max_age ? TRIM_EXPIRED
+                         : (st.st_mode & 0777) == 0400                              ? TRIM_IN_USE
+                                                                                    : TRIM_UNUSED;
         items[n].mtime = st.st_mtim.tv_sec;
         items[n].mtime_ns = st.st_mtim.tv_nsec;
         items[n].size = (uint64_t)st.st_size;
@@ -232,14 +278,19 @@ size_t posh_store_trim(int dirfd, size_t max_entries, uint64_t max_bytes, time_t
         n++;
     }
     closedir(dir);
-    if (n > max_entries || total > max_bytes) {
-        qsort(items, n, sizeof(*items), oldest_first);
-        while (first < n && (n - first > max_entries || total > max_bytes)) {
+    if (n > lim->high_entries || total > lim->high_bytes || (n > 0 && lim->max_age > 0)) {
+        qsort(items, n, sizeof(*items), evict_first);
+        /* Past a high-water mark: down to the low ones, so that the next scan is many writes away. */
+        bool over = n > lim->high_entries || total > lim->high_bytes;
+        while (first < n && (items[first].class == TRIM_EXPIRED ||
+                             (over && (n - first > lim->low_entries || total > lim->low_bytes)))) {
             unlinkat(dirfd, items[first].name, 0); /* another process may have removed it first: fine */
             total -= items[first].size;
             first++;
         }
     }
     free(items);
+    if (bytes_left != NULL)
+        *bytes_left = total;
     return n - first;
 }
