@@ -1,15 +1,20 @@
 /*
  * test_store.c - the persistent cache directory against a real nginx: a new client (a new process) starts warm,
  * an unsafe directory is refused, anything odd in an entry's place is ignored and replaced, concurrent
- * processes never see a partial entry, and expiry is judged on an injected wall clock (clock going back too).
+ * processes never see a partial entry, expiry is judged on an injected wall clock (clock going back too),
+ * entries are filed under the trust anchors' content, and the directory is bounded without a scan per write.
  */
 #include "fixture.h"
 #include "client_internal.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -17,6 +22,21 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/*
+ * Every readdir() of this process is counted (the library's calls resolve to this definition first): how many
+ * directory entries a lookup walks, whatever code walks them.
+ */
+static long readdir_calls;
+
+struct dirent *readdir(DIR *d)
+{
+    static struct dirent *(*real)(DIR *);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "readdir");
+    __atomic_add_fetch(&readdir_calls, 1, __ATOMIC_RELAXED);
+    return real(d);
+}
 
 static fx f;
 static char dir[256];
@@ -731,4 +751,428 @@ Test(store, processes_race_on_one_directory)
     while ((e = readdir(dd)) != NULL)
         cr_expect(strncmp(e->d_name, ".tmp.", 5) != 0, "temporary file left: %s", e->d_name);
     closedir(dd);
+}
+
+/* ---- the scope: entries are filed under the trust anchors' content ---- */
+
+/* A client routed to the fixture's nginx, trusting ca_file and/or ca_path (NULL: libcurl's default for it). */
+static posh_client *anchored_client(const char *ca_file, const char *ca_path, long cache_size)
+{
+    posh_config *cfg = posh_config_new();
+    posh_client *c;
+    cr_assert_not_null(cfg);
+    cr_assert_eq(posh_config_set_ca_file(cfg, ca_file), POSH_OK);
+    cr_assert_eq(posh_config_set_ca_path(cfg, ca_path), POSH_OK);
+    cr_assert_eq(posh_config_set_connect_to(cfg, f.connect_to), POSH_OK);
+    cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK);
+    if (cache_size > 0)
+        cr_assert_eq(posh_config_set_cache_size(cfg, cache_size), POSH_OK);
+    cr_assert_eq(posh_config_set_clock(cfg, fake_clock, &mono_now), POSH_OK);
+    posh_config_set_wall_clock(cfg, fake_clock, &wall_now);
+    cr_assert_not_null(c = posh_client_new(cfg));
+    posh_config_free(cfg);
+    return c;
+}
+
+/* One lookup; *from_disk: the result came from the persistent cache (an earlier client's request). */
+static posh_err lookup_svc(posh_client *c, const char *domain, const char *svc, int *from_disk)
+{
+    posh_result *r = NULL;
+    posh_err err = posh_lookup(c, domain, svc, &r);
+    if (from_disk != NULL)
+        *from_disk = r != NULL && posh_result_request_count(r) > 0 && posh_result_request_shared(r, 0);
+    posh_result_free(r);
+    return err;
+}
+
+static void write_text(const char *path, const char *a, const char *b)
+{
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp, "%s", path);
+    cr_assert(fputs(a, fp) >= 0 && (b == NULL || fputs(b, fp) >= 0));
+    cr_assert_eq(fclose(fp), 0);
+}
+
+/* What OpenSSL's hashed directory lookup calls this CA's certificate: "<subject hash>.0". */
+static void hashed_name(ts_ca *ca, char *out, size_t outlen)
+{
+    BIO *bio = BIO_new_mem_buf(ts_ca_pem(ca), -1);
+    X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    cr_assert_not_null(x);
+    snprintf(out, outlen, "%08lx.0", X509_subject_name_hash(x));
+    X509_free(x);
+    BIO_free(bio);
+}
+
+/* A process whose working directory is d, trusting the relative "ca.pem" there: by the setter or POSH_CA_FILE. */
+static posh_err lookup_from(const char *d, bool by_env, int *from_disk)
+{
+    char cwd[PATH_MAX];
+    posh_config *cfg = posh_config_new();
+    posh_client *c;
+    posh_err err;
+    cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
+    cr_assert_eq(chdir(d), 0);
+    cr_assert_not_null(cfg);
+    if (by_env) {
+        setenv("POSH_CA_FILE", "ca.pem", 1);
+        cr_assert_eq(posh_config_load_env(cfg), POSH_OK, "%s", posh_config_error(cfg));
+        unsetenv("POSH_CA_FILE");
+    } else {
+        cr_assert_eq(posh_config_set_ca_file(cfg, "ca.pem"), POSH_OK);
+    }
+    cr_expect(cfg->ca_file != NULL && cfg->ca_file[0] == '/', "made absolute when configured: %s", cfg->ca_file);
+    cr_assert_eq(posh_config_set_connect_to(cfg, f.connect_to), POSH_OK);
+    cr_assert_eq(posh_config_set_cache_dir(cfg, dir), POSH_OK);
+    posh_config_set_wall_clock(cfg, fake_clock, &wall_now);
+    cr_assert_not_null(c = posh_client_new(cfg));
+    posh_config_free(cfg);
+    err = lookup_svc(c, FOO, "xmpp-server", from_disk);
+    posh_client_free(c);
+    cr_assert_eq(chdir(cwd), 0);
+    return err;
+}
+
+Test(store, relative_ca_files_in_two_directories_never_share)
+{
+    /*
+     * Two processes each trusting "ca.pem" of their own working directory: the first's CA trusts the web server,
+     * the second's does not. The second must not take the first's entry from disk; it fetches, and fails.
+     */
+    char trusting[300], other[300], path[400];
+    int from_disk = -1;
+    ts_ca *stranger = ts_ca_new("Stranger Root");
+
+    cr_assert_not_null(stranger);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(trusting, sizeof(trusting), "%s/a", base);
+    snprintf(other, sizeof(other), "%s/b", base);
+    cr_assert_eq(mkdir(trusting, 0700), 0);
+    cr_assert_eq(mkdir(other, 0700), 0);
+    snprintf(path, sizeof(path), "%s/ca.pem", trusting);
+    cr_assert_eq(ts_ca_write(f.ca, path), 0);
+    snprintf(path, sizeof(path), "%s/ca.pem", other);
+    cr_assert_eq(ts_ca_write(stranger, path), 0);
+
+    cr_assert_eq(lookup_from(trusting, false, &from_disk), POSH_OK);
+    cr_expect_eq(count_files(dir), 1, "written");
+    cr_expect_eq(lookup_from(trusting, true, &from_disk), POSH_OK, "the same file by POSH_CA_FILE");
+    cr_expect_eq(from_disk, 1, "the same anchors: warm");
+    for (int by_env = 0; by_env < 2; by_env++) {
+        from_disk = -1;
+        cr_expect_neq(lookup_from(other, by_env, &from_disk), POSH_OK,
+                      "%s: another ca.pem, which does not trust the web server: fetched, and the fetch failed",
+                      by_env ? "POSH_CA_FILE" : "the setter");
+        cr_expect_eq(from_disk, 0, "never the other process's entry");
+    }
+    ts_ca_free(stranger);
+}
+
+Test(store, same_anchors_at_two_paths_share)
+{
+    /* The scope is what the anchors say, not where they are: a copy of the bundle elsewhere trusts the same. */
+    char copy[300];
+    int from_disk = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(copy, sizeof(copy), "%s/copy-of-ca.pem", base);
+    cr_assert_eq(ts_ca_write(f.ca, copy), 0);
+    posh_client *c = anchored_client(f.ca_file, NULL, 0);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", NULL), POSH_OK);
+    posh_client_free(c);
+    c = anchored_client(copy, NULL, 0);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1, "the same content at another path: the same entry");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    posh_client_free(c);
+}
+
+Test(store, root_removed_from_the_ca_file_entry_not_used)
+{
+    /*
+     * The bundle trusts the test CA and another root; an entry is written under it. Then the other root is removed
+     * from the file at the same path: neither a new client nor the one that wrote the entry uses it again.
+     */
+    char bundle[300];
+    int from_disk = -1;
+    ts_ca *extra = ts_ca_new("Removed Root");
+    cr_assert_not_null(extra);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(bundle, sizeof(bundle), "%s/bundle.pem", base);
+    write_text(bundle, ts_ca_pem(f.ca), ts_ca_pem(extra));
+
+    posh_client *longlived = anchored_client(bundle, NULL, 0);
+    cr_assert_eq(lookup_svc(longlived, FOO, "xmpp-server", NULL), POSH_OK);
+    posh_client *c = anchored_client(bundle, NULL, 0);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1, "unchanged anchors: warm");
+    posh_client_free(c);
+
+    write_text(bundle, ts_ca_pem(f.ca), NULL); /* a root removed, at the same path */
+    c = anchored_client(bundle, NULL, 0);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 0, "a new client: the entry fetched under the old anchors is not used");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2);
+    posh_client_free(c);
+
+    /* The first client: its memory entry goes stale on its clock, the disk's is fresh on the wall clock. */
+    write_text(bundle, ts_ca_pem(f.ca), ts_ca_pem(extra));
+    cr_assert_eq(lookup_svc(c = anchored_client(bundle, NULL, 0), FOO, "xmpp-server", NULL), POSH_OK);
+    posh_client_free(c); /* the bundle with both roots again: its entry is warm (content, not time, names it) */
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2);
+    write_text(bundle, ts_ca_pem(f.ca), NULL);
+    mono_now += 1000;
+    cr_assert_eq(lookup_svc(longlived, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1, "the entry written under the new anchors by the second client");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2);
+    write_text(bundle, ts_ca_pem(extra), ts_ca_pem(f.ca)); /* the same roots in another order: other bytes */
+    mono_now += 1000;
+    cr_assert_eq(lookup_svc(longlived, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 0, "the same client noticed the change: fetched");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3);
+    posh_client_free(longlived);
+    ts_ca_free(extra);
+}
+
+Test(store, ca_directory_scope_follows_its_content)
+{
+    char cadir[300], path[400], name[32];
+    int from_disk = -1;
+    ts_ca *extra = ts_ca_new("Another Root");
+    cr_assert_not_null(extra);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(cadir, sizeof(cadir), "%s/certs", base);
+    cr_assert_eq(mkdir(cadir, 0755), 0);
+    hashed_name(f.ca, name, sizeof(name));
+    snprintf(path, sizeof(path), "%s/%s", cadir, name);
+    cr_assert_eq(ts_ca_write(f.ca, path), 0);
+
+    posh_client *longlived = anchored_client(NULL, cadir, 0); /* the web server trusted through the directory */
+    cr_assert_eq(lookup_svc(longlived, FOO, "xmpp-server", NULL), POSH_OK);
+    posh_client *c = anchored_client(NULL, cadir, 0);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1, "the same directory: warm");
+    posh_client_free(c);
+
+    /* A file OpenSSL never loads (not a hash name) changes nothing. */
+    snprintf(path, sizeof(path), "%s/README", cadir);
+    write_text(path, "not a certificate\n", NULL);
+    cr_assert_eq(lookup_svc(c = anchored_client(NULL, cadir, 0), FOO, "xmpp-server", &from_disk), POSH_OK);
+    posh_client_free(c);
+    cr_expect_eq(from_disk, 1, "a name OpenSSL does not load: the same anchors");
+
+    /* Another root in the directory: other anchors, for a new client and for the one running. */
+    hashed_name(extra, name, sizeof(name));
+    snprintf(path, sizeof(path), "%s/%s", cadir, name);
+    cr_assert_eq(ts_ca_write(extra, path), 0);
+    cr_assert_eq(lookup_svc(c = anchored_client(NULL, cadir, 0), FOO, "xmpp-server", &from_disk), POSH_OK);
+    posh_client_free(c);
+    cr_expect_eq(from_disk, 0, "a root added to the directory: the entry is not used");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2);
+    cr_assert_eq(unlink(path), 0);
+    mono_now += 1000;
+    cr_assert_eq(lookup_svc(longlived, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1, "removed again: the first entry's anchors, and the running client noticed");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2);
+    posh_client_free(longlived);
+    ts_ca_free(extra);
+}
+
+Test(store, default_store_scope_is_what_libcurl_loads)
+{
+    /*
+     * The system's files are not touched: the default scope (no CA configured) must be the scope of libcurl's
+     * built-in CA file and directory named explicitly, stable from one client to the next, and not a CA file's.
+     */
+    CURL *h = curl_easy_init();
+    char *cainfo = NULL, *capath = NULL;
+    unsigned char dflt[32], again[32], named[32], fixture[32], none[32];
+    posh_config *cfg;
+
+    cr_assert_not_null(h);
+    cr_assert_eq(curl_easy_getinfo(h, CURLINFO_CAINFO, &cainfo), CURLE_OK);
+    cr_assert_eq(curl_easy_getinfo(h, CURLINFO_CAPATH, &capath), CURLE_OK);
+    cr_assert(cainfo != NULL || capath != NULL, "this libcurl has a built-in store");
+    cr_assert_not_null(cfg = posh_config_new());
+    posh_store_scope(cfg, dflt);
+    posh_store_scope(cfg, again);
+    cr_expect_eq(memcmp(dflt, again, 32), 0, "stable");
+    cr_assert_eq(posh_config_set_ca_file(cfg, cainfo), POSH_OK);
+    cr_assert_eq(posh_config_set_ca_path(cfg, capath), POSH_OK);
+    posh_store_scope(cfg, named);
+    cr_expect_eq(memcmp(dflt, named, 32), 0, "the default store is libcurl's built-in file and directory");
+    cr_assert_eq(posh_config_set_ca_file(cfg, f.ca_file), POSH_OK);
+    posh_store_scope(cfg, fixture);
+    cr_expect_neq(memcmp(dflt, fixture, 32), 0, "a CA file's scope differs");
+    memset(none, 0xff, 32); /* what a configuration whose anchors cannot be hashed gets: never a scope */
+    cr_expect_neq(memcmp(dflt, none, 32), 0, "the default store was hashed");
+    cr_expect_neq(memcmp(fixture, none, 32), 0, "the CA file was hashed");
+    posh_config_free(cfg);
+    curl_easy_cleanup(h);
+}
+
+static void lookups_with_big_cadir(void *arg)
+{
+    const char *cadir = arg;
+    for (int i = 0; i < 2; i++) {
+        posh_client *c = anchored_client(f.ca_file, cadir, 0);
+        cr_expect_eq(lookup_svc(c, FOO, "xmpp-server", NULL), POSH_OK, "POSH keeps working from the network");
+        posh_client_free(c);
+    }
+}
+
+Test(store, anchors_past_the_cap_no_disk_cache)
+{
+    /* A CA directory with more loadable names than are hashed: no scope, so nothing read or written (logged). */
+    char cadir[300], path[400];
+    char *log;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(cadir, sizeof(cadir), "%s/many", base);
+    cr_assert_eq(mkdir(cadir, 0755), 0);
+    for (int i = 0; i < 4097; i++) {
+        snprintf(path, sizeof(path), "%s/%08x.0", cadir, i);
+        write_text(path, "", NULL);
+    }
+    log = fx_stderr_of(lookups_with_big_cadir, cadir);
+    cr_expect_eq(count_files(dir), 0, "nothing written");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "each client fetched");
+    cr_expect_not_null(strstr(log, "trust anchors cannot be hashed"), "logged: %s", log);
+    free(log);
+}
+
+/* ---- bounds without a scan per write ---- */
+
+/* n entries of other keys, as other processes would have left them: the trim reads names and metadata only. */
+static void fill_directory(size_t n)
+{
+    char why[POSH_MSG_LEN], name[POSH_STORE_NAME_LEN + 1], domain[64];
+    unsigned char scope[32] = {0};
+    int fd = posh_store_dir_open(dir, 0, why, sizeof(why));
+    cr_assert_geq(fd, 0, "%s", why);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(domain, sizeof(domain), "d%zu.example", i);
+        posh_store_entry_name(domain, "_xmpp-server._tcp", scope, name);
+        cr_assert_eq(posh_store_write(fd, name, (const unsigned char *)"x", 1, why, sizeof(why)), 0, "%s", why);
+    }
+    close(fd);
+}
+
+Test(store, ten_thousand_entries_no_scan_per_lookup)
+{
+    enum { FILLED = 10000, LOOKUPS = 60 };
+    char path[64];
+    long walked;
+
+    for (int i = 0; i < LOOKUPS; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/k%d.json", i);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 300));
+    }
+    fx_start(&f);
+    fill_directory(FILLED);
+    posh_client *c = store_client(dir); /* the cache size: 10,000 (the default) */
+    __atomic_store_n(&readdir_calls, 0, __ATOMIC_RELAXED);
+    for (int i = 0; i < LOOKUPS; i++) {
+        snprintf(path, sizeof(path), "k%d", i);
+        cr_assert_eq(lookup_svc(c, FOO, path, NULL), POSH_OK);
+    }
+    walked = __atomic_load_n(&readdir_calls, __ATOMIC_RELAXED);
+    posh_client_free(c);
+    cr_log_info("%d persisted lookups over %d entries walked %ld directory entries", LOOKUPS, FILLED, walked);
+    /* One scan at most (the count learnt at the first write, trimmed past the high-water mark). */
+    cr_expect_leq(walked, FILLED + LOOKUPS + 1000, "%d persisted lookups walked %ld directory entries", LOOKUPS,
+                  walked);
+    cr_expect_leq(count_files(dir), 10000, "bounded by the cache size");
+    cr_expect_geq(count_files(dir), 10000 * 7 / 8, "trimmed to the low-water mark, no further");
+}
+
+Test(store, entries_in_use_survive_a_burst)
+{
+    /*
+     * Five keys are in use: written by one client, read back by another. Then a burst of 200 new keys, each
+     * looked up once, goes through a directory bounded at 40 entries: the five stay, and a new client is warm.
+     */
+    enum { IN_USE = 5, BURST = 200, SIZE = 40 };
+    char path[64];
+    int from_disk = 0;
+
+    for (int i = 0; i < IN_USE; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/u%d.json", i);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 3000));
+    }
+    for (int i = 0; i < BURST; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/s%d.json", i);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 3000));
+    }
+    fx_start(&f);
+    for (int round = 0; round < 2; round++) {
+        posh_client *c = anchored_client(f.ca_file, NULL, SIZE);
+        for (int i = 0; i < IN_USE; i++) {
+            snprintf(path, sizeof(path), "u%d", i);
+            cr_assert_eq(lookup_svc(c, FOO, path, &from_disk), POSH_OK);
+            cr_expect_eq(from_disk, round, "round %d", round);
+        }
+        posh_client_free(c);
+    }
+    posh_client *c = anchored_client(f.ca_file, NULL, SIZE);
+    for (int i = 0; i < BURST; i++) {
+        snprintf(path, sizeof(path), "s%d", i);
+        cr_assert_eq(lookup_svc(c, FOO, path, NULL), POSH_OK);
+    }
+    posh_client_free(c);
+    cr_expect_leq(count_files(dir), SIZE, "bounded");
+    c = anchored_client(f.ca_file, NULL, SIZE);
+    for (int i = 0; i < IN_USE; i++) {
+        snprintf(path, sizeof(path), "u%d", i);
+        cr_assert_eq(lookup_svc(c, FOO, path, &from_disk), POSH_OK);
+        cr_expect_eq(from_disk, 1, "u%d in use: kept through the burst", i);
+        snprintf(path, sizeof(path), "/.well-known/posh/u%d.json", i);
+        cr_expect_eq(fx_requests(&f, FOO, path), 1);
+    }
+    posh_client_free(c);
+}
+
+/* ---- the engine's writes ---- */
+
+typedef struct done_flag {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    posh_err err;
+} done_flag;
+
+static void on_done(posh_err err, posh_result *r, void *arg)
+{
+    done_flag *d = arg;
+    posh_result_free(r);
+    pthread_mutex_lock(&d->lock);
+    d->err = err;
+    d->done = 1;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+Test(store, engine_lookups_are_persisted)
+{
+    /* The engine writes after its pass: the entry is on disk once the callback ran and the client is freed. */
+    done_flag d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, POSH_OK};
+    int from_disk = 0;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    posh_client *c = store_client(dir);
+    cr_assert_eq(posh_lookup_async(c, FOO, "xmpp-server", on_done, &d), POSH_OK);
+    pthread_mutex_lock(&d.lock);
+    while (!d.done)
+        pthread_cond_wait(&d.cond, &d.lock);
+    pthread_mutex_unlock(&d.lock);
+    cr_assert_eq(d.err, POSH_OK);
+    posh_client_free(c);
+    c = store_client(dir);
+    cr_assert_eq(lookup_svc(c, FOO, "xmpp-server", &from_disk), POSH_OK);
+    cr_expect_eq(from_disk, 1);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    posh_client_free(c);
 }
