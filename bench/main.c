@@ -10,7 +10,7 @@
 #include <string.h>
 
 static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many",
-                                       "single", "nonblock", "shimsend", "warm"};
+                                       "single", "nonblock", "shimsend", "warm", "store"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static void usage(FILE *out)
@@ -19,7 +19,7 @@ static void usage(FILE *out)
                  "  --smoke   a seconds-long run: every section, small counts, no timing verdicts\n"
                  "  --json    also write the JSON report to FILE\n"
                  "  --only    run these sections: memory, handshake, decision, cold, many, single, nonblock,\n"
-                 "            shimsend, warm\n"
+                 "            shimsend, warm, store\n"
                  "exit status: 0 done (see the verdicts), 1 a benchmark failed, 2 usage;\n"
                  "in smoke mode also 1 when a count target (single flight, connections) is missed\n");
 }
@@ -98,6 +98,8 @@ int main(int argc, char **argv)
         bench_shim_send(smoke);
     if (selected(only, "warm"))
         bench_warm_start(&env);
+    if (selected(only, "store"))
+        bench_store(&env);
     misses = bench_report(&env, json);
     bench_env_fini(&env);
     return smoke && misses > 0 ? 1 : 0;

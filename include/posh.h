@@ -154,7 +154,10 @@ POSH_EXPORT posh_err posh_config_load_env(posh_config *cfg) POSH_MUST_CHECK;
 /* The message of the last failed setter or posh_config_load_env() call on cfg ("" if none). */
 POSH_EXPORT const char *posh_config_error(const posh_config *cfg);
 
-/* Trust anchors for the HTTPS fetches (a PEM file and/or an OpenSSL hashed directory). NULL: system store. */
+/*
+ * Trust anchors for the HTTPS fetches (a PEM file and/or an OpenSSL hashed directory). NULL: system store. A
+ * relative path is made absolute against the working directory of this call (POSH_ERR_CONFIG if it is unknown).
+ */
 POSH_EXPORT posh_err posh_config_set_ca_file(posh_config *cfg, const char *path);
 POSH_EXPORT posh_err posh_config_set_ca_path(posh_config *cfg, const char *path);
 /*
@@ -186,9 +189,11 @@ POSH_EXPORT posh_err posh_config_set_cache_size(posh_config *cfg, long entries);
  * are written atomically (temporary file and rename), hold the documents as fetched and are parsed again on
  * load; expiry there is judged on the wall clock (time()), and an entry fetched "in the future" (the clock
  * went back) is stale. Anything odd (truncated, corrupted, oversized, another format, another domain, not a
- * regular file of ours) is ignored and replaced by the next fetch. At most the cache size (entries, oldest
- * modified first out) and 64 MiB. Failures and "no POSH" are never written. Disk problems never fail a
- * lookup: it fetches. Several processes may share one directory. See README "Persistent cache".
+ * regular file of ours) is ignored and replaced by the next fetch. Entries are filed under the content of the
+ * trust anchors the fetches used: other anchors (another file, a root removed) never read them. At most the
+ * cache size (entries; expired, then never used, then least recently used first out) and 64 MiB, checked by a
+ * scan only past those marks. Failures and "no POSH" are never written. Disk problems never fail a lookup: it
+ * fetches. Several processes may share one directory. See README "Persistent cache".
  */
 POSH_EXPORT posh_err posh_config_set_cache_dir(posh_config *cfg, const char *path);
 /*

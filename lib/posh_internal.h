@@ -214,9 +214,9 @@ void posh_store_entry_clear(posh_store_entry *e);
 posh_err posh_store_entry_serialize(const posh_store_entry *e, unsigned char **out, size_t *outlen);
 /*
  * The file name of (domain, service) under a fetch configuration (scope: the SHA-256 posh_store_scope() makes
- * of the trust anchors, connect-to list, layouts and redirect limit): hex SHA-256 of "domain service\n" and
- * the scope's 32 bytes, + ".posh"; out has NAME_LEN + 1 bytes. Clients that would fetch differently never read
- * each other's entries.
+ * of the trust anchors' content, connect-to list, layouts and redirect limit): hex SHA-256 of
+ * "domain service\n" and the scope's 32 bytes, + ".posh"; out has NAME_LEN + 1 bytes. Clients that would fetch
+ * differently never read each other's entries.
  */
 void posh_store_entry_name(const char *domain, const char *service, const unsigned char scope[32], char *out);
 /* Is name what posh_store_entry_name makes (64 lower-case hex digits and ".posh")? */
