@@ -55,6 +55,14 @@ struct posh_store {
     pthread_mutex_t lock;       /* guards everything below but the pending writes */
     anchor_id file_id, dir_id;  /* the anchors as they were when scope was made */
     bool scope_ok;              /* false: the anchors could not be hashed, the disk cache is not used */
+    /*
+     * The anchors moved while this client ran. Its fetches may still go by the old ones: its pooled connections
+     * were verified under them and are reused, and libcurl (7.87 and later) keeps a loaded CA store for up to
+     * CURLOPT_CA_CACHE_TIMEOUT (24 h) when no CA directory is in force. So from then on this client reads (under
+     * the new anchors' scope: what clients started since have written) but writes nothing: it could file a
+     * document the old anchors vouched for under anchors that would not.
+     */
+    bool anchors_moved;
     unsigned char scope[32];    /* posh_store_scope() of the client's configuration */
     /*
      * The entry count and bytes are estimates: counted by a scan (the first write's, then each trim's), then
@@ -347,10 +355,11 @@ int posh_store_scope(const posh_config *cfg, unsigned char out[32])
 
 /*
  * The scope to file entries under now, in out; false: none (the anchors cannot be hashed), so no disk access.
+ * *moved (may be NULL): the anchors moved since the client started (then it no longer writes).
  * Two stat() calls each time; the anchors are hashed again when either moved (inode, size, times). A file
  * changed inside a CA directory without the directory itself changing is noticed by the next client only.
  */
-static bool scope_now(posh_store *s, unsigned char out[32])
+static bool scope_now(posh_store *s, unsigned char out[32], bool *moved)
 {
     char why[POSH_MSG_LEN];
     anchor_id file, dir;
@@ -363,15 +372,19 @@ static bool scope_now(posh_store *s, unsigned char out[32])
         s->scope_ok = make_scope(s->cfg, s->anchor_file, s->anchor_dir, s->scope, why, sizeof(why)) == 0;
         s->file_id = file;
         s->dir_id = dir;
+        s->anchors_moved = true;
         if (s->scope_ok)
-            posh_log(POSH_LOG_INFO, "persistent cache: the trust anchors changed; entries fetched under the "
-                                    "others are not used");
+            posh_log(POSH_LOG_WARNING, "persistent cache: the trust anchors changed; entries fetched under the "
+                                       "others are not used, and this client writes no more entries (its "
+                                       "connections were verified under the old ones; a new client will)");
         else
             posh_log(POSH_LOG_WARNING, "persistent cache not used while the trust anchors cannot be hashed: %s",
                      why);
     }
     ok = s->scope_ok;
     memcpy(out, s->scope, 32);
+    if (moved != NULL)
+        *moved = s->anchors_moved;
     pthread_mutex_unlock(&s->lock);
     return ok;
 }
@@ -538,7 +551,7 @@ posh_result *posh_store_load(posh_client *client, const char *domain, const char
     int rc;
 
     memset(&e, 0, sizeof(e));
-    if (client->store == NULL || !scope_now(client->store, scope))
+    if (client->store == NULL || !scope_now(client->store, scope, NULL))
         return NULL;
     posh_store_entry_name(domain, service, scope, name);
     rc = posh_store_read(client->store->dirfd, name, entry_cap(cfg), &buf, &len, why, sizeof(why));
@@ -630,12 +643,13 @@ void posh_store_save(posh_client *client, const char *domain, const char *servic
     char name[POSH_STORE_NAME_LEN + 1], what[sizeof(s->pending[0].what)];
     unsigned char *buf = NULL, scope[32];
     posh_store_entry e;
+    bool moved = false;
     size_t len;
 
     if (s == NULL || src_url == NULL || src_doc == NULL || (target != NULL && target->doc == NULL))
         return;
-    /* Filed under the anchors of now: the fetch that just ended trusted them (a change since is seen next). */
-    if (!scope_now(s, scope))
+    /* Filed under the anchors of now, which are the ones this client's fetches loaded unless they moved. */
+    if (!scope_now(s, scope, &moved) || moved)
         return;
     memset(&e, 0, sizeof(e));
     e.fetched = fetched_wall;

@@ -933,6 +933,11 @@ Test(store, root_removed_from_the_ca_file_entry_not_used)
     cr_expect_eq(from_disk, 0, "the same client noticed the change: fetched");
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3);
     posh_client_free(longlived);
+    /* ...and wrote nothing: libcurl may have fetched with the CA store it loaded before the change. */
+    cr_assert_eq(lookup_svc(c = anchored_client(bundle, NULL, 0), FOO, "xmpp-server", &from_disk), POSH_OK);
+    posh_client_free(c);
+    cr_expect_eq(from_disk, 0, "a client whose anchors moved writes no entry");
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 4);
     ts_ca_free(extra);
 }
 
