@@ -1068,15 +1068,32 @@ static void fill_directory(size_t n)
 
 Test(store, ten_thousand_entries_no_scan_per_lookup)
 {
-    enum { FILLED = 10000, LOOKUPS = 60 };
+    /*
+     * Three keys in use (written, then read back by another client), then 10,000 entries nobody used again (a
+     * burst of other keys), then 60 persisted lookups: one scan at most, the directory bounded, the three kept.
+     */
+    enum { IN_USE = 3, FILLED = 10000, LOOKUPS = 60 };
     char path[64];
+    int from_disk = 0;
     long walked;
 
     for (int i = 0; i < LOOKUPS; i++) {
         snprintf(path, sizeof(path), "/.well-known/posh/k%d.json", i);
         fx_put_free(&f, FOO, path, fx_doc1(f.svc, 300));
     }
+    for (int i = 0; i < IN_USE; i++) {
+        snprintf(path, sizeof(path), "/.well-known/posh/u%d.json", i);
+        fx_put_free(&f, FOO, path, fx_doc1(f.svc, 300));
+    }
     fx_start(&f);
+    for (int round = 0; round < 2; round++) {
+        posh_client *c = store_client(dir);
+        for (int i = 0; i < IN_USE; i++) {
+            snprintf(path, sizeof(path), "u%d", i);
+            cr_assert_eq(lookup_svc(c, FOO, path, &from_disk), POSH_OK);
+        }
+        posh_client_free(c);
+    }
     fill_directory(FILLED);
     posh_client *c = store_client(dir); /* the cache size: 10,000 (the default) */
     __atomic_store_n(&readdir_calls, 0, __ATOMIC_RELAXED);
@@ -1092,6 +1109,13 @@ Test(store, ten_thousand_entries_no_scan_per_lookup)
                   walked);
     cr_expect_leq(count_files(dir), 10000, "bounded by the cache size");
     cr_expect_geq(count_files(dir), 10000 * 7 / 8, "trimmed to the low-water mark, no further");
+    c = store_client(dir);
+    for (int i = 0; i < IN_USE; i++) {
+        snprintf(path, sizeof(path), "u%d", i);
+        cr_assert_eq(lookup_svc(c, FOO, path, &from_disk), POSH_OK);
+        cr_expect_eq(from_disk, 1, "u%d in use: kept over 10,000 newer entries nobody used", i);
+    }
+    posh_client_free(c);
 }
 
 Test(store, entries_in_use_survive_a_burst)
