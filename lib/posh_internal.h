@@ -259,8 +259,9 @@ typedef struct posh_store_limits {
 } posh_store_limits;
 /*
  * Bound the directory (one readdir and an fstatat per name): entries surely expired go; then, past a high-water
- * mark, the entries not used since written (oldest first), then those in use (least recently used first), until
- * both low-water marks hold. Temporary files older than 60 s (a writer that died) go too. Returns the number of
+ * mark, the entries not used since written (oldest first; with them the least recently used of the entries in
+ * use past 3/4 of the low-water mark), then those in use (least recently used first), until both low-water
+ * marks hold. Temporary files older than 60 s (a writer that died) go too. Returns the number of
  * entries left, their bytes in *bytes_left (may be NULL).
  */
 size_t posh_store_trim(int dirfd, const posh_store_limits *lim, uint64_t *bytes_left);

@@ -463,14 +463,14 @@ void posh_store_atfork_child(posh_store *s)
 
 /* ---- bounds ---- */
 
+/* Trims go down to 7/8 of the marks; under 8 entries, to the mark itself (a scan of so few costs nothing). */
 static posh_store_limits limits(const posh_store *s, size_t entries, uint64_t bytes)
 {
-    size_t high = (size_t)s->cfg->cache_size;
     return (posh_store_limits){
         .high_entries = entries,
-        .low_entries = entries == 0 ? 0 : high - (high / 8 > 0 ? high / 8 : 1),
+        .low_entries = entries - entries / 8,
         .high_bytes = bytes,
-        .low_bytes = bytes == 0 ? 0 : bytes / 8 * 7,
+        .low_bytes = bytes - bytes / 8,
         .now = posh_config_wall_now(s->cfg),
         .max_age = entries == 0 ? 0 : s->cfg->max_ttl,
     };

@@ -279,9 +279,22 @@ size_t posh_store_trim(int dirfd, const posh_store_limits *lim, uint64_t *bytes_
     }
     closedir(dir);
     if (n > lim->high_entries || total > lim->high_bytes || (n > 0 && lim->max_age > 0)) {
-        qsort(items, n, sizeof(*items), evict_first);
-        /* Past a high-water mark: down to the low ones, so that the next scan is many writes away. */
         bool over = n > lim->high_entries || total > lim->high_bytes;
+        size_t in_use = 0, keep = lim->low_entries / 4 * 3;
+        qsort(items, n, sizeof(*items), evict_first);
+        /*
+         * Entries in use keep at most 3/4 of the low-water mark: past that, the least recently used of them are
+         * evicted with the unused ones, so that keys used twice (a peer can arrange that too) never leave new
+         * entries no room.
+         */
+        for (size_t i = 0; i < n; i++)
+            in_use += items[i].class == TRIM_IN_USE;
+        if (over && in_use > keep) {
+            for (size_t i = n - in_use; i < n - keep; i++)
+                items[i].class = TRIM_UNUSED;
+            qsort(items, n, sizeof(*items), evict_first);
+        }
+        /* Past a high-water mark: down to the low ones, so that the next scan is many writes away. */
         while (first < n && (items[first].class == TRIM_EXPIRED ||
                              (over && (n - first > lim->low_entries || total > lim->low_bytes)))) {
             unlinkat(dirfd, items[first].name, 0); /* another process may have removed it first: fine */

@@ -1164,6 +1164,71 @@ Test(store, entries_in_use_survive_a_burst)
     posh_client_free(c);
 }
 
+/* A file with an entry's name for key i, with this mode and modification time (now + age_s, age_s <= 0). */
+static void put_entry(int fd, int i, mode_t mode, time_t mtime)
+{
+    char why[POSH_MSG_LEN], name[POSH_STORE_NAME_LEN + 1], domain[64];
+    unsigned char scope[32] = {0};
+    struct timespec ts[2] = {{.tv_sec = mtime}, {.tv_sec = mtime}};
+    snprintf(domain, sizeof(domain), "t%d.example", i);
+    posh_store_entry_name(domain, "_xmpp-server._tcp", scope, name);
+    cr_assert_eq(posh_store_write_mode(fd, name, (const unsigned char *)"x", 1, mode, why, sizeof(why)), 0);
+    cr_assert_eq(utimensat(fd, name, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static bool has_entry(int fd, int i)
+{
+    char name[POSH_STORE_NAME_LEN + 1], domain[64];
+    unsigned char scope[32] = {0};
+    struct stat st;
+    snprintf(domain, sizeof(domain), "t%d.example", i);
+    posh_store_entry_name(domain, "_xmpp-server._tcp", scope, name);
+    return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+Test(store, trim_order_expired_then_unused_then_in_use)
+{
+    char why[POSH_MSG_LEN];
+    time_t now = time(NULL);
+    int fd = posh_store_dir_open(dir, 0, why, sizeof(why));
+    posh_store_limits lim = {.high_entries = 20, .low_entries = 16, .high_bytes = 1 << 20, .low_bytes = 1 << 20,
+                             .now = now, .max_age = 1000};
+    cr_assert_geq(fd, 0, "%s", why);
+    /* 0-3: in use but untouched for longer than an entry lives; 4-13 in use; 14-23 unused, the newest. */
+    for (int i = 0; i < 4; i++)
+        put_entry(fd, i, 0400, now - 2000 + i);
+    for (int i = 4; i < 14; i++)
+        put_entry(fd, i, 0400, now - 500 + i);
+    for (int i = 14; i < 24; i++)
+        put_entry(fd, i, 0600, now - 100 + i);
+    cr_expect_eq(posh_store_trim(fd, &lim, NULL), 16);
+    for (int i = 0; i < 24; i++)
+        cr_expect_eq(has_entry(fd, i), i >= 4 && (i < 14 || i >= 18), "entry %d", i);
+
+    /* Below the high-water mark nothing but the expired goes. */
+    put_entry(fd, 30, 0600, now - 1500);
+    cr_expect_eq(posh_store_trim(fd, &lim, NULL), 16);
+    cr_expect(!has_entry(fd, 30));
+
+    /* In use past 3/4 of the low-water mark (12 of 16): the least recently used of them go with the unused. */
+    for (int i = 40; i < 46; i++)
+        put_entry(fd, i, 0400, now - 300 + i);
+    lim.high_entries = 18;
+    lim.low_entries = 16;
+    cr_expect_eq(posh_store_trim(fd, &lim, NULL), 16, "22 entries, 16 of them in use");
+    for (int i = 4; i < 8; i++)
+        cr_expect(!has_entry(fd, i), "in use %d, the least recently used: demoted and out", i);
+    for (int i = 8; i < 14; i++)
+        cr_expect(has_entry(fd, i), "in use %d kept", i);
+    for (int i = 40; i < 46; i++)
+        cr_expect(has_entry(fd, i), "in use %d kept", i);
+    for (int i = 18; i < 20; i++)
+        cr_expect(!has_entry(fd, i), "unused %d, the oldest unused", i);
+    for (int i = 20; i < 24; i++)
+        cr_expect(has_entry(fd, i), "unused %d: room kept for new entries", i);
+    close(fd);
+}
+
 /* ---- the engine's writes ---- */
 
 typedef struct done_flag {
