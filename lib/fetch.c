@@ -109,10 +109,15 @@ posh_err posh_fetch_handle_setup(CURL *curl, const posh_config *cfg, struct curl
     SET(CURLOPT_PROXY, ""); /* never an environment proxy: the path to the source domain must be ours */
     SET(CURLOPT_USERAGENT, "posh/" POSH_VERSION_STRING);
     SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_bytes);
-    if (cfg->ca_file != NULL)
+    /*
+     * Configured trust anchors replace the system store; they never add to it. libcurl keeps its built-in CA
+     * file and directory unless each is set, so the one not configured is set to NULL (none): a CA file alone
+     * must not leave /etc/ssl/certs trusted beside it.
+     */
+    if (cfg->ca_file != NULL || cfg->ca_path != NULL) {
         SET(CURLOPT_CAINFO, cfg->ca_file);
-    if (cfg->ca_path != NULL)
         SET(CURLOPT_CAPATH, cfg->ca_path);
+    }
     if (connect_to != NULL)
         SET(CURLOPT_CONNECT_TO, connect_to);
     SET(CURLOPT_WRITEFUNCTION, body_write);

@@ -87,9 +87,9 @@ static char default_file[PATH_MAX], default_dir[PATH_MAX];
 
 /*
  * libcurl's built-in CA file and directory (CURLINFO_CAINFO/CAPATH, libcurl 7.84 and later): what a fetch
- * trusts when posh is not told otherwise. A CA file configured alone leaves the built-in directory in force
- * (libcurl loads both), so the directory is part of that scope too. Neither built in: libcurl may fall back to
- * OpenSSL's defaults, hashed then. Unknown (an older libcurl): no scope can name the default store.
+ * trusts when posh is not told otherwise. Configured anchors replace both (fetch.c sets the one not configured
+ * to none), so they alone are the scope then. Neither built in: libcurl may fall back to OpenSSL's defaults,
+ * hashed then. Unknown (an older libcurl): no scope can name the default store.
  */
 static void defaults_init(void)
 {
@@ -117,11 +117,16 @@ static void defaults_init(void)
 /* The CA file and directory cfg's fetches load (NULL: none); false when the default store is unknown. */
 static bool effective_anchors(const posh_config *cfg, const char **file, const char **dir)
 {
+    if (cfg->ca_file != NULL || cfg->ca_path != NULL) {
+        *file = cfg->ca_file;
+        *dir = cfg->ca_path;
+        return true;
+    }
     pthread_once(&defaults_once, defaults_init);
-    if ((cfg->ca_file == NULL || cfg->ca_path == NULL) && !defaults_known)
+    if (!defaults_known)
         return false;
-    *file = cfg->ca_file != NULL ? cfg->ca_file : default_file[0] != '\0' ? default_file : NULL;
-    *dir = cfg->ca_path != NULL ? cfg->ca_path : default_dir[0] != '\0' ? default_dir : NULL;
+    *file = default_file[0] != '\0' ? default_file : NULL;
+    *dir = default_dir[0] != '\0' ? default_dir : NULL;
     return true;
 }
 

@@ -5,8 +5,13 @@
 #include "fixture.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <openssl/x509.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 
 static fx f;
 static void setup(void) { fx_init(&f); }
@@ -331,6 +336,79 @@ Test(lookup, web_server_not_trusted)
     posh_result_free(r);
     posh_client_free(c);
     posh_config_free(cfg);
+    ts_ca_free(stranger);
+}
+
+/* A client routed to the fixture's nginx, trusting ca_file and ca_path (NULL: not configured). */
+static posh_client *client_trusting(const char *ca_file, const char *ca_path)
+{
+    posh_config *cfg = posh_config_new();
+    cr_assert_not_null(cfg);
+    cr_assert_eq(posh_config_set_connect_to(cfg, f.connect_to), POSH_OK, "%s", posh_config_error(cfg));
+    cr_assert_eq(posh_config_set_ca_file(cfg, ca_file), POSH_OK);
+    cr_assert_eq(posh_config_set_ca_path(cfg, ca_path), POSH_OK);
+    return fx_client_of(cfg);
+}
+
+/* Write ca's certificate into dir as OpenSSL's hashed lookup finds it (HASH.0); dir is made. */
+static void hashed_dir(const char *dir, ts_ca *ca)
+{
+    char path[700];
+    cr_assert_eq(mkdir(dir, 0755), 0, "mkdir %s: %s", dir, strerror(errno));
+    snprintf(path, sizeof(path), "%s/%08lx.0", dir, X509_subject_name_hash(ts_ca_x509(ca)));
+    cr_assert_eq(ts_ca_write(ca, path), 0);
+}
+
+/*
+ * POSH_CA_FILE or POSH_CA_PATH alone replaces the system store: libcurl keeps its built-in CA directory and file
+ * unless each is set, so a CA file alone used to leave /etc/ssl/certs trusted beside it. The system store is
+ * made to trust the fixture's CA in a private mount namespace of this test worker (/etc/ssl/certs bind-mounted
+ * after / was made private: nothing reaches the host's files), and the configured anchors are a stranger's.
+ */
+Test(lookup, configured_anchors_replace_the_system_store)
+{
+    char sys[600], stranger_file[600], stranger_dir[600];
+    posh_result *r = NULL;
+    posh_client *c;
+    ts_ca *stranger = ts_ca_new("stranger CA");
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    snprintf(sys, sizeof(sys), "%s/system-certs", f.dir);
+    hashed_dir(sys, f.ca);
+    snprintf(stranger_file, sizeof(stranger_file), "%s/system-certs/ca-certificates.crt", f.dir);
+    cr_assert_eq(ts_ca_write(f.ca, stranger_file), 0); /* the system bundle too trusts the fixture */
+    snprintf(stranger_file, sizeof(stranger_file), "%s/stranger.pem", f.dir);
+    cr_assert_eq(ts_ca_write(stranger, stranger_file), 0);
+    snprintf(stranger_dir, sizeof(stranger_dir), "%s/stranger-certs", f.dir);
+    hashed_dir(stranger_dir, stranger);
+
+    cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s (this test runs as root: CI does)",
+                 strerror(errno));
+    cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "make / private: %s", strerror(errno));
+    cr_assert_eq(mount(sys, "/etc/ssl/certs", NULL, MS_BIND, NULL), 0, "bind-mount on /etc/ssl/certs: %s",
+                 strerror(errno));
+
+    /* The control: with nothing configured, the (private) system store is what trusts the web server. */
+    c = client_trusting(NULL, NULL);
+    cr_assert_eq(lookup(c, FOO, "xmpp-server", &r), POSH_OK, "the system store of this namespace: %s",
+                 posh_result_message(r));
+    posh_result_free(r);
+    posh_client_free(c);
+
+    /* A CA file alone: the built-in directory must not be trusted beside it. */
+    c = client_trusting(stranger_file, NULL);
+    cr_expect_eq(lookup(c, FOO, "xmpp-server", &r), POSH_ERR_TLS, "POSH_CA_FILE alone: %s", posh_result_message(r));
+    posh_result_free(r);
+    posh_client_free(c);
+
+    /* A CA directory alone: nor the built-in file. */
+    c = client_trusting(NULL, stranger_dir);
+    cr_expect_eq(lookup(c, FOO, "xmpp-server", &r), POSH_ERR_TLS, "POSH_CA_PATH alone: %s", posh_result_message(r));
+    posh_result_free(r);
+    posh_client_free(c);
+
+    cr_expect_eq(fx_requests(&f, FOO, NULL), 1, "only the control's request reached nginx over a verified connection");
     ts_ca_free(stranger);
 }
 
