@@ -48,6 +48,8 @@ int main(int argc, char **argv)
         return bench_send_loop_main(atol(argv[2]), argc == 4 && strcmp(argv[3], "connected") == 0);
     if (argc >= 2 && strcmp(argv[1], "--warm-lookup") == 0)
         return bench_warm_lookup_main(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "--count-handshakes") == 0)
+        return bench_count_handshakes_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--smoke") == 0) {
             smoke = true;
