@@ -29,12 +29,28 @@ typedef struct ctx_state {
     atomic_int delegation;         /* SSL_CTX_set_posh_delegation(): delegation documents are read too */
 } ctx_state;
 
+/*
+ * The outcomes of every warm handshake (a name that matched, a certificate POSH vouched for) keep the parts of
+ * their message and format it when the application first asks (message_of): formatting and escaping it on every
+ * accepted handshake cost more than the decision itself, for a text most applications never read.
+ */
+typedef enum msg_kind {
+    MSG_FORMATTED = 0,             /* message holds the text */
+    MSG_CARRIES_NAME,              /* "%s: the certificate carries the name" (lazy_name: the host) */
+    MSG_VOUCHED                    /* the descriptor lazy_index of lazy_res's last URL vouched for the certificate */
+} msg_kind;
+
 typedef struct ssl_state {
     char service[SERVICE_BUF];     /* set by SSL_set_posh_verify(), "" otherwise */
     char reference[POSH_MAX_DOMAIN_LEN + 2];  /* SSL_set_posh_reference(): for the next verification only */
     posh_status status;
     posh_err err;
-    char message[POSH_MSG_LEN];
+    char message[POSH_MSG_LEN];    /* valid when lazy == MSG_FORMATTED: read it through message_of() */
+    msg_kind lazy;
+    char lazy_name[POSH_MAX_DOMAIN_LEN + 2];  /* the host (MSG_CARRIES_NAME) or the reference (MSG_VOUCHED) */
+    char lazy_service[SERVICE_BUF];
+    int lazy_index;
+    posh_result *lazy_res;         /* MSG_VOUCHED: a reference to the result, for its URL; NULL otherwise */
     posh_wait *wait;               /* non-blocking: the lookup this connection's verification waits for */
     posh_result *held[2];          /* non-blocking: answers obtained for this verification, by posh_lookup_kind */
 } ssl_state;
@@ -70,8 +86,10 @@ static void ssl_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     ssl_state *st = ptr;
     if (st != NULL && st->wait != NULL)
         posh_wait_release(st->wait); /* the lookup itself goes on, into the cache */
-    if (st != NULL)
+    if (st != NULL) {
         drop_held(st);
+        posh_result_free(st->lazy_res);
+    }
     free(st);
 }
 
@@ -87,6 +105,8 @@ static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **
     memcpy(copy, *from_d, sizeof(*copy));
     copy->wait = NULL; /* the original's wait and answers are the original's */
     copy->held[0] = copy->held[1] = NULL;
+    if (copy->lazy_res != NULL)
+        posh_result_ref(copy->lazy_res); /* the copy's message still has to be formatted from it */
     if (copy->status == POSH_STATUS_PENDING)
         copy->status = POSH_STATUS_NONE;
     *from_d = copy;
@@ -171,15 +191,20 @@ static int service_store(const char *service, char out[SERVICE_BUF])
     return 1;
 }
 
-static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Forget a message not yet formatted, and the result it would have been formatted from. */
+static void lazy_drop(ssl_state *st)
+{
+    st->lazy = MSG_FORMATTED;
+    posh_result_free(st->lazy_res);
+    st->lazy_res = NULL;
+}
 
-static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
+static void message_format(ssl_state *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void message_format(ssl_state *st, const char *fmt, ...)
 {
     char raw[POSH_MSG_LEN];
     va_list ap;
-    st->status = status;
-    st->err = err;
     va_start(ap, fmt);
     if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
         raw[0] = '\0';
@@ -189,6 +214,90 @@ static void record(ssl_state *st, posh_status status, posh_err err, const char *
      * second escape), and still let nothing outside printable ASCII into SSL_get_posh_message().
      */
     posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE);
+}
+
+static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
+{
+    char raw[POSH_MSG_LEN];
+    va_list ap;
+    lazy_drop(st);
+    st->status = status;
+    st->err = err;
+    va_start(ap, fmt);
+    if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
+        raw[0] = '\0';
+    va_end(ap);
+    posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE); /* as message_format() says */
+}
+
+/* The URL of a result's last request (where its document came from), or "". */
+static const char *last_url(const posh_result *res)
+{
+    const char *url = "";
+    if (posh_result_request_count(res) > 0)
+        posh_result_request(res, posh_result_request_count(res) - 1, &url, NULL);
+    return url;
+}
+
+/*
+ * The message, formatted now if it was kept as parts: the same format and escaping as record(), so the text is
+ * byte for byte what an eager record() would have written. Writes into st; an SSL is used by one thread at a
+ * time, as OpenSSL requires.
+ */
+static const char *message_of(ssl_state *st)
+{
+    switch (st->lazy) {
+    case MSG_FORMATTED:
+        break;
+    case MSG_CARRIES_NAME:
+        message_format(st, "%s: the certificate carries the name", st->lazy_name);
+        break;
+    case MSG_VOUCHED:
+        message_format(st, "%s %s: certificate vouched for by descriptor %d of %s", st->lazy_name,
+                       st->lazy_service, st->lazy_index, last_url(st->lazy_res));
+        break;
+    }
+    lazy_drop(st);
+    return st->message;
+}
+
+/* record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host), formatted when asked. */
+static void record_carries_name(ssl_state *st, const char *host)
+{
+    size_t len = strlen(host);
+    if (len >= sizeof(st->lazy_name)) {
+        /* A host name longer than any DNS name (the application's): formatted now, as before. */
+        record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host);
+        return;
+    }
+    lazy_drop(st);
+    st->status = POSH_STATUS_PKIX;
+    st->err = POSH_OK;
+    memcpy(st->lazy_name, host, len + 1);
+    st->lazy = MSG_CARRIES_NAME;
+}
+
+/* record(st, POSH_STATUS_ACCEPTED, ...) for descriptor index of res, formatted when asked. */
+static void record_vouched(ssl_state *st, const char *reference, const char *service, int index,
+                           posh_result *res)
+{
+    size_t rlen = strlen(reference), slen = strlen(service);
+    if (rlen >= sizeof(st->lazy_name) || slen >= sizeof(st->lazy_service)) {
+        record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
+               reference, service, index, last_url(res));
+        return;
+    }
+    lazy_drop(st);
+    st->status = POSH_STATUS_ACCEPTED;
+    st->err = POSH_OK;
+    memcpy(st->lazy_name, reference, rlen + 1);
+    memcpy(st->lazy_service, service, slen + 1);
+    st->lazy_index = index;
+    st->lazy_res = posh_result_ref(res);
+    st->lazy = MSG_VOUCHED;
 }
 
 /* Could this configured host name be a POSH source domain? Not ".domain" forms, wildcards or IP literals. */
@@ -283,15 +392,6 @@ static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_look
     return answered;
 }
 
-/* The URL of a result's last request (where its document came from), or "". */
-static const char *last_url(const posh_result *res)
-{
-    const char *url = "";
-    if (posh_result_request_count(res) > 0)
-        posh_result_request(res, posh_result_request_count(res) - 1, &url, NULL);
-    return url;
-}
-
 /* Run POSH for reference against leaf: 1 vouched, 0 not (st says why), 2 pending (non-blocking: st->wait). */
 static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
                         const char *service, X509 *leaf)
@@ -299,7 +399,6 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
     unsigned char stackbuf[4096], *der = NULL, *p;
     posh_result *res = NULL;
     int len, match = 0, index = -1;
-    const char *url;
     posh_err err = POSH_OK;
 
     if (!obtain(st, client, nonblocking, POSH_KIND_POSH, reference, service, &res, &err)) {
@@ -325,16 +424,14 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
     p = der;
     i2d_X509(leaf, &p);
     err = posh_match_der(client, res, der, (size_t)len, &match, &index);
-    url = last_url(res);
     if (err != POSH_OK)
         record(st, POSH_STATUS_REJECTED, err, "%s: %s", reference, posh_strerror(err));
     else if (!match)
         record(st, POSH_STATUS_REJECTED, POSH_ERR_NO_MATCH,
                "%s %s: the certificate matches none of the %zu fingerprint descriptors of %s", reference, service,
-               posh_result_descriptor_count(res), url);
+               posh_result_descriptor_count(res), last_url(res));
     else
-        record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
-               reference, service, index, url);
+        record_vouched(st, reference, service, index, res);
     if (match)
         notify_vouched(client, res, leaf, reference);
 done:
@@ -358,7 +455,7 @@ static int posh_delegates(ssl_state *st, posh_client *client, int nonblocking, c
     const char *domain;
     size_t n;
 
-    memcpy(posh_said, st->message, sizeof(posh_said));
+    memcpy(posh_said, message_of(st), sizeof(posh_said));
     if (!obtain(st, client, nonblocking, POSH_KIND_DELEGATION, reference, service, &res, &err)) {
         record(st, POSH_STATUS_PENDING, POSH_OK, "%s %s: waiting for the delegation lookup", reference, service);
         return 2;
@@ -424,6 +521,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
 
     st->status = POSH_STATUS_NONE;
     st->err = POSH_OK;
+    lazy_drop(st);
     st->message[0] = '\0';
     if (leaf == NULL)
         return next_verify(cst, xctx);
@@ -431,7 +529,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
     for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
         if (X509_check_host(leaf, host, 0, flags, NULL) > 0) {
-            record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host);
+            record_carries_name(st, host);
             return next_verify(cst, xctx);
         }
     }
@@ -454,7 +552,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     if (!have_hosts) {
         /* The application set no host: the reference identifier is the name to check. */
         if (X509_check_host(leaf, reference, 0, flags, NULL) > 0) {
-            record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
+            record_carries_name(st, reference);
             if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
                 goto nomem;
             return next_verify(cst, xctx);
@@ -462,9 +560,13 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     }
     /* Created on first need only: a process whose names all match never starts libcurl. */
     held = ctx_client_ref(cst);
-    ERR_set_mark();
-    client = held != NULL ? held : posh_default_client();
-    ERR_pop_to_mark();
+    client = held;
+    if (client == NULL) {
+        /* Making the default client may touch OpenSSL: the handshake's error queue stays as it was. */
+        ERR_set_mark();
+        client = posh_default_client();
+        ERR_pop_to_mark();
+    }
     if (client == NULL) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
         goto rejected;
@@ -521,7 +623,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         goto done;
     }
 rejected:
-    posh_log(POSH_LOG_WARNING, "rejected: %s", st->message);
+    posh_log(POSH_LOG_WARNING, "rejected: %s", message_of(st));
     /* Not vouched: let OpenSSL report the name mismatch through the application's callback. */
     if (add_reference && !X509_VERIFY_PARAM_set1_host(param, reference, 0))
         goto nomem;
@@ -830,5 +932,5 @@ posh_err SSL_get_posh_error(const SSL *ssl)
 const char *SSL_get_posh_message(const SSL *ssl)
 {
     ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
-    return st != NULL ? st->message : "";
+    return st != NULL ? message_of(st) : "";
 }
