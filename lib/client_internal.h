@@ -172,6 +172,11 @@ struct posh_result {
     size_t doc_len;
     const char *doc_url;       /* the URL it came from (after redirects) */
     long doc_status;
+    /*
+     * The only part written after the build: the first certificate DER that matched (posh_result_match), set
+     * once (atomic, release/acquire) and freed with the result. The same bytes again match without a digest.
+     */
+    struct posh_match_memo *matched;
 };
 
 /* What a lookup found, gathered while it runs; posh_result_build() makes the compact result of it. */

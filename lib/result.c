@@ -162,10 +162,52 @@ static const unsigned char *descriptor_digest(const posh_result *r, const posh_r
     return r->digests + off;
 }
 
+/*
+ * The certificate a result last vouched for, byte for byte. On a warm cache every handshake with a domain's
+ * server presents the same leaf: comparing its DER (a few dozen instructions) gives the answer its digest would
+ * (a few thousand, and the bulk of the warm decision). Equal bytes have equal digests, so the memo never
+ * changes an answer; only a match is remembered, and a different or longer DER takes the digest path.
+ */
+typedef struct posh_match_memo {
+    size_t der_len;
+    int index;
+    unsigned char der[];
+} posh_match_memo;
+
+/* A leaf's DER is a few hundred bytes to a few KiB; a larger one is matched by digest every time. */
+#define MEMO_MAX_DER 4096
+
+static int memo_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
+{
+    const posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
+    if (m == NULL || m->der_len != der_len || memcmp(m->der, der, der_len) != 0)
+        return 0;
+    *index = m->index;
+    return 1;
+}
+
+/* Remember der as matching descriptor index, unless a memo is set already (the first one stays: no reclaiming). */
+static void memo_set(const posh_result *r, const unsigned char *der, size_t der_len, int index)
+{
+    posh_match_memo *m, *none = NULL;
+    if (der_len > MEMO_MAX_DER || __atomic_load_n(&r->matched, __ATOMIC_RELAXED) != NULL ||
+        (m = malloc(sizeof(*m) + der_len)) == NULL)
+        return; /* no memo: the next handshake computes the digest again, nothing else changes */
+    m->der_len = der_len;
+    m->index = index;
+    memcpy(m->der, der, der_len);
+    /* The result is shared and otherwise immutable: the memo is its one field set after the build, once. */
+    if (!__atomic_compare_exchange_n(&((posh_result *)r)->matched, &none, m, 0, __ATOMIC_RELEASE,
+                                     __ATOMIC_RELAXED))
+        free(m);
+}
+
 posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
 {
     posh_digests digests = {.der = der, .der_len = der_len};
     *index = -1;
+    if (memo_match(r, der, der_len, index))
+        return POSH_OK;
     for (size_t i = 0; i < r->n_descriptors; i++) {
         const posh_result_descriptor *d = &r->descriptors[i];
         const unsigned char *want = descriptor_digest(r, d, d->decided), *got;
@@ -175,6 +217,7 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
             return POSH_ERR_CERTIFICATE;
         if (CRYPTO_memcmp(got, want, posh_hash_len((posh_hash)d->decided)) == 0) {
             *index = (int)i;
+            memo_set(r, der, der_len, *index);
             return POSH_OK;
         }
     }
@@ -191,6 +234,7 @@ void posh_result_free(posh_result *r)
 {
     if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
+    free(r->matched);
     free(r);
 }
 
