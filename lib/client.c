@@ -306,6 +306,20 @@ static posh_result *fill_delegation(void *arg)
     return posh_delegation_uncached(a->client, a->domain, a->svc, a->proto);
 }
 
+/*
+ * The cache key "DOMAIN _SVC._PROTO" of lookups whose parts lookup_args() checked (the buffers bound their
+ * lengths; key holds their sizes and 2 bytes more). Built on every warm handshake: no printf.
+ */
+static void cache_key(char *key, const char *dom, const char *svc, const char *proto)
+{
+    size_t d = strlen(dom), s = strlen(svc), p = strlen(proto);
+    memcpy(key, dom, d);
+    memcpy(key + d, " _", 2);
+    memcpy(key + d + 2, svc, s);
+    memcpy(key + d + 2 + s, "._", 2);
+    memcpy(key + d + 4 + s, proto, p + 1);
+}
+
 /* A blocking lookup through one of the client's caches (fill runs the lookup on a miss, once for everyone). */
 static posh_err lookup_through(posh_client *client, posh_cache *(*which)(posh_client *), posh_result *(*fill)(void *),
                                const char *domain, const char *service, posh_result **out)
@@ -327,7 +341,7 @@ static posh_err lookup_through(posh_client *client, posh_cache *(*which)(posh_cl
     }
     if ((err = lookup_args(domain, service, dom, svc, proto, out)) != POSH_OK)
         return err;
-    snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
+    cache_key(key, dom, svc, proto);
     args = (fill_args){client, dom, svc, proto};
     *out = posh_cache_get(which(client), key, posh_config_now(client->cfg), fill, &args);
     return posh_lookup_outcome(out);
@@ -391,7 +405,7 @@ posh_err posh_prefetch(posh_client *client, const char *domain, const char *serv
         return POSH_ERR_INVALID_ARGUMENT;
     if ((err = lookup_args(domain, service, dom, svc, proto, NULL)) != POSH_OK)
         return err;
-    snprintf(key, sizeof(key), "%s _%s._%s", dom, svc, proto);
+    cache_key(key, dom, svc, proto);
     if ((r = posh_cache_peek(client->cache, key, posh_config_now(client->cfg))) != NULL) {
         posh_result_free(r);
         return POSH_OK; /* fresh already: nothing to do */
