@@ -78,6 +78,48 @@ Test(verify, accepted_when_vouched)
     SSL_CTX_free(ctx);
 }
 
+/*
+ * The message of a warm outcome is formatted when the application asks for it (issue 20): the text is exactly what
+ * it was when formatted during the handshake, for the first handshake (digest) and the next (remembered DER), and
+ * the descriptor named is the one that matched.
+ */
+Test(verify, warm_messages_exact)
+{
+    ts_cert *certs[2] = {f.other, f.svc};
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc(certs, 2, "sha-256", 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    for (int i = 0; i < 3; i++) {
+        hs h = handshake(ctx);
+        cr_expect(h.connected);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+        cr_expect_str_eq(h.msg, "foo.example.com _xmpp-server._tcp: certificate vouched for by descriptor 1 of "
+                                "https://foo.example.com/.well-known/posh/xmpp-server.json");
+    }
+    SSL_CTX_free(ctx);
+}
+
+/* A certificate POSH vouched for is remembered by its bytes: another certificate is still judged by digest. */
+Test(verify, remembered_match_is_byte_exact)
+{
+    ts_tls *stranger;
+    hs h;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    stranger = ts_tls_start(ts_cert_x509(f.other), NULL, ts_cert_key(f.other));
+    cr_assert_not_null(stranger);
+    SSL_CTX *ctx = client_ctx();
+    h = handshake(ctx);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    h = hs_handshake(ctx, ts_tls_port(stranger), FOO, FOO, NULL);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "%s", h.msg);
+    h = handshake(ctx);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    SSL_CTX_free(ctx);
+    ts_tls_stop(stranger);
+}
+
 Test(verify, rejected_when_not_vouched)
 {
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
@@ -111,6 +153,7 @@ Test(verify, matching_name_needs_no_posh)
     cr_expect(h.connected);
     cr_expect_eq(h.verify_result, X509_V_OK);
     cr_expect_eq(h.status, POSH_STATUS_PKIX);
+    cr_expect_str_eq(h.msg, "foo.example.com: the certificate carries the name");
     cr_expect_eq(fx_requests(&f, NULL, NULL), 0, "no POSH request when the name matches");
     SSL_CTX_free(ctx);
     ts_cert_free(named);
