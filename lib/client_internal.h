@@ -498,10 +498,23 @@ typedef struct posh_shim_hooks {
      * (outlen >= POSH_MAX_DOMAIN_LEN + 2). 1 found, 0 none. Consumes what it returns.
      */
     int (*stream_to)(SSL *ssl, char *out, size_t outlen);
+    /*
+     * A connection whose program turned OpenSSL's verification off (SSL_VERIFY_NONE) and set no host, but sent
+     * SNI: its chain verified (the verify result is X509_V_OK, which then says nothing about names), and POSH
+     * may answer the program's own later name questions about leaf for reference (normalised) and service
+     * (canonical "_svc._proto"). Nothing is fetched now: posh_verify_deferred() does it at the first question.
+     */
+    void (*deferred)(X509 *leaf, const char *reference, const char *service);
 } posh_shim_hooks;
 
 /* Set once, before the first context is installed. */
 void posh_verify_set_shim_hooks(const posh_shim_hooks *hooks);
+/*
+ * The lookup a deferred connection (hook deferred) left for later, run now with the default client: does POSH
+ * vouch for leaf under (reference, service)? 1 yes (the hook vouched was called on leaf), 0 no (logged why).
+ * Blocking; the caller holds no lock.
+ */
+int posh_verify_deferred(X509 *leaf, const char *reference, const char *service);
 /*
  * Install POSH on ctx without touching its verify mode or verify callback. Its connections use the service the
  * hook chooses; POSH applies only where the program asked for a name check, and never adds a host name.

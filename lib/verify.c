@@ -645,14 +645,15 @@ done:
  * that can fail: it set host names (checked by OpenSSL even under SSL_VERIFY_NONE, e.g. Postfix), or it
  * verifies the peer (SSL_VERIFY_PEER) and will check a name itself (curl, stunnel, Prosody): the SNI name it
  * sent or, for XMPP without either, the `to` of its stream header (stream_to, filled here when that applies).
- * A program that turned verification off and named no host (curl -k) is left entirely alone.
+ * 2: the program turned verification off and named no host, but sent SNI (mbsync, Node): it may check the name
+ * itself after the handshake (or never: curl -k), so POSH is deferred to its first name question (deferred()).
  */
 static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx, char stream_to[POSH_MAX_DOMAIN_LEN + 2])
 {
     if (X509_VERIFY_PARAM_get0_host(X509_STORE_CTX_get0_param(xctx), 0) != NULL)
         return 1;
     if ((SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) == 0)
-        return 0;
+        return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL ? 2 : 0;
     if (SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) != NULL)
         return 1;
     return shim_hooks.stream_to != NULL && shim_hooks.stream_to(ssl, stream_to, POSH_MAX_DOMAIN_LEN + 2);
@@ -677,6 +678,43 @@ static void take_reference(ssl_state *st, char out[POSH_MAX_DOMAIN_LEN + 2])
     st->reference[0] = '\0';
 }
 
+/*
+ * SSL_VERIFY_NONE with SNI and no host (transparent_applies: 2): verify the chain as OpenSSL would, and only if
+ * it verified (the verify result is then X509_V_OK, and POSH's approval can never stand beside another error)
+ * leave the lookup to the program's first name question. Nothing is fetched for a program that never asks.
+ */
+static int defer(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, const char *service)
+{
+    char reference[POSH_MAX_DOMAIN_LEN + 2];
+    X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    int ret = next_verify(cst, xctx);
+
+    if (ret > 0 && X509_STORE_CTX_get_error(xctx) == X509_V_OK && leaf != NULL && sni != NULL &&
+        shim_hooks.deferred != NULL && eligible_reference(sni, reference))
+        shim_hooks.deferred(leaf, reference, service);
+    return ret;
+}
+
+int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
+{
+    ssl_state st = {0};
+    posh_client *client;
+    int vouched;
+
+    ERR_set_mark();
+    client = posh_default_client();
+    ERR_pop_to_mark();
+    if (client == NULL) {
+        posh_log(POSH_LOG_WARNING, "rejected: %s", posh_default_client_error());
+        return 0;
+    }
+    vouched = posh_vouches(&st, client, 0, reference, service, leaf);
+    if (vouched != 1)
+        posh_log(POSH_LOG_WARNING, "rejected: %s", st.message);
+    return vouched == 1;
+}
+
 static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -699,9 +737,11 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     if (transparent) {
         char stream_to[POSH_MAX_DOMAIN_LEN + 2] = "";
-        if (!transparent_applies(ssl, xctx, stream_to) || shim_hooks.service == NULL ||
-            !shim_hooks.service(ssl, chosen, sizeof(chosen)))
+        int applies = transparent_applies(ssl, xctx, stream_to);
+        if (applies == 0 || shim_hooks.service == NULL || !shim_hooks.service(ssl, chosen, sizeof(chosen)))
             return next_verify(cst, xctx);
+        if (applies == 2)
+            return defer(xctx, ssl, cst, chosen);
         if (stream_to[0] != '\0') {
             if (!is_xmpp_service(chosen))
                 return next_verify(cst, xctx);
@@ -934,3 +974,4 @@ const char *SSL_get_posh_message(const SSL *ssl)
     ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
     return st != NULL ? message_of(st) : "";
 }
+

@@ -28,20 +28,44 @@ typedef SSL_CTX *(*ctx_new_fn)(const SSL_METHOD *meth);
 typedef SSL_CTX *(*ctx_new_ex_fn)(OSSL_LIB_CTX *libctx, const char *propq, const SSL_METHOD *meth);
 typedef void (*set_cert_verify_fn)(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg);
 
+/*
+ * Two kinds of "real" function. OpenSSL's own (ctx_new, ...) come from libssl.so.3 itself, by handle and
+ * version: whatever RTLD_NEXT finds first may be another library's function of the same name (GnuTLS's
+ * OpenSSL compatibility layer, libgnutls-openssl.so.27, defines SSL_CTX_new unversioned, and glibc's dlvsym
+ * accepts an unversioned definition for any version). The program's own (own_ctx_new, ...) are what its call
+ * would have reached without this module; a call that is not OpenSSL's (a method object outside libssl) goes
+ * there untouched, and POSH is installed on nothing: such a process runs exactly as without the shim.
+ */
 static struct {
-    ctx_new_fn ctx_new;
-    ctx_new_ex_fn ctx_new_ex;
+    ctx_new_fn ctx_new, own_ctx_new;
+    ctx_new_ex_fn ctx_new_ex, own_ctx_new_ex;
     set_cert_verify_fn set_cert_verify;
     void *base_ssl, *base_crypto, *base_self;  /* load addresses of libssl, libcrypto and this module */
+    int program_ssl_is_openssl;                 /* the process's SSL_CTX_new is libssl.so.3's */
 } real;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void *libssl_handle, *libcrypto_handle;
 
+/*
+ * OpenSSL's definition of name, from the library that must define it (never from another library); without a
+ * version (libc's write, close, ... for stream.c), the next definition after this module.
+ */
 void *shim_resolve(const char *name, const char *version, void *self)
 {
-    void *f = version != NULL ? dlvsym(RTLD_NEXT, name, version) : NULL;
-    if (f == NULL)
+    void *lib = strncmp(name, "SSL_", 4) == 0 ? libssl_handle : libcrypto_handle;
+    void *f;
+    if (version == NULL)
         f = dlsym(RTLD_NEXT, name);
+    else
+        f = lib != NULL ? dlvsym(lib, name, version) : NULL;
+    return f == self ? NULL : f;
+}
+
+/* What the program's own call of name reaches without this module (NULL if nothing, or this module). */
+void *shim_resolve_own(const char *name, void *self)
+{
+    void *f = dlsym(RTLD_NEXT, name);
     return f == self ? NULL : f;
 }
 
@@ -57,8 +81,17 @@ static int choose_service(SSL *ssl, char *out, size_t outlen);
 static void shim_init(void)
 {
     static const posh_shim_hooks hooks = {choose_service, shim_vouch_remember, shim_vouch_forget,
-                                          shim_stream_to};
+                                          shim_stream_to, shim_vouch_defer};
+    /*
+     * RTLD_NOLOAD: only a library already in the process. This module needs libssl.so.3 itself, so it is
+     * always there; the handles only make sure that OpenSSL's functions are OpenSSL's.
+     */
+    libssl_handle = dlopen("libssl.so.3", RTLD_LAZY | RTLD_NOLOAD);
+    libcrypto_handle = dlopen("libcrypto.so.3", RTLD_LAZY | RTLD_NOLOAD);
     real.ctx_new = (ctx_new_fn)shim_resolve("SSL_CTX_new", OPENSSL_VERSION_NODE, (void *)SSL_CTX_new);
+    real.own_ctx_new = (ctx_new_fn)shim_resolve_own("SSL_CTX_new", (void *)SSL_CTX_new);
+    real.own_ctx_new_ex = (ctx_new_ex_fn)shim_resolve_own("SSL_CTX_new_ex", (void *)SSL_CTX_new_ex);
+    real.program_ssl_is_openssl = real.own_ctx_new != NULL && real.own_ctx_new == real.ctx_new;
     real.ctx_new_ex = (ctx_new_ex_fn)shim_resolve("SSL_CTX_new_ex", OPENSSL_VERSION_NODE, (void *)SSL_CTX_new_ex);
     real.set_cert_verify = (set_cert_verify_fn)shim_resolve(
         "SSL_CTX_set_cert_verify_callback", OPENSSL_VERSION_NODE, (void *)SSL_CTX_set_cert_verify_callback);
@@ -69,6 +102,9 @@ static void shim_init(void)
     shim_stream_init();
     posh_log_default_off();
     posh_verify_set_shim_hooks(&hooks);
+    if (!real.program_ssl_is_openssl)
+        posh_log(POSH_LOG_INFO, "this process's SSL_CTX_new is not OpenSSL's libssl.so.3 (GnuTLS's OpenSSL "
+                 "compatibility layer?): its TLS contexts are left alone, POSH cannot help them");
 }
 
 __attribute__((constructor)) static void shim_constructor(void)
@@ -191,12 +227,21 @@ static void install(SSL_CTX *ctx)
     ERR_pop_to_mark();
 }
 
+/*
+ * Is meth one of libssl.so.3's method objects? They are all static objects of libssl (OpenSSL 3 offers no way
+ * to make another); GnuTLS's compatibility layer allocates its own on the heap.
+ */
+static int openssl_method(const SSL_METHOD *meth)
+{
+    return meth != NULL && real.base_ssl != NULL && module_base(meth) == real.base_ssl;
+}
+
 SHIM_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
 {
     SSL_CTX *ctx;
     shim_ready();
-    if (real.ctx_new == NULL)
-        return NULL;
+    if (!openssl_method(meth) || real.ctx_new == NULL)
+        return real.own_ctx_new != NULL ? real.own_ctx_new(meth) : NULL;
     ctx = real.ctx_new(meth);
     install(ctx);
     return ctx;
@@ -206,8 +251,8 @@ SHIM_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, con
 {
     SSL_CTX *ctx;
     shim_ready();
-    if (real.ctx_new_ex == NULL)
-        return NULL;
+    if (!openssl_method(meth) || real.ctx_new_ex == NULL)
+        return real.own_ctx_new_ex != NULL ? real.own_ctx_new_ex(libctx, propq, meth) : NULL;
     ctx = real.ctx_new_ex(libctx, propq, meth);
     install(ctx);
     return ctx;

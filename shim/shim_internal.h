@@ -14,8 +14,13 @@
 
 /* Resolve every real function (once, thread-safe). Only symbols and plain memory: never OpenSSL or libcurl. */
 void shim_ready(void);
-/* The next definition of name after this module (OpenSSL's symbol version first); NULL if it is self. */
+/*
+ * OpenSSL's definition of name (SSL_*: libssl.so.3's, else libcrypto.so.3's) at version; without a version, the
+ * next definition after this module (libc). NULL if none or self.
+ */
 void *shim_resolve(const char *name, const char *version, void *self);
+/* What the program's own call of name reaches without this module (RTLD_NEXT); NULL if nothing or self. */
+void *shim_resolve_own(const char *name, void *self);
 /* Is this return address in the program's own code, as opposed to OpenSSL itself, libposh or this module? */
 int shim_caller_is_program(const void *ret);
 
@@ -23,6 +28,8 @@ int shim_caller_is_program(const void *ret);
 void shim_vouch_init(void);
 void shim_vouch_remember(X509 *leaf, const char *reference, long ttl);
 void shim_vouch_forget(X509 *leaf);
+/* The hook deferred (client_internal.h): remember that POSH may answer the program's own questions later. */
+void shim_vouch_defer(X509 *leaf, const char *reference, const char *service);
 
 /* ---- stream.c ---- */
 void shim_stream_init(void);

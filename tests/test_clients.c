@@ -1,0 +1,639 @@
+/*
+ * test_clients.c - issue 21: the shim with OpenSSL clients that check names their own way (mbsync and Node:
+ * SSL_VERIFY_NONE, then their own subjectAltName check; Ruby: names read from an X509_dup() copy), programs it
+ * cannot help (GnuTLS's OpenSSL compatibility layer, wget, git: left exactly as without it), each against the
+ * fixture's nginx on 127.0.0.1 in a network and mount namespace of its own (/etc/hosts names foo.example.com
+ * 127.0.0.1 there only). The three ways of the issue for each: (a) without the shim the provider's certificate
+ * is rejected for foo.example.com, (b) with the shim and a vouching document it is accepted, (c) an impostor
+ * (a valid certificate of the same CA that the document does not list) is rejected. Plus the security
+ * properties of lazy approvals and of copies (tests/clients_probe.c). A missing program is a failure: CI installs
+ * them all (.ci/run).
+ */
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#define HTTP_BODY "posh-clients-ok"
+#define IMAP_PATH "/.well-known/posh/imap.json"
+#define RUN_TIMEOUT_MS 40000
+
+static fx f;
+static ts_tls *svc_server;     /* HTTPS presenting xmpp.hosting.example.net: the provider's certificate */
+static ts_tls *other_server;   /* HTTPS presenting other.hosting.example.net: the impostor */
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Running programs                                                                                       */
+
+typedef struct run_opts {
+    int preload;                   /* LD_PRELOAD the shim */
+    const char *service;           /* POSH_SERVICE (NULL: unset) */
+    const char *const *env;        /* more NAME=VALUE entries, NULL-terminated (may be NULL) */
+} run_opts;
+
+typedef struct run_result {
+    int status;                    /* exit code; 128 + signal; -1 timed out */
+    char *out;                     /* stdout and stderr, interleaved */
+} run_result;
+
+static run_result run(const char *const argv[], const run_opts *o)
+{
+    static atomic_int counter;
+    static char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", lang[] = "LANG=C";
+    char *env[48] = {path_env, lang}, *out_path = NULL;
+    size_t n = 2;
+    run_result r = {.status = -1};
+    int64_t deadline = ts_now_ms() + RUN_TIMEOUT_MS;
+    int out_fd, in_fd, status;
+    pid_t pid, got;
+
+    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && n < 40; i++)
+        env[n++] = strdup(o->env[i]);
+    cr_assert_geq(asprintf(&env[n++], "HOME=%s", f.dir), 0);
+    cr_assert_geq(asprintf(&env[n++], "POSH_CA_FILE=%s", f.ca_file), 0);
+    cr_assert_geq(asprintf(&env[n++], "POSH_CONNECT_TO=%s", f.connect_to), 0);
+    if (o->service != NULL)
+        cr_assert_geq(asprintf(&env[n++], "POSH_SERVICE=%s", o->service), 0);
+    if (o->preload)
+        cr_assert_geq(asprintf(&env[n++], "LD_PRELOAD=%s", POSH_SHIM), 0);
+    env[n] = NULL;
+    cr_assert_geq(asprintf(&out_path, "%s/out-%d.txt", f.dir, atomic_fetch_add(&counter, 1)), 0);
+    out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    cr_assert(out_fd >= 0 && in_fd >= 0);
+    cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
+    pid = ts_spawn(argv, env, in_fd, out_fd, 0);
+    cr_assert_geq(pid, 0, "%s", ts_error());
+    close(out_fd);
+    close(in_fd);
+    for (size_t i = 2; env[i] != NULL; i++)
+        free(env[i]);
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < deadline)
+        usleep(10000);
+    if (got == 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    } else if (got == pid) {
+        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    r.out = ts_read_file(out_path, NULL);
+    if (r.out == NULL)
+        r.out = strdup("");
+    free(out_path);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Servers                                                                                                */
+
+static const char http_response[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
+                                    "Connection: close\r\n\r\n" HTTP_BODY "\n";
+
+static void http_handler(ts_conn *c, void *arg)
+{
+    char buf[2048];
+    size_t have = 0;
+    int n;
+    while (have < sizeof(buf) - 1 && (n = SSL_read(ts_conn_ssl(c), buf + have, (int)(sizeof(buf) - 1 - have))) > 0) {
+        have += (size_t)n;
+        buf[have] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL) {
+            /* Answer, say goodbye, and read until the client is gone (a reset could destroy the answer). */
+            SSL_write(ts_conn_ssl(c), http_response, (int)strlen(http_response));
+            SSL_shutdown(ts_conn_ssl(c));
+            for (int i = 0; i < 64 && ts_conn_wait(c, 5000) == -1; i++)
+                if (SSL_read(ts_conn_ssl(c), buf, (int)sizeof(buf)) <= 0)
+                    break;
+            return;
+        }
+    }
+}
+
+static ts_tls *start_http(ts_cert *cert)
+{
+    ts_tls *s = ts_tls_start_with(ts_cert_x509(cert), ts_cert_chain(cert), ts_cert_key(cert), http_handler, NULL);
+    cr_assert_not_null(s, "TLS server: %s", ts_error());
+    return s;
+}
+
+/*
+ * A sequential IMAP server (what mbsync needs to list mailboxes): IMAPS (TLS first) or STARTTLS. logins counts
+ * the LOGIN commands received inside TLS: a client that accepted the certificate logs in, one that rejected it
+ * hangs up after the handshake.
+ */
+typedef struct imap {
+    SSL_CTX *ctx;
+    int lfd, port, starttls;
+    int stop_pipe[2];
+    atomic_int logins;
+    pthread_t thread;
+} imap;
+
+/* One line from the plain socket (ssl NULL) or from TLS; 0 ok, -1 EOF or error. */
+static int imap_line(int fd, SSL *ssl, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n < len - 1) {
+        char ch;
+        if ((ssl != NULL ? SSL_read(ssl, &ch, 1) : (int)recv(fd, &ch, 1, 0)) != 1)
+            return -1;
+        buf[n++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+static void imap_send(int fd, SSL *ssl, const char *s)
+{
+    if (ssl != NULL)
+        SSL_write(ssl, s, (int)strlen(s));
+    else if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
+        return;
+}
+
+static void imap_serve(imap *m, int fd)
+{
+    struct timeval tv = {.tv_sec = 20};
+    char line[1024], tag[64], cmd[64], reply[512];
+    SSL *ssl = NULL;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (!m->starttls && ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1))
+        goto done;
+    imap_send(fd, ssl, m->starttls ? "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] posh test\r\n"
+                                   : "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] posh test\r\n");
+    while (imap_line(fd, ssl, line, sizeof(line)) == 0) {
+        if (sscanf(line, "%63s %63s", tag, cmd) != 2)
+            break;
+        if (strcasecmp(cmd, "STARTTLS") == 0 && ssl == NULL) {
+            snprintf(reply, sizeof(reply), "%s OK begin TLS\r\n", tag);
+            imap_send(fd, NULL, reply);
+            if ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
+                goto done;
+            continue;
+        }
+        if (strcasecmp(cmd, "CAPABILITY") == 0)
+            snprintf(reply, sizeof(reply), "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n%s OK done\r\n", tag);
+        else if (strcasecmp(cmd, "LIST") == 0)
+            snprintf(reply, sizeof(reply), "* LIST () \"/\" INBOX\r\n%s OK done\r\n", tag);
+        else if (strcasecmp(cmd, "LOGOUT") == 0)
+            snprintf(reply, sizeof(reply), "* BYE\r\n%s OK done\r\n", tag);
+        else
+            snprintf(reply, sizeof(reply), "%s OK done\r\n", tag);
+        if (strcasecmp(cmd, "LOGIN") == 0 || strcasecmp(cmd, "AUTHENTICATE") == 0) {
+            if (ssl != NULL)
+                atomic_fetch_add(&m->logins, 1);
+            if (strcasecmp(cmd, "AUTHENTICATE") == 0 && strchr(line + strlen(tag) + strlen(cmd) + 2, ' ') == NULL) {
+                imap_send(fd, ssl, "+ \r\n");
+                if (imap_line(fd, ssl, line, sizeof(line)) != 0)
+                    break;
+            }
+        }
+        imap_send(fd, ssl, reply);
+        if (strcasecmp(cmd, "LOGOUT") == 0)
+            break;
+    }
+    if (ssl != NULL)
+        SSL_shutdown(ssl);
+done:
+    SSL_free(ssl);
+    ERR_clear_error();
+}
+
+static void *imap_main(void *p)
+{
+    imap *m = p;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = m->lfd, .events = POLLIN}, {.fd = m->stop_pipe[0], .events = POLLIN}};
+        int fd;
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            return NULL;
+        if (pfd[1].revents != 0)
+            return NULL;
+        if ((fd = accept(m->lfd, NULL, NULL)) < 0)
+            continue;
+        imap_serve(m, fd);
+        close(fd);
+    }
+}
+
+static imap *imap_start(ts_cert *cert, int starttls)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t salen = sizeof(sa);
+    imap *m = calloc(1, sizeof(*m));
+
+    cr_assert_not_null(m);
+    m->starttls = starttls;
+    m->ctx = SSL_CTX_new(TLS_server_method());
+    cr_assert_not_null(m->ctx);
+    cr_assert_eq(SSL_CTX_use_certificate(m->ctx, ts_cert_x509(cert)), 1);
+    cr_assert_eq(SSL_CTX_use_PrivateKey(m->ctx, ts_cert_key(cert)), 1);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    m->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(m->lfd, 0);
+    cr_assert_eq(bind(m->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(m->lfd, 16), 0);
+    cr_assert_eq(getsockname(m->lfd, (struct sockaddr *)&sa, &salen), 0);
+    m->port = ntohs(sa.sin_port);
+    cr_assert_eq(pipe2(m->stop_pipe, O_CLOEXEC), 0);
+    cr_assert_eq(pthread_create(&m->thread, NULL, imap_main, m), 0);
+    return m;
+}
+
+static void imap_stop(imap *m)
+{
+    if (m == NULL)
+        return;
+    if (write(m->stop_pipe[1], "x", 1) != 1)
+        cr_log_warn("imap server: stop pipe");
+    pthread_join(m->thread, NULL);
+    close(m->lfd);
+    close(m->stop_pipe[0]);
+    close(m->stop_pipe[1]);
+    SSL_CTX_free(m->ctx);
+    free(m);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Suite                                                                                                  */
+
+/*
+ * A network namespace of its own (only loopback) and a mount namespace in which /etc/hosts names
+ * foo.example.com 127.0.0.1, so that programs connect by name (mbsync has no --resolve). Nothing mounted here
+ * propagates to the host's namespace (/ is made private first).
+ */
+static void isolate(void)
+{
+    static const char hosts[] = "127.0.0.1 localhost\n127.0.0.1 " FOO "\n";
+    char path[600];
+
+    cr_assert_eq(ts_private_network(), 0, "%s", ts_error());
+    cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s (the tests run as root: CI does)",
+                 strerror(errno));
+    cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "make / private: %s", strerror(errno));
+    snprintf(path, sizeof(path), "%s/hosts", f.dir);
+    cr_assert_eq(ts_write_file(path, hosts, strlen(hosts)), 0);
+    cr_assert_eq(mount(path, "/etc/hosts", NULL, MS_BIND, NULL), 0, "bind-mount %s on /etc/hosts: %s", path,
+                 strerror(errno));
+}
+
+static void setup(void)
+{
+    fx_init(&f);
+    isolate();
+    fx_start(&f);
+    svc_server = start_http(f.svc);
+    other_server = start_http(f.other);
+}
+
+static void teardown(void)
+{
+    ts_tls_stop(svc_server);
+    ts_tls_stop(other_server);
+    svc_server = other_server = NULL;
+    fx_fini(&f);
+}
+
+TestSuite(clients, .init = setup, .fini = teardown, .timeout = 240);
+
+/* A program connecting to port and expecting FOO; returns whether it accepted the peer. */
+typedef int (*program_fn)(int port, const run_opts *o, char **out);
+
+/*
+ * The three ways of issue 21 for one program: (a) no shim, the provider's certificate: rejected, no POSH
+ * request; (b) the shim and a vouching document: accepted, silently; (c) the shim, an impostor of the same CA
+ * the document does not list: rejected.
+ */
+static void three_ways(program_fn prog, const char *service, const char *doc_path, int svc_port, int impostor_port)
+{
+    run_opts plain = {.service = service}, shim = {.preload = 1, .service = service};
+    char *out = NULL;
+    long before;
+
+    fx_put_free(&f, FOO, doc_path, fx_doc1(f.svc, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    cr_expect(!prog(svc_port, &plain, &out), "(a) without the shim the peer must be rejected:\n%s", out);
+    free(out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "(a) no POSH request without the shim");
+
+    cr_expect(prog(svc_port, &shim, &out), "(b) with the shim and a vouching document: accepted:\n%s", out);
+    cr_expect(strstr(out, "posh:") == NULL, "(b) silent without POSH_LOG:\n%s", out);
+    free(out);
+    cr_expect_gt(fx_requests(&f, FOO, doc_path), 0, "(b) the document was fetched");
+
+    cr_expect(!prog(impostor_port, &shim, &out), "(c) an impostor of the same CA: rejected:\n%s", out);
+    free(out);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* The probe: lazy approvals and copies, answer by answer                                                  */
+
+static run_result probe(int port, const char *mode, const run_opts *o)
+{
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {POSH_CLIENTS_PROBE, p, f.ca_file, FOO, mode, NULL};
+    return run(argv, o);
+}
+
+Test(clients, verify_none_asks_nothing_fetches_nothing)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    long before;
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    r = probe(ts_tls_port(svc_server), "none", &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "a program that never asks about the name: no POSH request");
+    free(r.out);
+}
+
+Test(clients, verify_none_lazy_approval)
+{
+    run_opts plain = {.service = "xmpp-server"}, shim = {.preload = 1, .service = "xmpp-server"};
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    r = probe(ts_tls_port(svc_server), "none-ask", &plain);
+    cr_expect(strstr(r.out, "verify=0 host=0 san=0 copy_host=0 copy_san=0") != NULL, "no shim: %s", r.out);
+    free(r.out);
+
+    r = probe(ts_tls_port(svc_server), "none-ask", &shim);
+    /* The object and the program's copy answer; a re-parse (another object) and a copy outliving the
+     * connection's certificate do not. */
+    cr_expect(strstr(r.out, "verify=0 host=1 san=1 copy_host=1 copy_san=1 parsed_host=0 parsed_san=0 "
+                            "gone_copy_host=0 gone_copy_san=0") != NULL, "shim: %s", r.out);
+    cr_expect_gt(fx_requests(&f, FOO, RFC7711_PATH), 0);
+    free(r.out);
+
+    r = probe(ts_tls_port(other_server), "none-ask", &shim);
+    cr_expect(strstr(r.out, "verify=0 host=0 san=0 copy_host=0 copy_san=0") != NULL, "impostor: %s", r.out);
+    free(r.out);
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 3600));
+    r = probe(ts_tls_port(svc_server), "none-ask", &shim);
+    cr_expect(strstr(r.out, "verify=0 host=0 san=0 copy_host=0 copy_san=0") != NULL, "not vouched: %s", r.out);
+    free(r.out);
+}
+
+/* Nothing is laundered: a chain that did not verify gets no approval, and POSH is not even asked. */
+Test(clients, verify_none_untrusted_chain_no_approval)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    ts_cert *self = fx_issue(NULL, "xmpp.hosting.example.net", -1, 30, 1);
+    ts_tls *s = start_http(self);
+    long before;
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(self, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    r = probe(ts_tls_port(s), "none-ask", &shim);
+    cr_expect(strstr(r.out, "verify=18 host=0 san=0 copy_host=0 copy_san=0") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "an unverified chain: no POSH request");
+    free(r.out);
+    ts_tls_stop(s);
+    ts_cert_free(self);
+}
+
+/* Ruby's pattern: the verify callback checks the name on an X509_dup() copy of the leaf. */
+static int prog_peer_copy(int port, const run_opts *o, char **out)
+{
+    run_result r = probe(port, "peer-copy", o);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, "verify=0") != NULL;
+}
+
+Test(clients, copy_in_verify_callback)
+{
+    three_ways(prog_peer_copy, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Programs the shim cannot help: exactly as without it                                                    */
+
+Test(clients, gnutls_openssl_compat_unchanged)
+{
+    run_opts plain = {0}, shim = {.preload = 1}, shim_log = {.preload = 1};
+    const char *log_env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    const char *argv[] = {POSH_GNUTLS_PROBE, NULL};
+    char port[16];
+    const char *argv_port[] = {POSH_GNUTLS_PROBE, port, NULL};
+    run_result a, b;
+
+    shim_log.env = log_env;
+    a = run(argv, &plain);
+    b = run(argv, &shim);
+    cr_expect_eq(a.status, 0, "%s", a.out);
+    cr_expect_eq(b.status, a.status, "with the shim (was SIGSEGV: 139): %s", b.out);
+    cr_expect_str_eq(b.out, a.out);
+    free(a.out);
+    free(b.out);
+
+    b = run(argv, &shim_log);
+    cr_expect_eq(b.status, 0, "%s", b.out);
+    cr_expect(strstr(b.out, "not OpenSSL's libssl.so.3") != NULL, "the shim says it cannot help:\n%s", b.out);
+    free(b.out);
+
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    a = run(argv_port, &plain);
+    b = run(argv_port, &shim);
+    cr_expect_eq(b.status, a.status, "a handshake, without the shim:\n%s\nwith:\n%s", a.out, b.out);
+    cr_expect_str_eq(b.out, a.out);
+    free(a.out);
+    free(b.out);
+}
+
+/* curl -k: verification off, no host: nothing asked, nothing fetched (with the shim as without). */
+Test(clients, curl_insecure_fetches_nothing)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char url[300];
+    long before;
+    run_result r;
+
+    snprintf(url, sizeof(url), "https://" FOO ":%d/", ts_tls_port(svc_server));
+    const char *argv[] = {"/usr/bin/curl", "-sSk", "--max-time", "30", url, NULL};
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    before = fx_requests(&f, NULL, NULL);
+    r = run(argv, &shim);
+    cr_expect(r.status == 0 && strstr(r.out, HTTP_BODY) != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "curl -k: no POSH request");
+    free(r.out);
+}
+
+/* wget and git use GnuTLS: not helped, must fail closed and not crash (git says fatal: 128). */
+Test(clients, gnutls_programs_fail_closed)
+{
+    run_opts plain = {.service = "xmpp-server"}, shim = {.preload = 1, .service = "xmpp-server"};
+    char url[300], cafile[600];
+    run_result a, b;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    snprintf(url, sizeof(url), "https://" FOO ":%d/", ts_tls_port(svc_server));
+    snprintf(cafile, sizeof(cafile), "--ca-certificate=%s", f.ca_file);
+    const char *wget[] = {"/usr/bin/wget", "-q", "-O", "-", "--tries=1", "--timeout=20", cafile, url, NULL};
+    a = run(wget, &plain);
+    b = run(wget, &shim);
+    cr_expect(a.status > 0 && a.status <= 128, "wget without the shim: %d %s", a.status, a.out);
+    cr_expect_eq(b.status, a.status, "wget with the shim: %d %s", b.status, b.out);
+    cr_expect(strstr(b.out, HTTP_BODY) == NULL);
+    free(a.out);
+    free(b.out);
+
+    char sslcainfo[600];
+    snprintf(sslcainfo, sizeof(sslcainfo), "http.sslCAInfo=%s", f.ca_file);
+    const char *git[] = {"/usr/bin/git", "-c", sslcainfo, "ls-remote", url, NULL};
+    a = run(git, &plain);
+    b = run(git, &shim);
+    cr_expect(a.status > 0 && a.status <= 128, "git without the shim: %d %s", a.status, a.out);
+    cr_expect_eq(b.status, a.status, "git with the shim: %d %s", b.status, b.out);
+    free(a.out);
+    free(b.out);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* mbsync (isync 1.4.4): SSL_VERIFY_NONE with SNI, SSL_get_verify_result(), then its own subjectAltName check */
+
+static int mbsync(int port, int starttls, const run_opts *o, char **out, imap *server)
+{
+    static atomic_int n;
+    char *conf = NULL, *body = NULL, maildir[600];
+    int before = atomic_load(&server->logins);
+    run_result r;
+
+    cr_assert_geq(asprintf(&conf, "%s/mbsyncrc-%d", f.dir, atomic_fetch_add(&n, 1)), 0);
+    cr_assert_geq(asprintf(&body,
+                           "IMAPAccount acc\nHost " FOO "\nPort %d\nUser u\nPass p\nSSLType %s\n"
+                           "CertificateFile %s\nSystemCertificates no\nAuthMechs LOGIN\n\n"
+                           "IMAPStore far\nAccount acc\n\nMaildirStore near\nPath %s/mail/\nInbox %s/mail/INBOX\n\n"
+                           "Channel ch\nFar :far:\nNear :near:\nPatterns INBOX\n",
+                           port, starttls ? "STARTTLS" : "IMAPS", f.ca_file, f.dir, f.dir), 0);
+    cr_assert_eq(ts_write_file(conf, body, strlen(body)), 0);
+    snprintf(maildir, sizeof(maildir), "%s/mail", f.dir);
+    mkdir(maildir, 0700);
+    const char *argv[] = {"/usr/bin/mbsync", "-c", conf, "-l", "ch", NULL};
+    r = run(argv, o);
+    free(conf);
+    free(body);
+    *out = r.out;
+    return atomic_load(&server->logins) > before;
+}
+
+static imap *mbsync_svc, *mbsync_impostor;
+static int mbsync_starttls;
+
+static int prog_mbsync(int port, const run_opts *o, char **out)
+{
+    return mbsync(port, mbsync_starttls, o, out, port == mbsync_svc->port ? mbsync_svc : mbsync_impostor);
+}
+
+static void mbsync_three_ways(int starttls)
+{
+    mbsync_starttls = starttls;
+    mbsync_svc = imap_start(f.svc, starttls);
+    mbsync_impostor = imap_start(f.other, starttls);
+    three_ways(prog_mbsync, "imap", IMAP_PATH, mbsync_svc->port, mbsync_impostor->port);
+    imap_stop(mbsync_svc);
+    imap_stop(mbsync_impostor);
+}
+
+Test(clients, mbsync_imaps)
+{
+    mbsync_three_ways(0);
+}
+
+Test(clients, mbsync_starttls)
+{
+    mbsync_three_ways(1);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Ruby 3.1: its verify callback and post_connection_check read X509_dup() copies of the leaf              */
+
+static const char ruby_socket[] =
+    "require 'socket'; require 'openssl'\n"
+    "port, cafile, name = ARGV[0].to_i, ARGV[1], ARGV[2]\n"
+    "ctx = OpenSSL::SSL::SSLContext.new\n"
+    "ctx.set_params(ca_file: cafile, verify_mode: OpenSSL::SSL::VERIFY_PEER, verify_hostname: true)\n"
+    "ssl = OpenSSL::SSL::SSLSocket.new(TCPSocket.new(name, port), ctx)\n"
+    "ssl.hostname = name\n"
+    "begin\n"
+    "  ssl.connect\n"
+    "  ssl.post_connection_check(name)\n"
+    "  puts 'ruby accepted'\n"
+    "rescue => e\n"
+    "  puts \"ruby rejected: #{e.class}: #{e.message}\"\n"
+    "  exit 1\n"
+    "end\n";
+
+static const char ruby_net_http[] =
+    "require 'net/http'\n"
+    "port, cafile, name = ARGV[0].to_i, ARGV[1], ARGV[2]\n"
+    "http = Net::HTTP.new(name, port)\n"
+    "http.use_ssl = true\n"
+    "http.ca_file = cafile\n"
+    "http.verify_mode = OpenSSL::SSL::VERIFY_PEER\n"
+    "begin\n"
+    "  puts http.get('/').body\n"
+    "rescue => e\n"
+    "  puts \"ruby rejected: #{e.class}: #{e.message}\"\n"
+    "  exit 1\n"
+    "end\n";
+
+static int ruby(const char *script, int port, const run_opts *o, char **out, const char *accepted)
+{
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {"/usr/bin/ruby", "-e", script, p, f.ca_file, FOO, NULL};
+    run_result r = run(argv, o);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, accepted) != NULL;
+}
+
+static int prog_ruby_socket(int port, const run_opts *o, char **out)
+{
+    return ruby(ruby_socket, port, o, out, "ruby accepted");
+}
+
+static int prog_ruby_net_http(int port, const run_opts *o, char **out)
+{
+    return ruby(ruby_net_http, port, o, out, HTTP_BODY);
+}
+
+Test(clients, ruby_sslsocket_post_connection_check)
+{
+    three_ways(prog_ruby_socket, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+Test(clients, ruby_net_http)
+{
+    three_ways(prog_ruby_net_http, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
