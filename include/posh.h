@@ -477,6 +477,24 @@ POSH_EXPORT posh_err SSL_get_posh_error(const SSL *ssl);
  */
 POSH_EXPORT const char *SSL_get_posh_message(const SSL *ssl);
 
+/*
+ * For an application that checks the peer's name itself after the handshake. The source domain (normalised:
+ * lower case, no trailing dot) POSH vouched for on this connection (status POSH_STATUS_ACCEPTED or
+ * POSH_STATUS_DELEGATED, and the verification passed as a whole: SSL_get_verify_result() is X509_V_OK), or NULL.
+ * Valid until the next handshake on ssl or SSL_free().
+ */
+POSH_EXPORT const char *SSL_get_posh_vouched_name(const SSL *ssl);
+/*
+ * X509_check_host() for the connection's peer: 1 when cert carries name (as X509_check_host(cert, name, namelen,
+ * flags, peername) says) or, when it does not, when cert is this connection's peer certificate (the object or a
+ * copy) and POSH vouched for exactly name on ssl (SSL_get_posh_vouched_name()); then *peername (if not NULL) is
+ * a copy of name the caller frees with OPENSSL_free(). 0 no, -1 error. Put it where the application calls
+ * X509_check_host() today. POSH only answers where it ran: a connection with SSL_VERIFY_NONE and no host name
+ * set makes no POSH request, and gets X509_check_host()'s answer.
+ */
+POSH_EXPORT int SSL_check_posh_host(SSL *ssl, X509 *cert, const char *name, size_t namelen, unsigned int flags,
+                                    char **peername);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,6 +53,7 @@ typedef struct ssl_state {
     posh_result *lazy_res;         /* MSG_VOUCHED: a reference to the result, for its URL; NULL otherwise */
     posh_wait *wait;               /* non-blocking: the lookup this connection's verification waits for */
     posh_result *held[2];          /* non-blocking: answers obtained for this verification, by posh_lookup_kind */
+    char vouched[POSH_MAX_DOMAIN_LEN + 2];  /* the source domain POSH vouched for (or delegated), "" if none */
 } ssl_state;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -523,6 +524,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     st->err = POSH_OK;
     lazy_drop(st);
     st->message[0] = '\0';
+    st->vouched[0] = '\0';
     if (leaf == NULL)
         return next_verify(cst, xctx);
 
@@ -587,6 +589,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     vouched = posh_vouches(st, client, nonblocking, reference, service, leaf);
     if (vouched == 0 && delegation)
         decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
+    if (vouched == 1 || decided == 1)
+        memcpy(st->vouched, reference, sizeof(st->vouched));
     if (vouched == 2 || decided == 2) {
         /* Suspend the handshake: SSL_connect() returns WANT_RETRY_VERIFY and this verification runs again. */
         if (SSL_set_retry_verify(ssl)) {
@@ -735,6 +739,10 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     memcpy(kept_reference, given_reference, sizeof(kept_reference));
     service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
+    /* The application turned verification off and named no host: nobody will hear POSH's answer, so no request. */
+    if (!transparent && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) == 0 && given_reference[0] == '\0' &&
+        X509_VERIFY_PARAM_get0_host(X509_STORE_CTX_get0_param(xctx), 0) == NULL)
+        return next_verify(cst, xctx);
     if (transparent) {
         char stream_to[POSH_MAX_DOMAIN_LEN + 2] = "";
         int applies = transparent_applies(ssl, xctx, stream_to);
@@ -975,3 +983,13 @@ const char *SSL_get_posh_message(const SSL *ssl)
     return st != NULL ? message_of(st) : "";
 }
 
+/* Only for a connection whose verification passed as a whole: POSH's approval never outlives another error. */
+const char *SSL_get_posh_vouched_name(const SSL *ssl)
+{
+    ssl_state *st = ssl != NULL && indexes_ready() ? ssl_state_get(ssl, 0) : NULL;
+    if (st == NULL || st->vouched[0] == '\0' ||
+        (st->status != POSH_STATUS_ACCEPTED && st->status != POSH_STATUS_DELEGATED) ||
+        SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL)
+        return NULL;
+    return st->vouched;
+}

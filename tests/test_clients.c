@@ -637,3 +637,43 @@ Test(clients, ruby_net_http)
 {
     three_ways(prog_ruby_net_http, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
 }
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* The library for programs that check names themselves (socat): SSL_check_posh_host()                    */
+
+static run_result selfcheck(int port, const char *mode)
+{
+    run_opts o = {0};
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {POSH_SELFCHECK_PROBE, p, f.ca_file, FOO, mode, NULL};
+    return run(argv, &o);
+}
+
+static int prog_selfcheck(int port, const run_opts *o, char **out)
+{
+    /* (a) is the program without POSH, the others with the library (never the shim). */
+    run_result r = selfcheck(port, o->preload ? "posh" : "plain");
+    *out = r.out;
+    return r.status == 0;
+}
+
+Test(clients, library_check_host)
+{
+    long before;
+    run_result r;
+
+    three_ways(prog_selfcheck, NULL, RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+    r = selfcheck(ts_tls_port(svc_server), "posh");
+    /* X509_check_host() alone rejects what POSH accepted; the new call accepts exactly the vouched name, for the
+     * peer's certificate and a copy of it only. */
+    cr_expect(strstr(r.out, "verify=0 vouched=" FOO " x509_check_host=0 own_check=1 copy=1 other_name=0 "
+                            "other_cert=0") != NULL, "%s", r.out);
+    free(r.out);
+
+    before = fx_requests(&f, NULL, NULL);
+    r = selfcheck(ts_tls_port(svc_server), "verify0");
+    cr_expect(strstr(r.out, "vouched=(none) x509_check_host=0 own_check=0") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), before, "verification off, no host: no POSH request");
+    free(r.out);
+}
