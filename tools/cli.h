@@ -24,6 +24,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 int cmd_delegation(int argc, char **argv);
 int cmd_lint(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 /* ---- cli.c ---- */
 

@@ -1,5 +1,5 @@
 /*
- * posh.c - the `posh` command: dispatch to lookup, verify, generate, cache, delegation and lint; --help and
+ * posh.c - the `posh` command: dispatch to lookup, verify, generate, cache, delegation, lint and doctor; --help and
  * --version.
  */
 #include "cli.h"
@@ -29,6 +29,8 @@ static const char usage_text[] =
     "  lint --file DOC.json                          clients may): exit 0 none, 1 warnings, 2 errors\n"
     "  delegation [-s SERVICE] DOMAIN                fetch DOMAIN's Secure Service Delegation document, print\n"
     "                                                it as JSON\n"
+    "  doctor PROGRAM                                can the LD_PRELOAD shim help PROGRAM? (reads its ELF file\n"
+    "                                                and libraries, runs nothing): exit 0 yes, 1 no\n"
     "\n"
     "  posh COMMAND --help    the options of a command\n"
     "  posh --version         the version of posh\n"
@@ -66,6 +68,8 @@ int main(int argc, char **argv)
                 return cmd_lint(2, args);
             if (strcmp(argv[2], "delegation") == 0)
                 return cmd_delegation(2, args);
+            if (strcmp(argv[2], "doctor") == 0)
+                return cmd_doctor(2, args);
             return cli_usage_error(NULL, "unknown command '%s'", argv[2]);
         }
         fputs(usage_text, stdout);
@@ -87,5 +91,7 @@ int main(int argc, char **argv)
         return cmd_lint(argc - 1, argv + 1);
     if (strcmp(cmd, "delegation") == 0)
         return cmd_delegation(argc - 1, argv + 1);
+    if (strcmp(cmd, "doctor") == 0)
+        return cmd_doctor(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s'", cmd);
 }
