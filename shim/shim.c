@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -75,11 +76,116 @@ static void *module_base(const void *addr)
     return addr != NULL && dladdr(addr, &info) != 0 ? info.dli_fbase : NULL;
 }
 
+/* ---- does the program itself link libssl.so.3? (said once at start-up: wget, git, a static OpenSSL) ---- */
+
+#define MAX_SCAN_OBJECTS 256
+
+typedef struct loaded {
+    const char *path;         /* as the loader names it ("" for the program) */
+    const ElfW(Dyn) *dyn;
+    ElfW(Addr) base;
+} loaded;
+
+typedef struct scan {
+    loaded obj[MAX_SCAN_OBJECTS];
+    size_t n;
+} scan;
+
+static int collect(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    scan *sc = arg;
+    for (int i = 0; i < info->dlpi_phnum && sc->n < MAX_SCAN_OBJECTS; i++) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) {
+            sc->obj[sc->n].path = info->dlpi_name != NULL ? info->dlpi_name : "";
+            sc->obj[sc->n].dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+            sc->obj[sc->n].base = info->dlpi_addr;
+            sc->n++;
+        }
+    }
+    return 0;
+}
+
+/* The object's string table (the loader relocated DT_STRTAB in place; some ports do not: both are handled). */
+static const char *dyn_strtab(const loaded *o)
+{
+    for (const ElfW(Dyn) *d = o->dyn; d->d_tag != DT_NULL; d++)
+        if (d->d_tag == DT_STRTAB)
+            return (const char *)(d->d_un.d_ptr < o->base ? o->base + d->d_un.d_ptr : d->d_un.d_ptr);
+    return NULL;
+}
+
+static int same_library(const loaded *o, const char *soname)
+{
+    const char *base = strrchr(o->path, '/');
+    return strcmp(base != NULL ? base + 1 : o->path, soname) == 0;
+}
+
+/* TLS libraries other than OpenSSL 3's: a program linking one of them and not libssl.so.3 is not helped. */
+static const char *const other_tls[] = {"libgnutls.so", "libnss3.so", "libmbedtls.so", "libwolfssl.so",
+                                        "libssl.so.1", "libbearssl.so", "libtls.so"};
+
+/*
+ * Which TLS library the program links (DT_NEEDED, transitively from the executable): NULL for OpenSSL's
+ * libssl.so.3 or none at all (a program without TLS says nothing), else the other one's name. This module needs
+ * libssl.so.3 too, so "loaded" says nothing: only the program's own closure counts.
+ */
+static const char *program_other_tls(void)
+{
+    static scan sc;              /* start-up only, once: no 6 KiB on a constructor's stack */
+    unsigned char reached[MAX_SCAN_OBJECTS] = {0};
+    size_t queue[MAX_SCAN_OBJECTS], head = 0, tail = 0;
+    const char *other = NULL;
+
+    dl_iterate_phdr(collect, &sc);
+    if (sc.n == 0)
+        return NULL; /* nothing to judge by: say nothing */
+    reached[0] = 1;
+    queue[tail++] = 0;
+    while (head < tail) {
+        const loaded *o = &sc.obj[queue[head++]];
+        const char *strtab = dyn_strtab(o);
+        if (strtab == NULL)
+            continue;
+        for (const ElfW(Dyn) *d = o->dyn; d->d_tag != DT_NULL; d++) {
+            const char *needed = strtab + d->d_un.d_val;
+            if (d->d_tag != DT_NEEDED)
+                continue;
+            if (strcmp(needed, "libssl.so.3") == 0)
+                return NULL;
+            for (size_t k = 0; other == NULL && k < sizeof(other_tls) / sizeof(other_tls[0]); k++)
+                if (strncmp(needed, other_tls[k], strlen(other_tls[k])) == 0)
+                    other = needed;
+            for (size_t k = 1; k < sc.n; k++) {
+                if (!reached[k] && same_library(&sc.obj[k], needed)) {
+                    reached[k] = 1;
+                    queue[tail++] = k;
+                }
+            }
+        }
+    }
+    return other;
+}
+
+/* A static OpenSSL that the executable exports (nodejs.org's Node): its calls never reach this module. */
+static int program_has_own_openssl(void)
+{
+    void *self = dlopen(NULL, RTLD_LAZY | RTLD_NOLOAD);
+    void *f = self != NULL ? dlsym(self, "SSL_CTX_new") : NULL;
+    Dl_info info, prog;
+    int own = f != NULL && dladdr(f, &info) != 0 && dladdr((void *)program_has_own_openssl, &prog) != 0 &&
+              info.dli_fbase != prog.dli_fbase && info.dli_fbase != real.base_ssl &&
+              (info.dli_fname == NULL || info.dli_fname[0] == '\0' || strstr(info.dli_fname, ".so") == NULL);
+    if (self != NULL)
+        dlclose(self);
+    return own;
+}
+
 static int choose_service(SSL *ssl, char *out, size_t outlen);
 
 /* Only symbols and plain memory here: touching OpenSSL or libcurl before the program does changes its setup. */
 static void shim_init(void)
 {
+    const char *other;
     static const posh_shim_hooks hooks = {choose_service, shim_vouch_remember, shim_vouch_forget,
                                           shim_stream_to, shim_vouch_defer};
     /*
@@ -105,6 +211,10 @@ static void shim_init(void)
     if (!real.program_ssl_is_openssl)
         posh_log(POSH_LOG_INFO, "this process's SSL_CTX_new is not OpenSSL's libssl.so.3 (GnuTLS's OpenSSL "
                  "compatibility layer?): its TLS contexts are left alone, POSH cannot help them");
+    else if ((other = program_other_tls()) != NULL)
+        posh_log(POSH_LOG_INFO, "this program links %s, not OpenSSL's libssl.so.3: POSH cannot help it", other);
+    else if (program_has_own_openssl())
+        posh_log(POSH_LOG_INFO, "this program contains an OpenSSL of its own (static): POSH cannot help it");
 }
 
 __attribute__((constructor)) static void shim_constructor(void)

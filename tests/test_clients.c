@@ -507,6 +507,14 @@ Test(clients, gnutls_programs_fail_closed)
     cr_expect(strstr(b.out, HTTP_BODY) == NULL);
     free(a.out);
     free(b.out);
+    /* The shim says, once, that it cannot help (only when asked to log). */
+    const char *log_env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    run_opts shim_log = {.preload = 1, .service = "xmpp-server", .env = log_env};
+    b = run(wget, &shim_log);
+    cr_expect_eq(b.status, a.status);
+    cr_expect(strstr(b.out, "this program links libgnutls.so.30, not OpenSSL's libssl.so.3: POSH cannot help it") !=
+              NULL, "%s", b.out);
+    free(b.out);
 
     char sslcainfo[600];
     snprintf(sslcainfo, sizeof(sslcainfo), "http.sslCAInfo=%s", f.ca_file);
