@@ -3,7 +3,8 @@
  * SSL_VERIFY_NONE, then their own subjectAltName check; Ruby: names read from an X509_dup() copy), programs it
  * cannot help (GnuTLS's OpenSSL compatibility layer, wget, git: left exactly as without it), each against the
  * fixture's nginx on 127.0.0.1 in a network and mount namespace of its own (/etc/hosts names foo.example.com
- * 127.0.0.1 there only). The three ways of the issue for each: (a) without the shim the provider's certificate
+ * 127.0.0.1 there only). Perl, PHP, socat and fetchmail worked through the shim already; they are here because
+ * test_shim does not cover them. The three ways of the issue for each: (a) without the shim the provider's certificate
  * is rejected for foo.example.com, (b) with the shim and a vouching document it is accepted, (c) an impostor
  * (a valid certificate of the same CA that the document does not list) is rejected. Plus the security
  * properties of lazy approvals and of copies (tests/clients_probe.c). A missing program is a failure: CI installs
@@ -47,6 +48,7 @@ typedef struct run_opts {
     int preload;                   /* LD_PRELOAD the shim */
     const char *service;           /* POSH_SERVICE (NULL: unset) */
     const char *const *env;        /* more NAME=VALUE entries, NULL-terminated (may be NULL) */
+    const char *input;             /* bytes on stdin (NULL: /dev/null) */
 } run_opts;
 
 typedef struct run_result {
@@ -58,7 +60,7 @@ static run_result run(const char *const argv[], const run_opts *o)
 {
     static atomic_int counter;
     static char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", lang[] = "LANG=C";
-    char *env[48] = {path_env, lang}, *out_path = NULL;
+    char *env[48] = {path_env, lang}, *out_path = NULL, *in_path = NULL;
     size_t n = 2;
     run_result r = {.status = -1};
     int64_t deadline = ts_now_ms() + RUN_TIMEOUT_MS;
@@ -77,7 +79,12 @@ static run_result run(const char *const argv[], const run_opts *o)
     env[n] = NULL;
     cr_assert_geq(asprintf(&out_path, "%s/out-%d.txt", f.dir, atomic_fetch_add(&counter, 1)), 0);
     out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (o->input != NULL) {
+        cr_assert_geq(asprintf(&in_path, "%s.in", out_path), 0);
+        cr_assert_eq(ts_write_file(in_path, o->input, strlen(o->input)), 0);
+    }
+    in_fd = open(in_path != NULL ? in_path : "/dev/null", O_RDONLY | O_CLOEXEC);
+    free(in_path);
     cr_assert(out_fd >= 0 && in_fd >= 0);
     cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
     pid = ts_spawn(argv, env, in_fd, out_fd, 0);
@@ -684,4 +691,101 @@ Test(clients, library_check_host)
     cr_expect(strstr(r.out, "vouched=(none) x509_check_host=0 own_check=0") != NULL, "%s", r.out);
     cr_expect_eq(fx_requests(&f, NULL, NULL), before, "verification off, no host: no POSH request");
     free(r.out);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Clients that already worked through the shim and that test_shim does not cover: Perl, PHP, socat,      */
+/* fetchmail                                                                                              */
+
+static int prog_perl(int port, const run_opts *o, char **out)
+{
+    static const char script[] =
+        "use HTTP::Tiny; my ($url, $ca) = @ARGV;\n"
+        "my $r = HTTP::Tiny->new(verify_SSL => 1, SSL_options => {SSL_ca_file => $ca})->get($url);\n"
+        "print $r->{success} ? $r->{content} : \"perl rejected: $r->{status} $r->{content}\\n\";\n"
+        "exit($r->{success} ? 0 : 1);\n";
+    char url[300];
+    snprintf(url, sizeof(url), "https://" FOO ":%d/", port);
+    const char *argv[] = {"/usr/bin/perl", "-e", script, url, f.ca_file, NULL};
+    run_result r = run(argv, o);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, HTTP_BODY) != NULL;
+}
+
+static int prog_php(int port, const run_opts *o, char **out)
+{
+    static const char script[] =
+        "$ctx = stream_context_create(['ssl' => ['cafile' => $argv[2], 'verify_peer' => true,\n"
+        "                                        'verify_peer_name' => true]]);\n"
+        "$body = @file_get_contents($argv[1], false, $ctx);\n"
+        "if ($body === false) { echo 'php rejected: ', error_get_last()['message'] ?? '', \"\\n\"; exit(1); }\n"
+        "echo $body;\n";
+    char url[300];
+    snprintf(url, sizeof(url), "https://" FOO ":%d/", port);
+    const char *argv[] = {"/usr/bin/php", "-r", script, "--", url, f.ca_file, NULL};
+    run_result r = run(argv, o);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, HTTP_BODY) != NULL;
+}
+
+static int prog_socat(int port, const run_opts *o, char **out)
+{
+    char addr[700];
+    run_opts with_input = *o;
+    snprintf(addr, sizeof(addr), "OPENSSL:" FOO ":%d,cafile=%s,verify=1", port, f.ca_file);
+    const char *argv[] = {"/usr/bin/socat", "-", addr, NULL};
+    with_input.input = "GET / HTTP/1.0\r\n\r\n";
+    run_result r = run(argv, &with_input);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, HTTP_BODY) != NULL;
+}
+
+Test(clients, perl_http_tiny)
+{
+    three_ways(prog_perl, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+Test(clients, php_streams)
+{
+    three_ways(prog_php, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+Test(clients, socat)
+{
+    three_ways(prog_socat, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+/* fetchmail: verify-param host and its own SAN/CN check in its callback; IMAPS, --check only. */
+static imap *fetchmail_svc, *fetchmail_impostor;
+
+static int prog_fetchmail(int port, const run_opts *o, char **out)
+{
+    static atomic_int n;
+    imap *server = port == fetchmail_svc->port ? fetchmail_svc : fetchmail_impostor;
+    int before = atomic_load(&server->logins);
+    char *rc = NULL, *body = NULL;
+    run_result r;
+
+    cr_assert_geq(asprintf(&rc, "%s/fetchmailrc-%d", f.dir, atomic_fetch_add(&n, 1)), 0);
+    cr_assert_geq(asprintf(&body,
+                           "poll " FOO " protocol imap port %d user \"u\" password \"p\" ssl sslcertck "
+                           "sslcertfile \"%s\"\n",
+                           port, f.ca_file), 0);
+    cr_assert_eq(ts_write_file(rc, body, strlen(body)), 0);
+    cr_assert_eq(chmod(rc, 0600), 0);
+    const char *argv[] = {"/usr/bin/fetchmail", "-f", rc, "--check", "--nosyslog", "-v", NULL};
+    r = run(argv, o);
+    free(rc);
+    free(body);
+    *out = r.out;
+    return atomic_load(&server->logins) > before;
+}
+
+Test(clients, fetchmail)
+{
+    fetchmail_svc = imap_start(f.svc, 0);
+    fetchmail_impostor = imap_start(f.other, 0);
+    three_ways(prog_fetchmail, "imap", IMAP_PATH, fetchmail_svc->port, fetchmail_impostor->port);
+    imap_stop(fetchmail_svc);
+    imap_stop(fetchmail_impostor);
 }
