@@ -789,3 +789,73 @@ Test(clients, fetchmail)
     imap_stop(fetchmail_svc);
     imap_stop(fetchmail_impostor);
 }
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Debian's Node 18 (libnode108, the system's OpenSSL): SSL_VERIFY_NONE, SSL_get_verify_result(), then its  */
+/* own checkServerIdentity() on the subjectAltName of an X509_dup() copy                                   */
+
+static char node_path[700], node_libs[700];
+
+/*
+ * Debian's node: /usr/bin/node as CI installs it (package nodejs). On a machine whose nodejs is another build
+ * (nodejs.org's, with a static OpenSSL: the shim cannot help it), POSH_TEST_NODE_ROOT names a directory into
+ * which Debian's nodejs, libnode108, node-acorn, node-cjs-module-lexer and node-undici packages were extracted
+ * (dpkg -x): its usr/share is laid over /usr/share in this test's own mount namespace, where node looks for its
+ * externalised builtins. Either way the node used must be Node 18 on libnode.so.108: anything else fails.
+ */
+static void node_setup(void)
+{
+    const char *root = getenv("POSH_TEST_NODE_ROOT");
+    char opts[1500];
+    node_libs[0] = '\0';
+    if (root == NULL) {
+        snprintf(node_path, sizeof(node_path), "/usr/bin/node");
+        return;
+    }
+    snprintf(node_path, sizeof(node_path), "%s/usr/bin/node", root);
+    snprintf(node_libs, sizeof(node_libs), "LD_LIBRARY_PATH=%s/usr/lib/x86_64-linux-gnu", root);
+    snprintf(opts, sizeof(opts), "lowerdir=%s/usr/share:/usr/share", root);
+    cr_assert_eq(mount("overlay", "/usr/share", "overlay", 0, opts), 0, "overlay %s on /usr/share: %s", opts,
+                 strerror(errno));
+}
+
+static int prog_node(int port, const run_opts *o, char **out)
+{
+    static const char script[] =
+        "const https = require('https'), fs = require('fs');\n"
+        "const [port, ca, name] = process.argv.slice(1);\n"
+        "https.get({host: name, port: +port, ca: fs.readFileSync(ca), servername: name, path: '/'}, res => {\n"
+        "  let body = ''; res.on('data', d => body += d); res.on('end', () => { console.log(body); });\n"
+        "}).on('error', e => { console.log('node rejected:', e.code, e.message); process.exitCode = 1; });\n";
+    const char *env[8] = {NULL};
+    char p[16];
+    run_opts with_env = *o;
+    size_t n = 0;
+
+    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && n < 6; i++)
+        env[n++] = o->env[i];
+    if (node_libs[0] != '\0')
+        env[n++] = node_libs;
+    with_env.env = env;
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {node_path, "-e", script, p, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &with_env);
+    *out = r.out;
+    return r.status == 0 && strstr(r.out, HTTP_BODY) != NULL;
+}
+
+Test(clients, debian_node18)
+{
+    run_opts plain = {0};
+    const char *env[2] = {node_libs, NULL};
+    node_setup();
+    plain.env = node_libs[0] != '\0' ? env : NULL;
+    const char *argv[] = {node_path, "-p", "process.versions.node + ' ' + process.config.variables.node_shared_openssl",
+                          NULL};
+    run_result v = run(argv, &plain);
+    cr_assert(strncmp(v.out, "18.", 3) == 0 && strstr(v.out, "true") != NULL,
+              "Debian's Node 18 with the system's OpenSSL is needed (CI: package nodejs; elsewhere set "
+              "POSH_TEST_NODE_ROOT, see node_setup): %s says %s", node_path, v.out);
+    free(v.out);
+    three_ways(prog_node, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
