@@ -9,6 +9,8 @@
  *               and the copy again once the connection and its certificate are gone
  *     peer-copy SSL_VERIFY_PEER with SNI; the verify callback checks NAME on an X509_dup() copy at depth 0 and
  *               fails the handshake with X509_V_ERR_HOSTNAME_MISMATCH if it is not there (Ruby)
+ *     copy-withdrawn  SSL_VERIFY_PEER; the verify callback keeps a copy of the leaf, asks about NAME on it, then
+ *               rejects the peer itself: the copy must stop answering with the approval withdrawn
  * Prints one line of key=value answers; exit 0 when the handshake completed.
  */
 #include <arpa/inet.h>
@@ -58,6 +60,19 @@ static int copy_callback(int ok, X509_STORE_CTX *xctx)
     return ok;
 }
 
+static X509 *kept;
+static int kept_during = -1;
+
+static int withdraw_callback(int ok, X509_STORE_CTX *xctx)
+{
+    if (X509_STORE_CTX_get_error_depth(xctx) != 0)
+        return ok;
+    kept = X509_dup(X509_STORE_CTX_get_current_cert(xctx));
+    kept_during = kept != NULL && host_ok(kept);
+    X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0; /* the application's own verdict: no */
+}
+
 static int connect_to(int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
@@ -91,6 +106,8 @@ int main(int argc, char **argv)
         return 2;
     if (strcmp(mode, "peer-copy") == 0)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, copy_callback);
+    else if (strcmp(mode, "copy-withdrawn") == 0)
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, withdraw_callback);
     else
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     fd = connect_to(atoi(argv[1]));
@@ -98,6 +115,9 @@ int main(int argc, char **argv)
     SSL_set_fd(ssl, fd);
     SSL_set_tlsext_host_name(ssl, name);
     if (SSL_connect(ssl) != 1) {
+        if (kept != NULL)
+            printf("kept_during=%d kept_after=%d ", kept_during, host_ok(kept));
+        X509_free(kept);
         printf("handshake failed verify=%ld\n", SSL_get_verify_result(ssl));
         ERR_print_errors_fp(stdout);
         return 1;
@@ -106,11 +126,18 @@ int main(int argc, char **argv)
     if (strcmp(mode, "none-ask") == 0) {
         cert = SSL_get1_peer_certificate(ssl);
         copy = X509_dup(cert);
+        /* A copy OpenSSL itself makes (sk_X509_deep_copy calls X509_dup from libcrypto) shares nothing. */
+        STACK_OF(X509) *one = sk_X509_new_null(), *deep = NULL;
+        if (one != NULL && sk_X509_push(one, cert))
+            deep = sk_X509_deep_copy(one, X509_dup, X509_free);
         len = i2d_X509(cert, &der);
         p = der;
         parsed = len > 0 ? d2i_X509(NULL, &p, len) : NULL;
         printf(" host=%d san=%d copy_host=%d copy_san=%d parsed_host=%d parsed_san=%d", host_ok(cert), san_has(cert),
                host_ok(copy), san_has(copy), parsed != NULL && host_ok(parsed), parsed != NULL && san_has(parsed));
+        printf(" openssl_copy_host=%d", deep != NULL && sk_X509_num(deep) == 1 && host_ok(sk_X509_value(deep, 0)));
+        sk_X509_pop_free(deep, X509_free);
+        sk_X509_free(one);
         SSL_shutdown(ssl);
         SSL_free(ssl);
         ssl = NULL;

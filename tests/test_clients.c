@@ -397,7 +397,7 @@ Test(clients, verify_none_lazy_approval)
     /* The object and the program's copy answer; a re-parse (another object) and a copy outliving the
      * connection's certificate do not. */
     cr_expect(strstr(r.out, "verify=0 host=1 san=1 copy_host=1 copy_san=1 parsed_host=0 parsed_san=0 "
-                            "gone_copy_host=0 gone_copy_san=0") != NULL, "shim: %s", r.out);
+                            "openssl_copy_host=0 gone_copy_host=0 gone_copy_san=0") != NULL, "shim: %s", r.out);
     cr_expect_gt(fx_requests(&f, FOO, RFC7711_PATH), 0);
     free(r.out);
 
@@ -441,6 +441,18 @@ static int prog_peer_copy(int port, const run_opts *o, char **out)
 Test(clients, copy_in_verify_callback)
 {
     three_ways(prog_peer_copy, "xmpp-server", RFC7711_PATH, ts_tls_port(svc_server), ts_tls_port(other_server));
+}
+
+/* The application's own verdict withdraws POSH's approval: from the copy it made too. */
+Test(clients, copy_withdrawn_with_the_approval)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    run_result r;
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    r = probe(ts_tls_port(svc_server), "copy-withdrawn", &shim);
+    cr_expect(strstr(r.out, "kept_during=1 kept_after=0 handshake failed") != NULL, "%s", r.out);
+    free(r.out);
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
