@@ -56,6 +56,10 @@ int main(int argc, char **argv)
     SSL_set_tlsext_host_name(ssl, name);
     if (SSL_connect(ssl) != 1) {
         printf("handshake failed: verify=%ld posh=%s\n", SSL_get_verify_result(ssl), SSL_get_posh_message(ssl));
+        fflush(stdout); /* before a sanitizer's leak check can end the process */
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        close(fd);
         return 1;
     }
     cert = SSL_get1_peer_certificate(ssl);
