@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /*
@@ -274,6 +275,38 @@ Test(store, other_writable_dir_refused)
     fx_start(&f);
     cr_assert_eq(chmod(dir, 01777), 0);
     expect_refused(dir, "world-writable, sticky");
+}
+
+/*
+ * A POSIX ACL that lets another user write: the mode's group bits then show the ACL's mask (rwx), which the
+ * directory check reads from fstat. Set through the raw xattr (no setfacl needed): version 2, then entries
+ * (tag, permissions, id) sorted by tag: owner rwx, user nobody rwx, group none, mask rwx, other none.
+ */
+Test(store, acl_letting_another_user_write_refused)
+{
+    static const uint16_t tags[5] = {0x01, 0x02, 0x04, 0x10, 0x20}, perms[5] = {7, 7, 0, 7, 0};
+    unsigned char acl[4 + 5 * 8];
+    struct passwd *pw = getpwnam("nobody");
+    struct stat st;
+    uint32_t v = 2;
+
+    cr_assert_not_null(pw);
+    memcpy(acl, &v, 4);
+    for (size_t i = 0; i < 5; i++) {
+        uint32_t id = tags[i] == 0x02 ? (uint32_t)pw->pw_uid : 0xffffffffu;
+        memcpy(acl + 4 + 8 * i, &tags[i], 2);
+        memcpy(acl + 4 + 8 * i + 2, &perms[i], 2);
+        memcpy(acl + 4 + 8 * i + 4, &id, 4);
+    }
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 300));
+    fx_start(&f);
+    cr_assert_eq(chmod(dir, 0700), 0);
+    cr_assert_eq(setxattr(dir, "system.posix_acl_access", acl, sizeof(acl), 0), 0,
+                 "set an ACL on %s: %s (the test directory's file system must support POSIX ACLs)", dir,
+                 strerror(errno));
+    cr_assert_eq(stat(dir, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0770, "the ACL's mask shows in the group bits: %o", st.st_mode & 07777);
+    expect_refused(dir, "an ACL letting nobody write");
 }
 
 Test(store, dir_of_another_user_refused)
