@@ -24,7 +24,10 @@
  *     cleans it up.
  *
  * CAVEATS (what posh does not do)
- *   - Server side: POSH is for TLS clients checking a server. Server-side SSL objects are never touched.
+ *   - Server side (a server checking a client certificate): POSH runs only for the identity the application says
+ *     the peer claims (SSL_set_posh_reference() before the handshake, or SSL_check_posh_peer() after it); a
+ *     server-side connection without one is never touched. A server-side verification always blocks (OpenSSL
+ *     3.0 cannot suspend a client certificate's verification); SSL_check_posh_peer() has a non-blocking form.
  *   - POSH does not replace chain validation in the default mode (POSH_MODE_NAME): the peer's chain must still
  *     be trusted by the application's store. Mode POSH_MODE_PIN makes a POSH match a trust anchor (like DANE-EE).
  *   - Only the leaf certificate's full DER is hashed (as RFC 7711 says), never the SPKI.
@@ -390,12 +393,20 @@ POSH_EXPORT int posh_result_descriptor_hash(const posh_result *result, size_t i,
  * ------------------------------------------------------------------------------------------------------ */
 
 /*
- * Enable POSH for every client connection made from ctx, for service (as in posh_lookup()). Turns on
+ * Enable POSH for every connection made from ctx, for service (as in posh_lookup()). Turns on
  * SSL_VERIFY_PEER (keeping the other mode bits and any verify callback the application set). The
  * application's verify callback, set before or after, is still called and sees POSH's verdict. Installs a
  * certificate verification callback (SSL_CTX_set_cert_verify_callback): do not install another one.
  * Uses posh_default_client() unless SSL_CTX_set_posh_client() names another. Returns 1 on success, 0 on error
  * (bad service, invalid environment, out of memory).
+ * On a server context (SSL_VERIFY_PEER makes OpenSSL ask the client for a certificate; add
+ * SSL_VERIFY_FAIL_IF_NO_PEER_CERT to require one) POSH verifies a client certificate only when the application
+ * named the identity the peer claims with SSL_set_posh_reference() before the handshake: the leaf carries that
+ * name: PKIX (POSH_STATUS_PKIX; OpenSSL checks the name); it does not: POSH, with every guarantee of the client
+ * side (chain, dates, revocation and the application's verify callback as usual, nothing laundered; rejected:
+ * OpenSSL reports X509_V_ERR_HOSTNAME_MISMATCH). Without a reference the connection is not touched: OpenSSL
+ * checks no name on a client certificate unless the application set one. Host names set with SSL_set1_host()
+ * are checked first as on a client; the SNI name (the server's own) is never a reference. Always blocking.
  */
 POSH_EXPORT int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service);
 /*
@@ -420,8 +431,12 @@ POSH_EXPORT int SSL_set_posh_verify(SSL *ssl, const char *service);
  * set again. A handshake that resumes a session verifies no certificate and leaves a pending reference in
  * place: when reusing an SSL, set the reference (or NULL) before every handshake. source_domain NULL unsets a
  * pending reference. 1 ok, 0 error (invalid domain).
+ * On a server-side SSL it names the identity the client claims (e.g. the `from` of the XMPP stream header it
+ * sent before STARTTLS, RFC 7712 section 5): the only name POSH then answers for on that connection. It comes
+ * from the peer, which is fine: it is exactly the name whose domain must vouch for the certificate.
  */
 POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
+
 
 /*
  * Non-blocking verification (OpenSSL >= 3.0.2) for the client connections of ctx (on = 1; 0 turns it off). When a
@@ -436,6 +451,8 @@ POSH_EXPORT int SSL_set_posh_reference(SSL *ssl, const char *source_domain);
  * Applies to connections created before or after the call, to those that enabled POSH with SSL_set_posh_verify()
  * too. 1 ok, 0 error (POSH is not installed on ctx: neither SSL_CTX_set_posh_verify() nor SSL_set_posh_verify()
  * on one of its connections was called, or the LD_PRELOAD shim installed it: the shim always blocks).
+ * Server-side connections of ctx still verify a client certificate blocking (OpenSSL 3.0 does not suspend that
+ * verification): use SSL_check_posh_peer(..., 1) after the handshake instead.
  */
 POSH_EXPORT int SSL_CTX_set_posh_nonblocking(SSL_CTX *ctx, int on);
 /*
@@ -453,7 +470,8 @@ POSH_EXPORT int SSL_CTX_set_posh_delegation(SSL_CTX *ctx, int on);
 /*
  * A descriptor that becomes readable (POLLIN) when the POSH lookup this connection waits for is done; -1 when it
  * waits for none (status not POSH_STATUS_PENDING). Owned by the library: never read, write or close it; it is
- * valid until the next SSL_connect()/SSL_do_handshake() on ssl or SSL_free(), whichever comes first.
+ * valid until the next SSL_connect()/SSL_do_handshake()/SSL_check_posh_peer() on ssl or SSL_free(), whichever
+ * comes first.
  */
 POSH_EXPORT int SSL_get_posh_wait_fd(const SSL *ssl);
 
@@ -494,6 +512,26 @@ POSH_EXPORT const char *SSL_get_posh_vouched_name(const SSL *ssl);
  */
 POSH_EXPORT int SSL_check_posh_host(SSL *ssl, X509 *cert, const char *name, size_t namelen, unsigned int flags,
                                     char **peername);
+/*
+ * After the handshake (server or client side): is the peer's certificate, whose chain verified, valid for domain
+ * by PKIX or vouched for by domain's POSH document for service? For protocols where the claimed identity arrives
+ * only inside TLS (XMPP direct TLS, XEP-0368). Returns what SSL_get_posh_status() then says:
+ *   POSH_STATUS_PKIX      the certificate carries domain (no lookup);
+ *   POSH_STATUS_ACCEPTED  domain vouches for the leaf;
+ *   POSH_STATUS_REJECTED  not vouched, or not eligible (SSL_get_posh_error(), SSL_get_posh_message() say why):
+ *                         the handshake has not finished, no peer certificate, SSL_get_verify_result() is not
+ *                         X509_V_OK (POSH_ERR_CERTIFICATE: only a chain that verified in full is eligible, whatever
+ *                         the application's verify callback let through; a host name the application set must
+ *                         have matched), an invalid domain or service, the lookup's error;
+ *   POSH_STATUS_PENDING   nonblocking != 0 and the lookup is not cached: it runs on the client's engine thread,
+ *                         SSL_get_posh_wait_fd() becomes readable when it is done; call again with the same
+ *                         arguments (earlier is harmless). Past the engine's bounds: REJECTED, POSH_ERR_BUSY.
+ * nonblocking 0: blocks for at most the lookup's timeout. Uses ctx's client (SSL_CTX_set_posh_client()) or the
+ * default client; POSH need not be enabled on ctx. It never changes SSL_get_verify_result() nor the connection:
+ * the application acts on the answer (e.g. closes the stream). A match is never a trust anchor, even in
+ * POSH_MODE_PIN. Call it for one domain at a time per SSL (a call for another domain abandons a pending one).
+ */
+POSH_EXPORT posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *service, int nonblocking);
 
 #ifdef __cplusplus
 }

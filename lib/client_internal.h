@@ -505,6 +505,12 @@ typedef struct posh_shim_hooks {
      * (canonical "_svc._proto"). Nothing is fetched now: posh_verify_deferred() does it at the first question.
      */
     void (*deferred)(X509 *leaf, const char *reference, const char *service);
+    /*
+     * For a server-side connection: the identity the peer claims in its protocol (the `from` of the XMPP stream
+     * header it sent in plaintext on the socket the program accepted, before the handshake), normalised into out
+     * (outlen >= POSH_MAX_DOMAIN_LEN + 2). 1 found, 0 none. Consumes what it returns.
+     */
+    int (*stream_from)(SSL *ssl, char *out, size_t outlen);
 } posh_shim_hooks;
 
 /* Set once, before the first context is installed. */

@@ -584,7 +584,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
                reference, service);
         goto rejected;
     }
-    nonblocking = cst != NULL && cst->nonblocking && !transparent;
+    /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
+    nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
     delegation = (cst != NULL && cst->delegation) || client->cfg->delegation;
     vouched = posh_vouches(st, client, nonblocking, reference, service, leaf);
     if (vouched == 0 && delegation)
@@ -719,6 +720,48 @@ int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
     return vouched == 1;
 }
 
+/*
+ * ---- server side: the client certificate of an incoming connection ----
+ * A server checks no name on a client certificate unless the application names one, so POSH runs only for the
+ * identity the application says the peer claims: SSL_set_posh_reference() before the handshake (for the shim,
+ * the `from` of the XMPP stream header the peer sent on that socket). No reference: untouched. The leaf carries
+ * the name: PKIX (the library API adds it as the host OpenSSL checks). Otherwise POSH decides exactly as for a
+ * client, through verify_with_posh: vouched, the chain is verified without host names; not vouched, the
+ * library API makes OpenSSL report the name mismatch, the shim leaves the program's own name check to fail.
+ * Never the host names or the SNI name of the connection: on a server those are ours, not the peer's.
+ * Always blocking: OpenSSL 3.0 verifies a client certificate inside tls_process_client_certificate() and goes on
+ * with the handshake whatever SSL_set_retry_verify() asked (the suspension is only honoured for a server's
+ * certificate), so a suspended verification would be an accepted one. SSL_check_posh_peer() is the
+ * non-blocking form: after the handshake.
+ */
+static int verify_server_side(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst)
+{
+    char given_reference[POSH_MAX_DOMAIN_LEN + 2], chosen[SERVICE_BUF];
+    ssl_state *st = ssl_state_get(ssl, 0);
+    const char *service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+    int transparent = service[0] == '\0' && cst != NULL && cst->transparent;
+    int ret;
+
+    take_reference(st, given_reference);
+    if (transparent) {
+        /* The shim: XMPP only, the claim the peer made in its stream header on the socket the program accepted. */
+        if (shim_hooks.service == NULL || shim_hooks.stream_from == NULL || !shim_hooks.service(ssl, chosen,
+            sizeof(chosen)) || !is_xmpp_service(chosen) ||
+            !shim_hooks.stream_from(ssl, given_reference, sizeof(given_reference)))
+            return next_verify(cst, xctx);
+        service = chosen;
+    }
+    if (service[0] == '\0' || given_reference[0] == '\0')
+        return next_verify(cst, xctx);
+    if (st == NULL && (st = ssl_state_get(ssl, 1)) == NULL) {
+        X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
+        return 0;
+    }
+    ret = verify_with_posh(xctx, ssl, cst, st, service, given_reference, transparent);
+    drop_held(st);
+    return ret;
+}
+
 static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -732,8 +775,10 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     if (ssl == NULL || !indexes_ready())
         return X509_verify_cert(xctx);
     cst = ctx_state_get(SSL_get_SSL_CTX(ssl), 0);
-    if (SSL_is_server(ssl) || in_lookup)
+    if (in_lookup)
         return next_verify(cst, xctx);
+    if (SSL_is_server(ssl))
+        return verify_server_side(xctx, ssl, cst);
     st = ssl_state_get(ssl, 0);
     take_reference(st, given_reference);
     memcpy(kept_reference, given_reference, sizeof(kept_reference));
@@ -992,4 +1037,86 @@ const char *SSL_get_posh_vouched_name(const SSL *ssl)
         SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL)
         return NULL;
     return st->vouched;
+}
+
+/*
+ * ---- server side, after the handshake (SSL_check_posh_peer) ----
+ * For protocols whose claimed identity arrives only inside TLS (XMPP direct TLS, XEP-0368). POSH here answers
+ * the name question alone: the chain must have verified in full during the handshake (SSL_get_verify_result()
+ * X509_V_OK, so nothing is laundered, whatever the application's verify callback returned), and the answer is
+ * recorded on the connection like a handshake's. Never in POSH_MODE_PIN's sense: a match here is no trust anchor.
+ */
+posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *service, int nonblocking)
+{
+    char canon[SERVICE_BUF], reference[POSH_MAX_DOMAIN_LEN + 2];
+    posh_client *held = NULL, *client;
+    ssl_state *st;
+    X509 *leaf;
+    long vr;
+    int vouched;
+
+    if (ssl == NULL || !indexes_ready() || (st = ssl_state_get(ssl, 1)) == NULL)
+        return POSH_STATUS_REJECTED;
+    if (st->status != POSH_STATUS_PENDING) {
+        st->status = POSH_STATUS_NONE;
+        st->err = POSH_OK;
+        lazy_drop(st);
+        st->message[0] = '\0';
+        st->vouched[0] = '\0';
+    }
+    if (domain == NULL || posh_domain_normalize(domain, reference, sizeof(reference)) != POSH_OK) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_BAD_DOMAIN, "\"%.100s\" is not a DNS name",
+               domain != NULL ? domain : "(null)");
+        goto finished;
+    }
+    if (service == NULL || !service_store(service, canon)) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_BAD_SERVICE, "%s: \"%.100s\" is not a service name", reference,
+               service != NULL ? service : "(null)");
+        goto finished;
+    }
+    if (!SSL_is_init_finished(ssl)) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_INVALID_ARGUMENT, "%s: the handshake has not finished", reference);
+        goto finished;
+    }
+    if ((leaf = SSL_get0_peer_certificate(ssl)) == NULL) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE, "%s: the peer presented no certificate", reference);
+        goto finished;
+    }
+    if ((vr = SSL_get_verify_result(ssl)) != X509_V_OK) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE,
+               "%s: the peer's certificate did not verify (%ld: %s): POSH vouches only for a verified chain",
+               reference, vr, X509_verify_cert_error_string(vr));
+        goto finished;
+    }
+    if (X509_check_host(leaf, reference, 0, 0, NULL) > 0) {
+        record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
+        goto finished;
+    }
+    held = ctx_client_ref(ctx_state_get(SSL_get_SSL_CTX(ssl), 0));
+    ERR_set_mark();
+    client = held != NULL ? held : posh_default_client();
+    ERR_pop_to_mark();
+    if (client == NULL) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+        goto finished;
+    }
+    if (posh_client_closed(client)) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CANCELLED, "%s %s: the POSH client was freed (posh_client_free)",
+               reference, canon);
+        goto finished;
+    }
+    vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf);
+    if (vouched == 1)
+        memcpy(st->vouched, reference, sizeof(st->vouched)); /* SSL_get_posh_vouched_name() */
+    if (vouched == 2)
+        goto done; /* pending: the answers obtained so far stay with st until the call is repeated */
+finished:
+    if (st->wait != NULL) {
+        posh_wait_release(st->wait); /* a wait for another question, or abandoned by a blocking call */
+        st->wait = NULL;
+    }
+    drop_held(st);
+done:
+    posh_client_unref(held);
+    return st->status;
 }

@@ -187,7 +187,7 @@ static void shim_init(void)
 {
     const char *other;
     static const posh_shim_hooks hooks = {choose_service, shim_vouch_remember, shim_vouch_forget,
-                                          shim_stream_to, shim_vouch_defer};
+                                          shim_stream_to, shim_vouch_defer, NULL};
     /*
      * RTLD_NOLOAD: only a library already in the process. This module needs libssl.so.3 itself, so it is
      * always there; the handles only make sure that OpenSSL's functions are OpenSSL's.
