@@ -187,7 +187,7 @@ static void shim_init(void)
 {
     const char *other;
     static const posh_shim_hooks hooks = {choose_service, shim_vouch_remember, shim_vouch_forget,
-                                          shim_stream_to, shim_vouch_defer, NULL};
+                                          shim_stream_to, shim_vouch_defer, shim_stream_from};
     /*
      * RTLD_NOLOAD: only a library already in the process. This module needs libssl.so.3 itself, so it is
      * always there; the handles only make sure that OpenSSL's functions are OpenSSL's.
@@ -279,7 +279,10 @@ static void env_service_read(void)
     env_service_state = 1;
 }
 
-/* The peer's TCP port, or -1 (no socket: a memory or custom BIO, a Unix socket). */
+/*
+ * The service's TCP port, or -1 (no socket: a memory or custom BIO, a Unix socket): the peer's for a client, the
+ * local one for a server-side connection (the peer's is ephemeral there).
+ */
 static int peer_port(SSL *ssl)
 {
     struct sockaddr_storage ss;
@@ -287,7 +290,8 @@ static int peer_port(SSL *ssl)
     int fd = SSL_get_rfd(ssl);
     if (fd < 0)
         fd = SSL_get_wfd(ssl);
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+    if (fd < 0 || (SSL_is_server(ssl) ? getsockname(fd, (struct sockaddr *)&ss, &len)
+                                      : getpeername(fd, (struct sockaddr *)&ss, &len)) != 0)
         return -1;
     if (ss.ss_family == AF_INET)
         return ntohs(((struct sockaddr_in *)&ss)->sin_port);

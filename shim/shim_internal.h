@@ -38,5 +38,11 @@ void shim_stream_init(void);
  * (normalised, into out of POSH_MAX_DOMAIN_LEN + 2 bytes); the record is consumed. 1 found, 0 none.
  */
 int shim_stream_to(SSL *ssl, char *out, size_t outlen);
+/*
+ * The `from` of the last XMPP stream header the peer sent in plaintext on ssl's socket, one the program accepted
+ * (an XMPP s2s socket), before the handshake (normalised, into out of POSH_MAX_DOMAIN_LEN + 2 bytes); the record
+ * is consumed. 1 found, 0 none.
+ */
+int shim_stream_from(SSL *ssl, char *out, size_t outlen);
 
 #endif /* POSH_SHIM_INTERNAL_H */

@@ -39,6 +39,9 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -54,14 +57,14 @@
 /*
  * Kinds of record, each with its own quota and slots, so that a flood of one kind never evicts another.
  * RECORD_OUT: a socket the program connected, the `to` of the stream header it sent (for its own verification
- * of the server). A later kind (the `from` of the header received on an accepted socket, for a server's
- * verification of its peer's client certificate) gets an entry here and slots of its own.
+ * of the server). RECORD_IN: an XMPP s2s socket the program accepted, the `from` of the stream header its peer
+ * sent (for the program's verification of that peer's client certificate).
  */
-enum record_kind { RECORD_OUT, RECORD_KINDS };
+enum record_kind { RECORD_OUT, RECORD_IN, RECORD_KINDS };
 
 enum record_state {
-    STATE_CONNECTED,   /* connect() seen, no stream header yet */
-    STATE_HEADER,      /* a stream header was sent (to: its `to`, "" when it had none usable) */
+    STATE_CONNECTED,   /* connect() (RECORD_IN: accept()) seen, no stream header yet */
+    STATE_HEADER,      /* a stream header was sent (RECORD_IN: received); name: its `to` (`from`), "" if unusable */
     STATE_HANDSHAKE,   /* then a ClientHello: waiting for the verification; nothing more is looked at */
 };
 
@@ -71,6 +74,11 @@ typedef ssize_t (*sendto_fn)(int fd, const void *buf, size_t len, int flags, con
                              socklen_t tolen);
 typedef int (*connect_fn)(int fd, const struct sockaddr *addr, socklen_t len);
 typedef int (*close_fn)(int fd);
+typedef ssize_t (*read_fn)(int fd, void *buf, size_t len);
+typedef ssize_t (*recv_fn)(int fd, void *buf, size_t len, int flags);
+typedef ssize_t (*recvfrom_fn)(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen);
+typedef int (*accept_fn)(int fd, struct sockaddr *addr, socklen_t *len);
+typedef int (*accept4_fn)(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /* Set once at start-up (shim_ready); read on every call without a lock, hence atomic. */
 static struct {
@@ -79,6 +87,11 @@ static struct {
     _Atomic(sendto_fn) sendto;
     _Atomic(connect_fn) connect;
     _Atomic(close_fn) close;
+    _Atomic(read_fn) read;
+    _Atomic(recv_fn) recv;
+    _Atomic(recvfrom_fn) recvfrom;
+    _Atomic(accept_fn) accept;
+    _Atomic(accept4_fn) accept4;
 } real;
 
 typedef struct stream_record {
@@ -87,7 +100,7 @@ typedef struct stream_record {
     ino_t ino;
     enum record_state state;
     unsigned long changed;               /* when it was last opened or given a header: the oldest goes first */
-    char to[POSH_MAX_DOMAIN_LEN + 2];    /* normalised; "" when the header had no usable `to` */
+    char name[POSH_MAX_DOMAIN_LEN + 2];  /* the header's `to` (RECORD_IN: `from`), normalised; "" if unusable */
 } stream_record;
 
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -95,7 +108,7 @@ static struct {
     stream_record slot[RECORD_QUOTA];
     atomic_size_t n_slots;               /* slots ever used: the scans stop there */
 } tables[RECORD_KINDS];
-static atomic_int live;                  /* records held: while 0, nothing sent is looked at */
+static atomic_int live[RECORD_KINDS];    /* records held per kind: while 0, nothing sent (received) is looked at */
 static unsigned long clock_ticks;        /* under the lock: orders the records' changes */
 static atomic_uint evicted;              /* records evicted for room: reported once, by shim_stream_to */
 static atomic_int evicted_logged;
@@ -140,6 +153,11 @@ void shim_stream_init(void)
     atomic_store(&real.sendto, (sendto_fn)shim_resolve("sendto", NULL, (void *)sendto));
     atomic_store(&real.connect, (connect_fn)shim_resolve("connect", NULL, (void *)connect));
     atomic_store(&real.close, (close_fn)shim_resolve("close", NULL, (void *)close));
+    atomic_store(&real.read, (read_fn)shim_resolve("read", NULL, (void *)read));
+    atomic_store(&real.recv, (recv_fn)shim_resolve("recv", NULL, (void *)recv));
+    atomic_store(&real.recvfrom, (recvfrom_fn)shim_resolve("recvfrom", NULL, (void *)recvfrom));
+    atomic_store(&real.accept, (accept_fn)shim_resolve("accept", NULL, (void *)accept));
+    atomic_store(&real.accept4, (accept4_fn)shim_resolve("accept4", NULL, (void *)accept4));
     pthread_atfork(fork_prepare, fork_done, fork_done);
 }
 
@@ -161,11 +179,11 @@ static stream_record *record_find(enum record_kind kind, int fd)
     return NULL;
 }
 
-/* Free r if it still holds fd (close() may have freed it meanwhile). */
-static void record_drop(stream_record *r, int fd)
+/* Free r, a record of kind, if it still holds fd (close() may have freed it meanwhile). */
+static void record_drop(enum record_kind kind, stream_record *r, int fd)
 {
     if (fd >= 0 && atomic_compare_exchange_strong(&r->fd, &fd, -1))
-        atomic_fetch_sub(&live, 1);
+        atomic_fetch_sub(&live[kind], 1);
 }
 
 /*
@@ -193,13 +211,14 @@ static stream_record *record_slot(enum record_kind kind)
         atomic_store(&tables[kind].n_slots, n + 1);
         return &tables[kind].slot[n];
     }
-    record_drop(victim, atomic_load(&victim->fd)); /* free now, whether by us or by a close() meanwhile */
+    record_drop(kind, victim, atomic_load(&victim->fd)); /* free now, whether by us or by a close() meanwhile */
     atomic_fetch_add(&evicted, 1);
     return victim;
 }
 
-/* The program connected fd: open its record (replacing one the descriptor had as another socket). */
-static void note_connect(int fd)
+/* The program connected (kind RECORD_OUT) or accepted (RECORD_IN) fd: open its record (replacing one the
+ * descriptor had as another socket, of either kind). */
+static void note_open(enum record_kind kind, int fd)
 {
     struct stat st;
     int type;
@@ -211,15 +230,16 @@ static void note_connect(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM || fstat(fd, &st) != 0)
         return;
     table_lock(&saved);
-    if ((r = record_find(RECORD_OUT, fd)) != NULL)
-        record_drop(r, fd);
-    r = record_slot(RECORD_OUT);
+    for (int k = 0; k < RECORD_KINDS; k++)
+        if ((r = record_find((enum record_kind)k, fd)) != NULL)
+            record_drop((enum record_kind)k, r, fd);
+    r = record_slot(kind);
     r->dev = st.st_dev;
     r->ino = st.st_ino;
     r->state = STATE_CONNECTED;
     r->changed = ++clock_ticks;
-    r->to[0] = '\0';
-    atomic_fetch_add(&live, 1);
+    r->name[0] = '\0';
+    atomic_fetch_add(&live[kind], 1);
     atomic_store(&r->fd, fd);
     table_unlock(&saved);
 }
@@ -228,40 +248,46 @@ static void note_connect(int fd)
  * The record of fd, under the lock, if fd still names the socket the record was opened for (else the record is
  * dropped: the descriptor was reused by dup2() or closed behind the shim's back).
  */
-static stream_record *record_of(int fd, const struct stat *st)
+static stream_record *record_of(enum record_kind kind, int fd, const struct stat *st)
 {
-    stream_record *r = record_find(RECORD_OUT, fd);
+    stream_record *r = record_find(kind, fd);
     if (r != NULL && (r->dev != st->st_dev || r->ino != st->st_ino)) {
-        record_drop(r, fd);
+        record_drop(kind, r, fd);
         r = NULL;
     }
     return r;
 }
 
-/* The program sent a stream start tag on fd: record its `to` (raw; "" when it had none or it was unreadable). */
-static void note_header(int fd, const char *raw)
+/*
+ * A stream start tag went over fd (RECORD_OUT: the program sent it, raw is its `to`; RECORD_IN: the peer sent it,
+ * raw is its `from`): record the name (raw; "" when it had none or it was unreadable).
+ */
+static void note_header(enum record_kind kind, int fd, const char *raw)
 {
-    char to[POSH_MAX_DOMAIN_LEN + 2] = "";
+    char name[POSH_MAX_DOMAIN_LEN + 2] = "";
     struct stat st;
     sigset_t saved;
     stream_record *r;
 
     if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
         return; /* a file that merely holds XML */
-    if (raw[0] != '\0' && posh_domain_normalize(raw, to, sizeof(to)) != POSH_OK)
-        to[0] = '\0';
+    if (raw[0] != '\0' && posh_domain_normalize(raw, name, sizeof(name)) != POSH_OK)
+        name[0] = '\0';
     table_lock(&saved);
-    /* No record: a socket the program did not connect (a reply to a peer's stream), or one evicted. */
-    if ((r = record_of(fd, &st)) != NULL && r->state != STATE_HANDSHAKE) {
+    /* No record: a socket the program did not connect (accept), or one evicted. */
+    if ((r = record_of(kind, fd, &st)) != NULL && r->state != STATE_HANDSHAKE) {
         r->state = STATE_HEADER;
         r->changed = ++clock_ticks;
-        memcpy(r->to, to, sizeof(r->to));
+        memcpy(r->name, name, sizeof(r->name));
     }
     table_unlock(&saved);
 }
 
-/* The program sent a TLS handshake record on fd (hello: it is a ClientHello): see the header comment. */
-static void note_tls(int fd, int hello)
+/*
+ * A TLS handshake record went over fd (hello: it is a ClientHello; RECORD_IN: the peer's, whose type the shim
+ * may not see, OpenSSL reading the record header alone first): see the header comment.
+ */
+static void note_tls(enum record_kind kind, int fd, int hello)
 {
     struct stat st;
     sigset_t saved;
@@ -270,11 +296,11 @@ static void note_tls(int fd, int hello)
     if (fstat(fd, &st) != 0)
         return;
     table_lock(&saved);
-    if ((r = record_of(fd, &st)) != NULL && r->state != STATE_HANDSHAKE) {
-        if (hello && r->state == STATE_HEADER && r->to[0] != '\0')
+    if ((r = record_of(kind, fd, &st)) != NULL && r->state != STATE_HANDSHAKE) {
+        if (hello && r->state == STATE_HEADER && r->name[0] != '\0')
             r->state = STATE_HANDSHAKE;
         else
-            record_drop(r, fd);
+            record_drop(kind, r, fd);
     }
     table_unlock(&saved);
 }
@@ -284,10 +310,10 @@ static void note_tls(int fd, int hello)
  * write/send: all most calls cost. Only while records exist; a stream header opens with "<s" or "<?" (XML
  * declaration), a TLS handshake record with 0x16. Reads p only within the ret bytes the kernel read.
  */
-static inline int worth_a_look(const void *p, ssize_t ret)
+static inline int worth_a_look(enum record_kind kind, const void *p, ssize_t ret)
 {
     const unsigned char *b = p;
-    if (ret < 2 || atomic_load_explicit(&live, memory_order_relaxed) == 0)
+    if (ret < 2 || atomic_load_explicit(&live[kind], memory_order_relaxed) == 0)
         return 0;
     if (b[0] == '<')
         return b[1] == 's' || b[1] == '?';
@@ -308,9 +334,30 @@ static __attribute__((noinline)) ssize_t observe(int fd, const void *buf, ssize_
     if (p[0] == 0x16) {
         /* A TLS record header (type, version 3.x, length) and the handshake message's type: 1 ClientHello. */
         if (p[1] == 0x03)
-            note_tls(fd, len >= 6 && p[5] == 0x01);
+            note_tls(RECORD_OUT, fd, len >= 6 && p[5] == 0x01);
     } else if (shim_stream_header_to((const char *)p, len, raw, sizeof(raw)) != 0) {
-        note_header(fd, raw);
+        note_header(RECORD_OUT, fd, raw);
+    }
+    errno = saved_errno;
+    return ret;
+}
+
+/*
+ * What the ret bytes the program received on fd mean for its RECORD_IN; returns ret, errno as the call left it.
+ * The peer's TLS handshake begins with its ClientHello (OpenSSL reads the 5-byte record header alone first, so
+ * the message type is not looked for); a handshake record before any header drops the record.
+ */
+static __attribute__((noinline)) ssize_t observe_received(int fd, const void *buf, ssize_t ret)
+{
+    const unsigned char *p = buf;
+    char to[2], from[POSH_MAX_DOMAIN_LEN + 2];
+    int saved_errno = errno;
+
+    if (p[0] == 0x16) {
+        if (p[1] == 0x03)
+            note_tls(RECORD_IN, fd, 1);
+    } else if (shim_stream_header((const char *)p, (size_t)ret, to, sizeof(to), from, sizeof(from)) != 0) {
+        note_header(RECORD_IN, fd, from);
     }
     errno = saved_errno;
     return ret;
@@ -327,13 +374,11 @@ static __attribute__((noinline)) ssize_t observe(int fd, const void *buf, ssize_
         f_;                                                                                                    \
     })
 
+static int record_take(enum record_kind kind, int fd, char *out, size_t outlen);
+
 int shim_stream_to(SSL *ssl, char *out, size_t outlen)
 {
     int fd = SSL_get_wfd(ssl);
-    struct stat st;
-    sigset_t saved;
-    stream_record *r;
-    int found = 0;
     unsigned n_evicted;
 
     out[0] = '\0';
@@ -341,15 +386,26 @@ int shim_stream_to(SSL *ssl, char *out, size_t outlen)
         posh_log(POSH_LOG_WARNING, "more than %d sockets the program connected awaited their TLS handshake at "
                  "once: the oldest stream records were evicted, those connections get no POSH (%u so far; "
                  "logged once)", RECORD_QUOTA, n_evicted);
-    if (atomic_load(&live) == 0 || fd < 0 || fstat(fd, &st) != 0)
+    return record_take(RECORD_OUT, fd, out, outlen);
+}
+
+/* The name of fd's record of kind, if it is waiting for its verification; the record is consumed. 1 found. */
+static int record_take(enum record_kind kind, int fd, char *out, size_t outlen)
+{
+    struct stat st;
+    sigset_t saved;
+    stream_record *r;
+    int found = 0;
+
+    if (atomic_load(&live[kind]) == 0 || fd < 0 || fstat(fd, &st) != 0)
         return 0;
     table_lock(&saved);
-    if ((r = record_of(fd, &st)) != NULL) {
-        if (r->state != STATE_CONNECTED && r->to[0] != '\0' && strlen(r->to) < outlen) {
-            memcpy(out, r->to, strlen(r->to) + 1);
+    if ((r = record_of(kind, fd, &st)) != NULL) {
+        if (r->state != STATE_CONNECTED && r->name[0] != '\0' && strlen(r->name) < outlen) {
+            memcpy(out, r->name, strlen(r->name) + 1);
             found = 1;
         }
-        record_drop(r, fd); /* consumed by this verification */
+        record_drop(kind, r, fd); /* consumed by this verification */
     }
     table_unlock(&saved);
     return found;
@@ -369,7 +425,7 @@ static __attribute__((noinline)) ssize_t write_unresolved(int fd, const void *bu
 {
     write_fn f = REAL(write);
     ssize_t ret = f != NULL ? f(fd, buf, len) : syscall(SYS_write, fd, buf, len);
-    return worth_a_look(buf, ret) ? observe(fd, buf, ret) : ret;
+    return worth_a_look(RECORD_OUT, buf, ret) ? observe(fd, buf, ret) : ret;
 }
 
 static __attribute__((noinline)) ssize_t sendto_unresolved(int fd, const void *buf, size_t len, int flags,
@@ -377,12 +433,12 @@ static __attribute__((noinline)) ssize_t sendto_unresolved(int fd, const void *b
 {
     sendto_fn f = REAL(sendto);
     ssize_t ret = f != NULL ? f(fd, buf, len, flags, to, tolen) : syscall(SYS_sendto, fd, buf, len, flags, to, tolen);
-    return worth_a_look(buf, ret) ? observe(fd, buf, ret) : ret;
+    return worth_a_look(RECORD_OUT, buf, ret) ? observe(fd, buf, ret) : ret;
 }
 
-static inline int no_records(void)
+static inline int no_records(enum record_kind kind)
 {
-    return atomic_load_explicit(&live, memory_order_relaxed) == 0;
+    return atomic_load_explicit(&live[kind], memory_order_relaxed) == 0;
 }
 
 SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t len)
@@ -391,10 +447,10 @@ SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t len)
     ssize_t ret;
     if (__builtin_expect(f == NULL, 0))
         return write_unresolved(fd, buf, len);
-    if (__builtin_expect(no_records(), 1))
+    if (__builtin_expect(no_records(RECORD_OUT), 1))
         return f(fd, buf, len);
     ret = f(fd, buf, len);
-    return __builtin_expect(worth_a_look(buf, ret), 0) ? observe(fd, buf, ret) : ret;
+    return __builtin_expect(worth_a_look(RECORD_OUT, buf, ret), 0) ? observe(fd, buf, ret) : ret;
 }
 
 SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -403,10 +459,10 @@ SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
     ssize_t ret;
     if (__builtin_expect(f == NULL, 0))
         return sendto_unresolved(fd, buf, len, flags, NULL, 0);
-    if (__builtin_expect(no_records(), 1))
+    if (__builtin_expect(no_records(RECORD_OUT), 1))
         return f(fd, buf, len, flags);
     ret = f(fd, buf, len, flags);
-    return __builtin_expect(worth_a_look(buf, ret), 0) ? observe(fd, buf, ret) : ret;
+    return __builtin_expect(worth_a_look(RECORD_OUT, buf, ret), 0) ? observe(fd, buf, ret) : ret;
 }
 
 SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
@@ -416,10 +472,10 @@ SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const
     ssize_t ret;
     if (__builtin_expect(f == NULL, 0))
         return sendto_unresolved(fd, buf, len, flags, to, tolen);
-    if (__builtin_expect(no_records(), 1))
+    if (__builtin_expect(no_records(RECORD_OUT), 1))
         return f(fd, buf, len, flags, to, tolen);
     ret = f(fd, buf, len, flags, to, tolen);
-    return __builtin_expect(worth_a_look(buf, ret), 0) ? observe(fd, buf, ret) : ret;
+    return __builtin_expect(worth_a_look(RECORD_OUT, buf, ret), 0) ? observe(fd, buf, ret) : ret;
 }
 
 /*
@@ -433,7 +489,7 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     int ret = f != NULL ? f(fd, addr, len) : (int)syscall(SYS_connect, fd, addr, len);
     int saved_errno = errno;
     if (ret == 0 || saved_errno == EINPROGRESS || saved_errno == EINTR || saved_errno == EALREADY) {
-        note_connect(fd);
+        note_open(RECORD_OUT, fd);
         errno = saved_errno;
     }
     return ret;
@@ -442,12 +498,149 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 SHIM_EXPORT int close(int fd)
 {
     close_fn f = REAL(close);
-    if (fd >= 0 && atomic_load_explicit(&live, memory_order_relaxed) > 0) {
-        for (int k = 0; k < RECORD_KINDS; k++) {
+    for (int k = 0; fd >= 0 && k < RECORD_KINDS; k++) {
+        if (atomic_load_explicit(&live[k], memory_order_relaxed) > 0) {
             stream_record *r = record_find((enum record_kind)k, fd);  /* no lock: see the table */
             if (r != NULL)
-                record_drop(r, fd);
+                record_drop((enum record_kind)k, r, fd);
         }
     }
     return f != NULL ? f(fd) : (int)syscall(SYS_close, fd);
+}
+
+/* ---- the receiving side: the `from` of the header a peer sent on a socket the program accepted ---- */
+
+/*
+ * Which accepted sockets get a record: those of XMPP server-to-server, the one protocol whose peer names itself
+ * in plaintext before its handshake (RFC 7712 section 5: the `from` of its stream header). POSH_SERVICE, when set,
+ * decides for every socket as it does for the verification (shim.c); unset, the local port 5269 does. Read once,
+ * without a lock and without logging (accept() may run in a signal handler): every thread computes the same.
+ */
+enum { INCOMING_UNKNOWN, INCOMING_PORT, INCOMING_ALL, INCOMING_NONE };
+static atomic_int incoming_rule;
+
+static int incoming_rule_get(void)
+{
+    int rule = atomic_load_explicit(&incoming_rule, memory_order_relaxed);
+    const char *v;
+    if (rule != INCOMING_UNKNOWN)
+        return rule;
+    v = secure_getenv("POSH_SERVICE");
+    if (v == NULL)
+        rule = INCOMING_PORT;
+    else if (strcmp(v, "xmpp-server") == 0 || strcmp(v, "_xmpp-server._tcp") == 0)
+        rule = INCOMING_ALL;
+    else
+        rule = INCOMING_NONE; /* another service, or an invalid value (shim.c then turns POSH off) */
+    atomic_store_explicit(&incoming_rule, rule, memory_order_relaxed);
+    return rule;
+}
+
+static int local_port_is_s2s(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port) == 5269;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == 5269;
+    return 0;
+}
+
+static void note_accept(int fd)
+{
+    int rule = incoming_rule_get();
+    if (rule == INCOMING_ALL || (rule == INCOMING_PORT && local_port_is_s2s(fd)))
+        note_open(RECORD_IN, fd);
+}
+
+int shim_stream_from(SSL *ssl, char *out, size_t outlen)
+{
+    int fd = SSL_get_rfd(ssl);
+    out[0] = '\0';
+    return record_take(RECORD_IN, fd, out, outlen);
+}
+
+/*
+ * The receivers, as the senders: while no accepted socket holds a record, the call is a load, a test and a tail
+ * call. Otherwise the real function runs first and only the bytes it stored are looked at. A record cannot appear
+ * for fd during the call: only accept() returning fd opens one, before the program reads from fd.
+ */
+static __attribute__((noinline)) ssize_t read_unresolved(int fd, void *buf, size_t len)
+{
+    read_fn f = REAL(read);
+    ssize_t ret = f != NULL ? f(fd, buf, len) : syscall(SYS_read, fd, buf, len);
+    return worth_a_look(RECORD_IN, buf, ret) ? observe_received(fd, buf, ret) : ret;
+}
+
+static __attribute__((noinline)) ssize_t recvfrom_unresolved(int fd, void *buf, size_t len, int flags,
+                                                             struct sockaddr *from, socklen_t *fromlen)
+{
+    recvfrom_fn f = REAL(recvfrom);
+    ssize_t ret = f != NULL ? f(fd, buf, len, flags, from, fromlen)
+                            : syscall(SYS_recvfrom, fd, buf, len, flags, from, fromlen);
+    return worth_a_look(RECORD_IN, buf, ret) ? observe_received(fd, buf, ret) : ret;
+}
+
+SHIM_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+    read_fn f = atomic_load_explicit(&real.read, memory_order_acquire);
+    ssize_t ret;
+    if (__builtin_expect(f == NULL, 0))
+        return read_unresolved(fd, buf, len);
+    if (__builtin_expect(no_records(RECORD_IN), 1))
+        return f(fd, buf, len);
+    ret = f(fd, buf, len);
+    return __builtin_expect(worth_a_look(RECORD_IN, buf, ret), 0) ? observe_received(fd, buf, ret) : ret;
+}
+
+SHIM_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    recv_fn f = atomic_load_explicit(&real.recv, memory_order_acquire);
+    ssize_t ret;
+    if (__builtin_expect(f == NULL, 0))
+        return recvfrom_unresolved(fd, buf, len, flags, NULL, NULL);
+    if (__builtin_expect(no_records(RECORD_IN), 1))
+        return f(fd, buf, len, flags);
+    ret = f(fd, buf, len, flags);
+    return __builtin_expect(worth_a_look(RECORD_IN, buf, ret), 0) ? observe_received(fd, buf, ret) : ret;
+}
+
+SHIM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+{
+    recvfrom_fn f = atomic_load_explicit(&real.recvfrom, memory_order_acquire);
+    ssize_t ret;
+    if (__builtin_expect(f == NULL, 0))
+        return recvfrom_unresolved(fd, buf, len, flags, from, fromlen);
+    if (__builtin_expect(no_records(RECORD_IN), 1))
+        return f(fd, buf, len, flags, from, fromlen);
+    ret = f(fd, buf, len, flags, from, fromlen);
+    return __builtin_expect(worth_a_look(RECORD_IN, buf, ret), 0) ? observe_received(fd, buf, ret) : ret;
+}
+
+/* accept() and accept4() open a record for an XMPP s2s socket (see incoming_rule); errno as the call left it. */
+SHIM_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    accept_fn f = REAL(accept);
+    int ret = f != NULL ? f(fd, addr, len) : (int)syscall(SYS_accept, fd, addr, len);
+    int saved_errno = errno;
+    if (ret >= 0) {
+        note_accept(ret);
+        errno = saved_errno;
+    }
+    return ret;
+}
+
+SHIM_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    accept4_fn f = REAL(accept4);
+    int ret = f != NULL ? f(fd, addr, len, flags) : (int)syscall(SYS_accept4, fd, addr, len, flags);
+    int saved_errno = errno;
+    if (ret >= 0) {
+        note_accept(ret);
+        errno = saved_errno;
+    }
+    return ret;
 }

@@ -48,13 +48,22 @@ static size_t stream_tag(const char *p, size_t len)
     return 0;
 }
 
+static void copy_value(char *out, size_t outlen, const char *value, size_t len)
+{
+    if (len >= outlen)
+        len = 0;
+    memcpy(out, value, len);
+    out[len] = '\0';
+}
+
 /*
- * The tag's attributes up to its '>': the value of `to` into to (raw, bounded). Returns 1 for a complete tag
- * (to "" when it has no `to`), 0 for anything else (cut off, malformed).
+ * The tag's attributes up to its '>': the values of `to` and `from` into to and from (raw, bounded). Returns 1
+ * for a complete tag (a value "" when the tag has no such attribute), 0 for anything else (cut off, malformed).
  */
-static int stream_to_attr(const char *p, size_t len, size_t at, char *to, size_t tolen)
+static int stream_attrs(const char *p, size_t len, size_t at, char *to, size_t tolen, char *from, size_t fromlen)
 {
     to[0] = '\0';
+    from[0] = '\0';
     for (;;) {
         size_t name, name_len, value;
         char quote;
@@ -82,27 +91,32 @@ static int stream_to_attr(const char *p, size_t len, size_t at, char *to, size_t
             ;
         if (at >= len || p[at] != quote)
             return 0;
-        if (name_len == 2 && memcmp(p + name, "to", 2) == 0) {
-            if (at - value >= tolen)
-                return 0;
-            memcpy(to, p + value, at - value);
-            to[at - value] = '\0';
-        }
+        /* A value too long for its buffer reads as "" (unusable), and the other attribute is still read. */
+        if (name_len == 2 && memcmp(p + name, "to", 2) == 0)
+            copy_value(to, tolen, p + value, at - value);
+        else if (name_len == 4 && memcmp(p + name, "from", 4) == 0)
+            copy_value(from, fromlen, p + value, at - value);
         at++;
     }
 }
 
-int shim_stream_header_to(const char *p, size_t len, char *to, size_t tolen)
+int shim_stream_header(const char *p, size_t len, char *to, size_t tolen, char *from, size_t fromlen)
 {
     size_t tag_end;
 
-    if (p == NULL || to == NULL || tolen == 0)
+    if (p == NULL || to == NULL || tolen == 0 || from == NULL || fromlen == 0)
         return 0;
     if (len > STREAM_HEADER_SCAN_MAX)
         len = STREAM_HEADER_SCAN_MAX;
     if ((tag_end = stream_tag(p, len)) == 0)
         return 0;
-    if (!stream_to_attr(p, len, tag_end, to, tolen))
-        to[0] = '\0';
+    if (!stream_attrs(p, len, tag_end, to, tolen, from, fromlen))
+        to[0] = from[0] = '\0';
     return 1;
+}
+
+int shim_stream_header_to(const char *p, size_t len, char *to, size_t tolen)
+{
+    char from[1];
+    return shim_stream_header(p, len, to, tolen, from, sizeof(from));
 }

@@ -1,5 +1,5 @@
 /*
- * stream_header.h - reading the `to` of an XMPP stream start tag from bytes a program sends. Pure: no I/O, no
+ * stream_header.h - reading the `to` and `from` of an XMPP stream start tag from bytes a program sends or receives. Pure: no I/O, no
  * globals; the shim (stream.c) and the fuzz target fuzz_stream use it.
  */
 #ifndef POSH_STREAM_HEADER_H
@@ -18,5 +18,11 @@
  * read completely within STREAM_HEADER_SCAN_MAX bytes (cut off, malformed, a value of tolen bytes or more).
  */
 int shim_stream_header_to(const char *p, size_t len, char *to, size_t tolen);
+/*
+ * The same, with the `from` attribute too (from: fromlen > 0 bytes, always NUL-terminated): what a server reads
+ * in the header its peer sent. A tag that cannot be read completely gives "" for both; a value too long for its
+ * buffer gives "" for that one alone.
+ */
+int shim_stream_header(const char *p, size_t len, char *to, size_t tolen, char *from, size_t fromlen);
 
 #endif /* POSH_STREAM_HEADER_H */

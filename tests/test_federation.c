@@ -57,6 +57,7 @@
 #define LOG_FAILED "because of failed outgoing connection to " FOO
 
 static fx f;
+static ts_cert *web_origin;        /* the web server of origin.example.org (its POSH document) */
 static ts_dns *dns;
 static char *host_resolv;          /* the host's /etc/resolv.conf as it was before the test */
 static size_t host_resolv_len;
@@ -306,7 +307,17 @@ static int unix_socket_accepts(const char *path)
     return ok;
 }
 
+static void prosody_start_env(prosody *p, const prosody_opts *o, char *const *extra);
+
 static void prosody_start(prosody *p, const prosody_opts *o)
+{
+    prosody_start_env(p, o, NULL);
+}
+
+static char **child_env_plus(int shim, char *const *extra);
+
+/* Start Prosody as o says, with extra environment (NULL-terminated, or NULL) on top of child_env(). */
+static void prosody_start_env(prosody *p, const prosody_opts *o, char *const *extra)
 {
     char *body = NULL, *out;
     char **env;
@@ -358,7 +369,7 @@ static void prosody_start(prosody *p, const prosody_opts *o)
     cr_assert_eq(ts_write_file(p->conf, body, strlen(body)), 0);
     free(body);
 
-    env = child_env(o->shim);
+    env = child_env_plus(o->shim, extra);
     {
         const char *argv[] = {PROSODY, "-F", "--config", p->conf, NULL};
         spawn(&p->proc, o->name, argv, env);
@@ -612,10 +623,22 @@ static void expect_verdict(const scenario *s, outcome *o)
 
 static void setup(void)
 {
+    char crt[700], key[700];
+    size_t len;
+
     fx_init(&f);
+    /* origin.example.org publishes a POSH document too (both domains hosted, both directions). */
+    web_origin = fx_issue(f.ca, ORIGIN, -1, 30, 0);
+    cr_assert_eq(ts_cert_write(web_origin, f.dir, "origin"), 0);
+    snprintf(crt, sizeof(crt), "%s/origin.crt", f.dir);
+    snprintf(key, sizeof(key), "%s/origin.key", f.dir);
+    cr_assert_eq(ts_nginx_add_site(f.nginx, ORIGIN, crt, key), 0);
     isolate();
     start_dns();
     fx_start(&f);
+    len = strlen(f.connect_to);
+    snprintf(f.connect_to + len, sizeof(f.connect_to) - len, ",%s:443:127.0.0.1:%d", ORIGIN,
+             ts_nginx_port(f.nginx));
 }
 
 static void teardown(void)
@@ -623,6 +646,8 @@ static void teardown(void)
     ts_dns_free(dns);
     dns = NULL;
     fx_fini(&f);
+    ts_cert_free(web_origin);
+    web_origin = NULL;
     if (host_mnt_ns >= 0) {
         expect_host_resolv_unchanged("at the end of the test");
         close(host_mnt_ns);
@@ -748,6 +773,274 @@ Test(federation, shim_named_certificate_no_posh)
     outcome_free(o);
     ts_cert_free(named);
     free(doc);
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Both directions (issue 19): both servers s2s_secure_auth, both domains hosted (each presents a provider's
+ * certificate that does not carry its name and publishes a POSH document), both under the shim. Every ping
+ * needs two streams, one each way, so a pong means that each server accepted the other twice: once as the
+ * server it dialled (the `to` it sent) and once as the peer of a stream it accepted (the `from` it received,
+ * verified on the peer's client certificate).                                                            */
+
+#define PING_S 15                  /* prosodyctl's ping gives up after this */
+#define A_PROVIDER "other.hosting.example.net"   /* A's certificate: f.other */
+
+typedef struct twoway {
+    const char *what;
+    ts_cert *a_cert, *b_cert;      /* what A (origin.example.org) and B (foo.example.com) present */
+    int a_shim, b_shim;
+    const char *origin_doc, *foo_doc;   /* published POSH documents (NULL: none) */
+    int expect_pong;               /* both pings answered (else both refused) */
+    char *const *extra_env;        /* more environment for both servers (NULL-terminated), or NULL */
+} twoway;
+
+typedef struct twoway_outcome {
+    int pong_ab, pong_ba;          /* the ping from A to foo.example.com, from B to origin.example.org */
+    double secs_ab, secs_ba;       /* ping to pong as Prosody measured it; -1 without a pong */
+    char *a_log, *a_out, *b_log, *b_out, *ping_ab, *ping_ba;
+    long origin_requests, foo_requests, all_requests;
+    int failed;
+} twoway_outcome;
+
+static void twoway_free(twoway_outcome *o)
+{
+    free(o->a_log);
+    free(o->a_out);
+    free(o->b_log);
+    free(o->b_out);
+    free(o->ping_ab);
+    free(o->ping_ba);
+}
+
+/* prosodyctl shell xmpp:ping(from, to) against the server of conf; its output; *secs the pong's time or -1. */
+static char *ping(const char *name, const char *conf, const char *from, const char *to, double *secs)
+{
+    char cmd[300], *out, needle[300];
+    const char *hit;
+    char **env = child_env(0);
+    child c;
+
+    snprintf(cmd, sizeof(cmd), "xmpp:ping('%s', '%s', %d)", from, to, PING_S);
+    {
+        const char *argv[] = {PROSODYCTL, "--config", conf, "shell", cmd, NULL};
+        spawn(&c, name, argv, env);
+    }
+    env_free(env);
+    child_stop(&c, (PING_S + 10) * 1000, SIGTERM);
+    out = without_banner(read_or_empty(c.out_path));
+    snprintf(needle, sizeof(needle), "pong from %s in ", to);
+    *secs = (hit = strstr(out, needle)) != NULL ? strtod(hit + strlen(needle), NULL) : -1;
+    return out;
+}
+
+/* child_env(shim) plus extra (NULL-terminated, or NULL). */
+static char **child_env_plus(int shim, char *const *extra)
+{
+    char **env = child_env(shim);
+    size_t n = 0, k = 0;
+    while (env[n] != NULL)
+        n++;
+    while (extra != NULL && extra[k] != NULL)
+        k++;
+    cr_assert_lt(n + k, 16);
+    for (size_t i = 0; i < k; i++)
+        env[n + i] = strdup(extra[i]);
+    env[n + k] = NULL;
+    return env;
+}
+
+static void run_twoway(const twoway *s, twoway_outcome *o)
+{
+    prosody a, b;
+
+    memset(o, 0, sizeof(*o));
+    if (s->origin_doc != NULL)
+        fx_put(&f, ORIGIN, RFC7711_PATH, s->origin_doc);
+    if (s->foo_doc != NULL)
+        fx_put(&f, FOO, RFC7711_PATH, s->foo_doc);
+    prosody_start_env(&b, &(prosody_opts){.name = "b", .host = FOO, .cert = s->b_cert, .port = B_PORT,
+                                          .secure_auth = 1, .shim = s->b_shim}, s->extra_env);
+    prosody_start_env(&a, &(prosody_opts){.name = "a", .host = ORIGIN, .cert = s->a_cert, .port = A_PORT,
+                                          .secure_auth = 1, .shim = s->a_shim}, s->extra_env);
+    o->ping_ab = ping("ping-ab", a.conf, ORIGIN, FOO, &o->secs_ab);
+    o->pong_ab = o->secs_ab >= 0;
+    o->ping_ba = ping("ping-ba", b.conf, FOO, ORIGIN, &o->secs_ba);
+    o->pong_ba = o->secs_ba >= 0;
+    prosody_stop(&a);
+    prosody_stop(&b);
+    o->a_log = read_or_empty(a.log);
+    o->a_out = without_banner(read_or_empty(a.proc.out_path));
+    o->b_log = read_or_empty(b.log);
+    o->b_out = without_banner(read_or_empty(b.proc.out_path));
+    o->origin_requests = fx_requests(&f, ORIGIN, RFC7711_PATH);
+    o->foo_requests = fx_requests(&f, FOO, RFC7711_PATH);
+    o->all_requests = fx_requests(&f, NULL, NULL);
+}
+
+#define EXPECT2(cond, ...)                                                                                       \
+    do {                                                                                                         \
+        if (!(cond)) {                                                                                           \
+            o->failed = 1;                                                                                       \
+            cr_expect(0, __VA_ARGS__);                                                                           \
+        }                                                                                                        \
+    } while (0)
+
+static void twoway_report_if_failed(const twoway *s, twoway_outcome *o)
+{
+    static const char *const lines[] = {"s2s", "\twarn\t", "\terror\t", "Forbidding", NULL};
+    char *r = NULL;
+    if (!o->failed)
+        return;
+    cr_assert_geq(asprintf(&r, "\n===== %s: pongs A->B %d (%gs), B->A %d (%gs); requests origin %ld, foo %ld, "
+                           "all %ld\n", s->what, o->pong_ab, o->secs_ab, o->pong_ba, o->secs_ba, o->origin_requests,
+                           o->foo_requests, o->all_requests), 0);
+    append_lines(&r, "----- ping on A -----", o->ping_ab, NULL);
+    append_lines(&r, "----- ping on B -----", o->ping_ba, NULL);
+    append_lines(&r, "----- prosody A log -----", o->a_log, lines);
+    append_lines(&r, "----- prosody A stdout+stderr -----", o->a_out, NULL);
+    append_lines(&r, "----- prosody B log -----", o->b_log, lines);
+    append_lines(&r, "----- prosody B stdout+stderr -----", o->b_out, NULL);
+    cr_log_error("%s", r);
+    free(r);
+}
+
+/* Did server (its log) refuse the peer's certificate on a stream it accepted (s2sin)? */
+static int refused_incoming(const char *log, const char *peer)
+{
+    char forbid[200];
+    snprintf(forbid, sizeof(forbid), "Forbidding insecure connection to/from %s", peer);
+    return HAS_LINE(log, "s2sin", forbid);
+}
+
+static void expect_twoway(const twoway *s, twoway_outcome *o)
+{
+    if (s->expect_pong) {
+        EXPECT2(o->pong_ab, "%s: no pong from " FOO " for A's ping", s->what);
+        EXPECT2(o->pong_ba, "%s: no pong from " ORIGIN " for B's ping", s->what);
+        EXPECT2(!HAS_LINE(o->a_log, "Forbidding insecure connection"), "%s: A forbade a stream", s->what);
+        EXPECT2(!HAS_LINE(o->b_log, "Forbidding insecure connection"), "%s: B forbade a stream", s->what);
+    } else {
+        EXPECT2(!o->pong_ab, "%s: A's ping was answered", s->what);
+        EXPECT2(!o->pong_ba, "%s: B's ping was answered", s->what);
+    }
+}
+
+static char *doc_of(ts_cert *c)
+{
+    return fx_doc1(c, 86400);
+}
+
+/* 5. Both under the shim, both hosted: each pings the other and gets its pong; both documents fetched. */
+Test(federation, both_ways_accepted)
+{
+    char *od = doc_of(f.other), *fd = doc_of(f.svc);
+    twoway sc = {.what = "both ways, both hosted, both under the shim", .a_cert = f.other, .b_cert = f.svc,
+                 .a_shim = 1, .b_shim = 1, .origin_doc = od, .foo_doc = fd, .expect_pong = 1};
+    const twoway *s = &sc;
+    twoway_outcome out, *o = &out;
+    run_twoway(s, o);
+    expect_twoway(s, o);
+    EXPECT2(o->origin_requests >= 1, "%s: origin.example.org's document was never fetched", s->what);
+    EXPECT2(o->foo_requests >= 1, "%s: foo.example.com's document was never fetched", s->what);
+    /* Each server verified its peer on a stream it accepted, by the `from` it received. */
+    EXPECT2(HAS_LINE(o->a_out, FOO, "vouched for by POSH"), "%s: A's shim vouched for nothing", s->what);
+    EXPECT2(HAS_LINE(o->b_out, ORIGIN, "vouched for by POSH"), "%s: B's shim vouched for nothing", s->what);
+    cr_log_info("both ways: ping to pong A->B %gs, B->A %gs", o->secs_ab, o->secs_ba);
+    twoway_report_if_failed(s, o);
+    twoway_free(o);
+    free(od);
+    free(fd);
+}
+
+/* 6. The same without the shim: refused in each direction, no POSH request. */
+Test(federation, both_ways_without_shim_refused)
+{
+    char *od = doc_of(f.other), *fd = doc_of(f.svc);
+    twoway sc = {.what = "both ways, no shim", .a_cert = f.other, .b_cert = f.svc, .origin_doc = od, .foo_doc = fd};
+    const twoway *s = &sc;
+    twoway_outcome out, *o = &out;
+    run_twoway(s, o);
+    expect_twoway(s, o);
+    EXPECT2(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
+    twoway_report_if_failed(s, o);
+    twoway_free(o);
+    free(od);
+    free(fd);
+}
+
+/* 7. Only the receiving side lacks the shim: A dials B and accepts it (A's shim), but B, without the shim,
+ * refuses A's client certificate on the stream it accepted: the incoming direction needs the shim too. */
+Test(federation, incoming_without_shim_refused)
+{
+    char *od = doc_of(f.other), *fd = doc_of(f.svc);
+    twoway sc = {.what = "A under the shim, B not", .a_cert = f.other, .b_cert = f.svc, .a_shim = 1,
+                 .origin_doc = od, .foo_doc = fd};
+    const twoway *s = &sc;
+    twoway_outcome out, *o = &out;
+    run_twoway(s, o);
+    expect_twoway(s, o);
+    EXPECT2(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse origin.example.org's stream", s->what);
+    twoway_report_if_failed(s, o);
+    twoway_free(o);
+    free(od);
+    free(fd);
+}
+
+/* 8. An impostor on either side (the provider's name and CA, another key): refused in each direction, also
+ * as the peer of a stream the honest server accepted. */
+static void impostor_refused(int a_is_impostor)
+{
+    ts_cert *fake = fx_issue(f.ca, a_is_impostor ? A_PROVIDER : SVC_NAME, -1, 30, 0);
+    char *od = doc_of(f.other), *fd = doc_of(f.svc);
+    twoway sc = {.what = a_is_impostor ? "A an impostor" : "B an impostor",
+                 .a_cert = a_is_impostor ? fake : f.other, .b_cert = a_is_impostor ? f.svc : fake,
+                 .a_shim = 1, .b_shim = 1, .origin_doc = od, .foo_doc = fd};
+    const twoway *s = &sc;
+    twoway_outcome out, *o = &out;
+    run_twoway(s, o);
+    expect_twoway(s, o);
+    /* The honest server refuses the impostor on the stream the impostor opened (its client certificate). */
+    if (a_is_impostor)
+        EXPECT2(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse the impostor's stream", s->what);
+    else
+        EXPECT2(refused_incoming(o->a_log, FOO), "%s: A did not refuse the impostor's stream", s->what);
+    EXPECT2((a_is_impostor ? o->origin_requests : o->foo_requests) >= 1, "%s: the document was never fetched",
+            s->what);
+    twoway_report_if_failed(s, o);
+    twoway_free(o);
+    ts_cert_free(fake);
+    free(od);
+    free(fd);
+}
+
+Test(federation, both_ways_impostor_b_refused)
+{
+    impostor_refused(0);
+}
+
+Test(federation, both_ways_impostor_a_refused)
+{
+    impostor_refused(1);
+}
+
+/* 9. Certificates that carry the domains: accepted both ways by PKIX, no POSH request at all. */
+Test(federation, both_ways_named_certificates_no_posh)
+{
+    ts_cert *named_a = fx_issue(f.ca, ORIGIN, -1, 30, 0), *named_b = fx_issue(f.ca, FOO, -1, 30, 0);
+    char *od = doc_of(f.other), *fd = doc_of(f.svc);
+    twoway sc = {.what = "named certificates", .a_cert = named_a, .b_cert = named_b, .a_shim = 1, .b_shim = 1,
+                 .origin_doc = od, .foo_doc = fd, .expect_pong = 1};
+    const twoway *s = &sc;
+    twoway_outcome out, *o = &out;
+    run_twoway(s, o);
+    expect_twoway(s, o);
+    EXPECT2(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
+    twoway_report_if_failed(s, o);
+    twoway_free(o);
+    ts_cert_free(named_a);
+    ts_cert_free(named_b);
+    free(od);
+    free(fd);
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
