@@ -59,6 +59,7 @@ void bench_nonblock(bench_env *env);
  */
 void bench_handshake_nonblocking(bench_env *env, double *wall_ratio, double *cpu_ratio);
 void bench_shim_send(bool smoke);           /* the shim's libc hooks in a send-heavy program, with and without */
+void bench_shim_recv(bool smoke);           /* the same for the receiving hooks (read, recv) */
 void bench_warm_start(bench_env *env); /* a new process's verdict with an empty or a filled cache directory */
 /* Persisting a lookup with an empty cache directory and with 10,000 entries; hashing the trust anchors. */
 void bench_store(bench_env *env);
@@ -68,6 +69,8 @@ int bench_warm_lookup_main(int argc, char **argv);
 int bench_count_handshakes_main(int argc, char **argv);
 /* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
 int bench_send_loop_main(long n, bool connected);
+/* The child side of bench_shim_recv: --recv-loop N [accepted]. Prints ns per call; returns the exit status. */
+int bench_recv_loop_main(long n, bool accepted);
 
 /* ---- figures ---- */
 typedef enum bench_kind {

@@ -328,6 +328,11 @@ static int choose_service(SSL *ssl, char *out, size_t outlen)
     return 0;
 }
 
+int shim_choose_service(SSL *ssl, char *out, size_t outlen)
+{
+    return choose_service(ssl, out, outlen);
+}
+
 /* ---- the interposed functions ---- */
 
 static void install(SSL_CTX *ctx)

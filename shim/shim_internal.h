@@ -24,6 +24,10 @@ void *shim_resolve_own(const char *name, void *self);
 /* Is this return address in the program's own code, as opposed to OpenSSL itself, libposh or this module? */
 int shim_caller_is_program(const void *ret);
 
+/* ---- shim.c ---- */
+/* The service of ssl's connection (canonical "_svc._proto" into out) as the verification will choose it; 0: none. */
+int shim_choose_service(SSL *ssl, char *out, size_t outlen);
+
 /* ---- vouch.c ---- */
 void shim_vouch_init(void);
 void shim_vouch_remember(X509 *leaf, const char *reference, long ttl);

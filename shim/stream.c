@@ -35,6 +35,7 @@
 #include "stream_header.h"
 
 #include <dlfcn.h>
+#include <openssl/err.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -74,6 +75,7 @@ typedef ssize_t (*sendto_fn)(int fd, const void *buf, size_t len, int flags, con
                              socklen_t tolen);
 typedef int (*connect_fn)(int fd, const struct sockaddr *addr, socklen_t len);
 typedef int (*close_fn)(int fd);
+typedef int (*set_fd_fn)(SSL *ssl, int fd);
 typedef ssize_t (*read_fn)(int fd, void *buf, size_t len);
 typedef ssize_t (*recv_fn)(int fd, void *buf, size_t len, int flags);
 typedef ssize_t (*recvfrom_fn)(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen);
@@ -100,9 +102,11 @@ typedef struct stream_record {
     ino_t ino;
     enum record_state state;
     unsigned long changed;               /* when it was last opened or given a header: the oldest goes first */
+    int early;                           /* the early lookup of name was started (SSL_set_fd) */
     char name[POSH_MAX_DOMAIN_LEN + 2];  /* the header's `to` (RECORD_IN: `from`), normalised; "" if unusable */
 } stream_record;
 
+static _Atomic(set_fd_fn) real_set_fd;      /* SSL_set_fd: the early lookup (at the end of this file) */
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     stream_record slot[RECORD_QUOTA];
@@ -158,6 +162,7 @@ void shim_stream_init(void)
     atomic_store(&real.recvfrom, (recvfrom_fn)shim_resolve("recvfrom", NULL, (void *)recvfrom));
     atomic_store(&real.accept, (accept_fn)shim_resolve("accept", NULL, (void *)accept));
     atomic_store(&real.accept4, (accept4_fn)shim_resolve("accept4", NULL, (void *)accept4));
+    atomic_store(&real_set_fd, (set_fd_fn)shim_resolve("SSL_set_fd", OPENSSL_VERSION_NODE, (void *)SSL_set_fd));
     pthread_atfork(fork_prepare, fork_done, fork_done);
 }
 
@@ -238,6 +243,7 @@ static void note_open(enum record_kind kind, int fd)
     r->ino = st.st_ino;
     r->state = STATE_CONNECTED;
     r->changed = ++clock_ticks;
+    r->early = 0;
     r->name[0] = '\0';
     atomic_fetch_add(&live[kind], 1);
     atomic_store(&r->fd, fd);
@@ -278,6 +284,7 @@ static void note_header(enum record_kind kind, int fd, const char *raw)
     if ((r = record_of(kind, fd, &st)) != NULL && r->state != STATE_HANDSHAKE) {
         r->state = STATE_HEADER;
         r->changed = ++clock_ticks;
+        r->early = 0;
         memcpy(r->name, name, sizeof(r->name));
     }
     table_unlock(&saved);
@@ -642,5 +649,97 @@ SHIM_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags
         note_accept(ret);
         errno = saved_errno;
     }
+    return ret;
+}
+
+/* ---- the early lookup: started when the program hands a recorded socket to OpenSSL ---- */
+
+static pthread_once_t early_once = PTHREAD_ONCE_INIT;
+static int early_on = 1;
+
+/* POSH_PREFETCH: 1 (default) or 0; anything else is logged and means 0 (the early lookup is only a head start). */
+static void early_read_env(void)
+{
+    const char *v = posh_getenv("POSH_PREFETCH");
+    if (v == NULL || strcmp(v, "1") == 0)
+        return;
+    early_on = 0;
+    if (strcmp(v, "0") != 0)
+        posh_log(POSH_LOG_ERROR, "POSH_PREFETCH: \"%.100s\" is neither 0 nor 1: no early lookups", v);
+}
+
+/*
+ * The name of fd's record, when the stream header named one and no early lookup for it was started yet (marked
+ * started now). 1 found (name, and kind in *kind), 0 none.
+ */
+static int early_name(int fd, enum record_kind *kind, char name[POSH_MAX_DOMAIN_LEN + 2])
+{
+    struct stat st;
+    sigset_t saved;
+    int found = 0;
+
+    if (fstat(fd, &st) != 0)
+        return 0;
+    table_lock(&saved);
+    for (int k = 0; k < RECORD_KINDS && !found; k++) {
+        stream_record *r = record_of((enum record_kind)k, fd, &st);
+        if (r != NULL && r->state == STATE_HEADER && r->name[0] != '\0' && !r->early) {
+            r->early = 1;
+            memcpy(name, r->name, POSH_MAX_DOMAIN_LEN + 2);
+            *kind = (enum record_kind)k;
+            found = 1;
+        }
+    }
+    table_unlock(&saved);
+    return found;
+}
+
+/*
+ * Start the lookup the coming verification will need, so that the handshake waits only for what is left of
+ * it: posh_prefetch() on the default client, non-blocking, bounded by POSH_ASYNC_LOOKUPS (past it: not started,
+ * the verification looks up itself) and POSH_ASYNC_TRANSFERS, single flight with the verification's own
+ * lookup, a cached failure never fetched again before the negative TTL. Not in the hooks of write() or recv()
+ * themselves, which a signal handler may call: SSL_set_fd() is an OpenSSL call, never async-signal-safe, the
+ * first the program makes with the socket after the header (LuaSec, so Prosody, makes it when STARTTLS
+ * proceeds, before any handshake record). The service: xmpp-server for a socket the program accepted (only
+ * those get a record), the connection's own (shim.c) for one it dialled, if it is XMPP.
+ */
+static void early_lookup(SSL *ssl, int fd)
+{
+    char name[POSH_MAX_DOMAIN_LEN + 2], service[2 * POSH_MAX_SERVICE_LEN + 4];
+    enum record_kind kind;
+    posh_client *client;
+    posh_err err;
+
+    pthread_once(&early_once, early_read_env);
+    if (!early_on || posh_verify_in_lookup() || !early_name(fd, &kind, name))
+        return;
+    if (kind == RECORD_IN)
+        snprintf(service, sizeof(service), "_xmpp-server._tcp");
+    else if (!shim_choose_service(ssl, service, sizeof(service)) ||
+             (strcmp(service, "_xmpp-server._tcp") != 0 && strcmp(service, "_xmpp-client._tcp") != 0))
+        return;
+    ERR_set_mark();
+    if ((client = posh_default_client()) != NULL && (err = posh_prefetch(client, name, service)) != POSH_OK)
+        posh_log(POSH_LOG_DEBUG, "%s %s: early lookup not started: %s", name, service, posh_strerror(err));
+    else if (client != NULL)
+        posh_log(POSH_LOG_DEBUG, "%s %s: early lookup started (stream header %s)", name, service,
+                 kind == RECORD_IN ? "received" : "sent");
+    ERR_pop_to_mark();
+}
+
+SHIM_EXPORT int SSL_set_fd(SSL *ssl, int fd)
+{
+    set_fd_fn f = atomic_load_explicit(&real_set_fd, memory_order_acquire);
+    int ret;
+    if (__builtin_expect(f == NULL, 0)) {
+        shim_ready();
+        if ((f = atomic_load(&real_set_fd)) == NULL)
+            return 0;
+    }
+    ret = f(ssl, fd);
+    if (ret == 1 && fd >= 0 &&
+        (!no_records(RECORD_IN) || !no_records(RECORD_OUT)))
+        early_lookup(ssl, fd);
     return ret;
 }

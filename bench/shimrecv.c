@@ -1,0 +1,123 @@
+/*
+ * shimrecv.c - what the shim's receiving side costs a program that receives no stream header. The shim
+ * interposes read(), recv() and recvfrom() (for the `from` of the header a peer sends on an XMPP s2s socket the
+ * program accepted); while no such socket is open a call is a load, a test and a tail call. A child (this
+ * program with --recv-loop) times a receive-heavy loop; the parent runs it alternately without and with
+ * LD_PRELOAD=libposh-preload.so and compares the medians of the runs:
+ *   read    64-byte reads from /dev/zero (the cheapest reads: any overhead shows most here);
+ *   recv    recv() on an empty loopback UDP socket, MSG_DONTWAIT (EAGAIN: the call itself);
+ *   xml     255-byte reads of an XML stanza from a memory file (rewound with lseek each time).
+ * With --recv-loop N accepted the child first accepts an XMPP s2s socket (POSH_SERVICE=xmpp-server) and keeps
+ * it open, so that the hooks also look at every read's first bytes (for callgrind).
+ */
+#include "bench.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define KINDS 3
+static const char *const kind_names[KINDS] = {"read", "recv", "xml"};
+
+/* An accepted TCP socket (from a connection of its own), left open: under the shim it holds an incoming record. */
+static int tcp_accepted(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (l < 0 || c < 0 || bind(l, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(l, 1) != 0 ||
+        getsockname(l, (struct sockaddr *)&sin, &len) != 0 || connect(c, (struct sockaddr *)&sin, len) != 0)
+        return -1;
+    return accept(l, NULL, NULL);
+}
+
+int bench_recv_loop_main(long n, bool accepted)
+{
+    char buf[256], xml[256];
+    double ns[KINDS];
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    int zero = open("/dev/zero", O_RDONLY), udp = socket(AF_INET, SOCK_DGRAM, 0), mem = memfd_create("xml", 0);
+    size_t xml_len;
+    int64_t t0;
+
+    snprintf(xml, sizeof(xml), "<message xmlns='jabber:client' to='someone@example.org' type='chat'><body>%164s"
+             "</body></message>", "hello");
+    xml_len = strlen(xml);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (zero < 0 || udp < 0 || mem < 0 || n <= 0 || bind(udp, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+        write(mem, xml, xml_len) != (ssize_t)xml_len)
+        return 1;
+    if (accepted && (setenv("POSH_SERVICE", "xmpp-server", 1) != 0 || tcp_accepted() < 0))
+        return 1;
+    t0 = bench_now_ns();
+    for (long i = 0; i < n; i++)
+        if (read(zero, buf, 64) != 64)
+            return 1;
+    ns[0] = (double)(bench_now_ns() - t0) / (double)n;
+    t0 = bench_now_ns();
+    for (long i = 0; i < n; i++)
+        (void)recv(udp, buf, sizeof(buf), MSG_DONTWAIT); /* EAGAIN: nothing was sent */
+    ns[1] = (double)(bench_now_ns() - t0) / (double)n;
+    t0 = bench_now_ns();
+    for (long i = 0; i < n; i++)
+        if (lseek(mem, 0, SEEK_SET) != 0 || read(mem, buf, xml_len) != (ssize_t)xml_len)
+            return 1;
+    ns[2] = (double)(bench_now_ns() - t0) / (double)n;
+    printf("%.3f %.3f %.3f\n", ns[0], ns[1], ns[2]);
+    return 0;
+}
+
+/* One child run: ns per call of each kind. */
+static void run_child(const char *shim, long n, double out[KINDS])
+{
+    char count[32], buf[256];
+    snprintf(count, sizeof(count), "%ld", n);
+    const char *args[] = {"--recv-loop", count, NULL};
+    if (bench_run_self(args, shim, buf, sizeof(buf)) < 0 || sscanf(buf, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
+        bench_fail("shimrecv: the receive loop (%s) failed: \"%s\"", shim != NULL ? "with the shim" : "plain", buf);
+}
+
+void bench_shim_recv(bool smoke)
+{
+#ifdef POSH_SHIM_PATH
+    const long n = smoke ? 20000 : 1000000;
+    const int rounds = smoke ? 2 : 7;
+    double *runs[2][KINDS];
+    char name[96];
+
+    for (int w = 0; w < 2; w++)
+        for (int k = 0; k < KINDS; k++)
+            runs[w][k] = bench_xmalloc(sizeof(double) * (size_t)rounds);
+    /* Alternate, so that a change of machine load hits both sides alike. */
+    for (int r = 0; r < rounds; r++) {
+        for (int w = 0; w < 2; w++) {
+            double v[KINDS];
+            run_child(w == 1 ? POSH_SHIM_PATH : NULL, n, v);
+            for (int k = 0; k < KINDS; k++)
+                runs[w][k][r] = v[k];
+        }
+    }
+    for (int k = 0; k < KINDS; k++) {
+        double plain = bench_median(runs[0][k], (size_t)rounds), shim = bench_median(runs[1][k], (size_t)rounds);
+        snprintf(name, sizeof(name), "%s, no shim (ns/call)", kind_names[k]);
+        bench_figure("shim recv", name, plain, "ns", BENCH_INFO, BENCH_NONE, 0);
+        snprintf(name, sizeof(name), "%s, with the shim (ns/call)", kind_names[k]);
+        bench_figure("shim recv", name, shim, "ns", BENCH_INFO, BENCH_NONE, 0);
+        snprintf(name, sizeof(name), "%s: with / without the shim", kind_names[k]);
+        /* Nothing measurable: no accepted XMPP socket, so the hook is a load, a test and a tail call. */
+        bench_figure("shim recv", name, shim / plain, "ratio", BENCH_MEASURED, BENCH_LE, 1.03);
+        free(runs[0][k]);
+        free(runs[1][k]);
+    }
+#else
+    (void)smoke;
+    bench_note("shim recv: the shim is not built (POSH_SHIM=OFF): section skipped");
+#endif
+}
