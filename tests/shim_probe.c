@@ -24,6 +24,13 @@
  *              the peer opens them and the probe writes a Prosody-style reply header on each (with `id`);
  *              stalled, the probe dials them (one `to` each), gets STARTTLS's proceed and sends its ClientHello
  *              with verification off, and the peer never answers it.
+ *   xmpp-incoming-flood  (NAME2: the basename of a certificate and key, BASE.crt and BASE.key) the probe is an
+ *              XMPP server under POSH_SERVICE=xmpp-server: a forked peer opens FLOOD streams to it, each with a
+ *              header from='peerN.example' (N < 100: each domain claimed 11 times) up to STARTTLS's proceed, then stays silent (the probe hands each
+ *              socket to OpenSSL, so an early lookup starts for each domain, and its handshake waits forever);
+ *              then one stream from=NAME whose peer presents BASE as its client certificate. The probe verifies
+ *              it (SSL_VERIFY_PEER, CAFILE) and checks its names as LuaSec does; prints "verify=N names-match=M"
+ *              and "threads=T" (the process's threads at the end).
  *   bad-pointer  write(), send() and sendto() of bad buffers ((void *)1, a PROT_NONE page, a mapped file
  *              truncated to nothing or to one of its two pages), with a connected TCP socket open to PORT;
  *              prints one line per call and exits 0 when each returned -1/EFAULT (or, for the half-truncated
@@ -493,6 +500,145 @@ static int run_flood(const char *kind, const char *name)
     return ret;
 }
 
+/* ---- incoming streams: the probe is the XMPP server, the peer claims its names ---- */
+
+#define INCOMING_DOMAINS 100 /* the flood's streams claim these many domains, each eleven times */
+
+static const char incoming_reply[] = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream="
+                                     "'http://etherx.jabber.org/streams' id='in' from='origin.example.org' version="
+                                     "'1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                                     "<required/></starttls></stream:features>";
+
+/* The peer's side up to STARTTLS's proceed on a new connection to lport, claiming from. */
+static int incoming_peer_preamble(int lport, const char *from)
+{
+    char header[512];
+    int c = tcp_to(lport);
+    snprintf(header, sizeof(header), "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream="
+             "'http://etherx.jabber.org/streams' from='%s' to='origin.example.org' version='1.0'>", from);
+    if (send(c, header, strlen(header), 0) != (ssize_t)strlen(header) || !recv_until(c, "</stream:features>") ||
+        send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 51, 0) != 51 ||
+        !recv_until(c, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
+        _exit(2);
+    return c;
+}
+
+/* The network, in a child: FLOOD silent streams, then one whose peer presents base.crt as NAME. */
+static pid_t incoming_peer(int lport, const char *name, const char *base, int *hold)
+{
+    char crt[600], key[600], byte;
+    int p[2], c;
+    pid_t pid;
+    SSL_CTX *ctx;
+    SSL *ssl;
+
+    if (pipe(p) != 0 || (pid = fork()) < 0)
+        exit(2);
+    if (pid > 0) {
+        close(p[0]);
+        *hold = p[1];
+        return pid;
+    }
+    close(p[1]);
+    setenv("POSH_PREFETCH", "0", 1); /* the peer's own early lookups are not what is counted */
+    for (int i = 0; i < FLOOD; i++) {
+        char from[64];
+        snprintf(from, sizeof(from), "peer%d.example", i % INCOMING_DOMAINS);
+        (void)incoming_peer_preamble(lport, from); /* stays open and silent */
+    }
+    c = incoming_peer_preamble(lport, name);
+    snprintf(crt, sizeof(crt), "%s.crt", base);
+    snprintf(key, sizeof(key), "%s.key", base);
+    if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL || SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 || (ssl = SSL_new(ctx)) == NULL)
+        _exit(2);
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    SSL_set_fd(ssl, c);
+    if (SSL_connect(ssl) == 1)
+        (void)SSL_read(ssl, &byte, 1); /* TLS 1.3: until the server has judged the certificate */
+    while (read(p[0], &byte, 1) > 0)
+        ; /* until the probe is done */
+    _exit(0);
+}
+
+/* The probe's side of an accepted stream up to proceed; the socket handed to a new server SSL. */
+static SSL *incoming_accept(int lfd, SSL_CTX *ctx, int nonblocking)
+{
+    int c = accept(lfd, NULL, NULL);
+    SSL *ssl;
+    if (c < 0 || !recv_until(c, "version='1.0'>") ||
+        send(c, incoming_reply, sizeof(incoming_reply) - 1, 0) != (ssize_t)sizeof(incoming_reply) - 1 ||
+        !recv_until(c, "<starttls") ||
+        send(c, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 50, 0) != 50 ||
+        (nonblocking && fcntl(c, F_SETFL, O_NONBLOCK) != 0) || (ssl = SSL_new(ctx)) == NULL)
+        exit(2);
+    SSL_set_fd(ssl, c); /* as LuaSec does when STARTTLS proceeds: the shim's early lookup starts here */
+    return ssl;
+}
+
+static int threads_now(void)
+{
+    char line[256];
+    int n = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+static int run_incoming_flood(const char *name, const char *base)
+{
+    char crt[600], key[600];
+    int lport, hold, status, match = 0, lfd;
+    static SSL *silent[FLOOD];
+    SSL_CTX *ctx;
+    SSL *ssl;
+    pid_t peer;
+    long verify;
+
+    raise_fd_limit();
+    lfd = listen_local(&lport);
+    peer = incoming_peer(lport, name, base, &hold);
+    snprintf(crt, sizeof(crt), "%s.crt", base);
+    snprintf(key, sizeof(key), "%s.key", base);
+    if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL || SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)
+        return 2;
+    /* As Prosody: ask for the peer's certificate, check its names afterwards. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    for (int i = 0; i < FLOOD; i++) {
+        silent[i] = incoming_accept(lfd, ctx, 1);
+        if (SSL_accept(silent[i]) != -1 || SSL_get_error(silent[i], -1) != SSL_ERROR_WANT_READ)
+            return 2;
+        ERR_clear_error();
+    }
+    printf("incoming-flood: %d silent streams open\n", FLOOD);
+    fflush(stdout);
+    ssl = incoming_accept(lfd, ctx, 0);
+    if (SSL_accept(ssl) != 1) {
+        printf("handshake failed verify=%ld\n", SSL_get_verify_result(ssl));
+        return 1;
+    }
+    verify = SSL_get_verify_result(ssl);
+    if (SSL_get0_peer_certificate(ssl) != NULL)
+        match = luasec_names_match(SSL_get0_peer_certificate(ssl), name);
+    printf("verify=%ld names-match=%d\nthreads=%d\n", verify, match, threads_now());
+    fflush(stdout);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    for (int i = 0; i < FLOOD; i++)
+        SSL_free(silent[i]);
+    SSL_CTX_free(ctx);
+    close(hold);
+    if (waitpid(peer, &status, 0) != peer || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return 2;
+    return verify == X509_V_OK && match ? 0 : 1;
+}
+
 /* ---- bad buffers: what the kernel refuses must reach the program as -1/EFAULT, never as a signal ---- */
 
 static int report(const char *what, ssize_t n, int err, int short_ok, size_t len)
@@ -671,6 +817,8 @@ int main(int argc, char **argv)
         return argc == 6 ? run_fork(argv[4], argv[5]) : 2;
     if (strcmp(mode, "own-check") == 0)
         return run_own_check(argv[4]);
+    if (strcmp(mode, "xmpp-incoming-flood") == 0)
+        return argc == 6 ? run_incoming_flood(argv[4], argv[5]) : 2;
     if (strncmp(mode, "xmpp-flood-", 11) == 0)
         return run_flood(mode + 11, argv[4]);
     if (strncmp(mode, "xmpp-", 5) == 0)
