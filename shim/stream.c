@@ -383,16 +383,22 @@ static __attribute__((noinline)) ssize_t observe_received(int fd, const void *bu
 
 static int record_take(enum record_kind kind, int fd, char *out, size_t outlen);
 
+/* Evictions are counted in the hooks (no logging there) and reported here, in a verification, once. */
+static void log_evictions(void)
+{
+    unsigned n_evicted;
+    if ((n_evicted = atomic_load(&evicted)) != 0 && atomic_exchange(&evicted_logged, 1) == 0)
+        posh_log(POSH_LOG_WARNING, "more than %d sockets of one kind (dialled, or accepted XMPP s2s) awaited "
+                 "their TLS handshake at once: the oldest stream records were evicted, those connections get no "
+                 "POSH (%u so far; logged once)", RECORD_QUOTA, n_evicted);
+}
+
 int shim_stream_to(SSL *ssl, char *out, size_t outlen)
 {
     int fd = SSL_get_wfd(ssl);
-    unsigned n_evicted;
 
     out[0] = '\0';
-    if ((n_evicted = atomic_load(&evicted)) != 0 && atomic_exchange(&evicted_logged, 1) == 0)
-        posh_log(POSH_LOG_WARNING, "more than %d sockets the program connected awaited their TLS handshake at "
-                 "once: the oldest stream records were evicted, those connections get no POSH (%u so far; "
-                 "logged once)", RECORD_QUOTA, n_evicted);
+    log_evictions();
     return record_take(RECORD_OUT, fd, out, outlen);
 }
 
@@ -567,6 +573,7 @@ int shim_stream_from(SSL *ssl, char *out, size_t outlen)
 {
     int fd = SSL_get_rfd(ssl);
     out[0] = '\0';
+    log_evictions();
     return record_take(RECORD_IN, fd, out, outlen);
 }
 
