@@ -460,3 +460,38 @@ Test(server_side, post_handshake_bad_arguments)
     SSL_free(ssl);
     SSL_CTX_free(ctx);
 }
+
+/*
+ * Why the server side blocks: OpenSSL 3.0 lets a client certificate's verification callback call
+ * SSL_set_retry_verify() (it returns 1), but SSL_accept() does not suspend: it goes on with the handshake as if
+ * the verification had passed, X509_V_OK, the chain never verified. A suspension there would be an acceptance.
+ * If a later OpenSSL suspends (this test then fails), the server side can become non-blocking.
+ */
+static int retry_calls;
+
+static int suspend_once(X509_STORE_CTX *x, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    (void)arg;
+    if (retry_calls++ == 0)
+        return SSL_set_retry_verify(ssl); /* 1, as on a client: "suspend the handshake" */
+    return X509_verify_cert(x);
+}
+
+Test(server_side, openssl_does_not_suspend_a_client_certificate_verification)
+{
+    ts_ca *stranger = ts_ca_new("stranger CA");
+    ts_cert *untrusted = fx_issue(stranger, SVC_NAME, -1, 30, 0);
+    start();
+    SSL_CTX *ctx = server_ctx(0, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, suspend_once, NULL);
+    retry_calls = 0;
+    served s = serve(ctx, untrusted, NULL, NULL, NULL);
+    cr_expect_eq(retry_calls, 1);
+    cr_expect(s.accepted && s.verify_result == X509_V_OK,
+              "OpenSSL now suspends a server-side verification (accepted %d, verify %ld): the server side of POSH "
+              "could be made non-blocking", s.accepted, s.verify_result);
+    SSL_CTX_free(ctx);
+    ts_cert_free(untrusted);
+    ts_ca_free(stranger);
+}
