@@ -662,16 +662,21 @@ SHIM_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags
 /* ---- the early lookup: started when the program hands a recorded socket to OpenSSL ---- */
 
 static pthread_once_t early_once = PTHREAD_ONCE_INIT;
-static int early_on = 1;
+static int early_on;
 
-/* POSH_PREFETCH: 1 (default) or 0; anything else is logged and means 0 (the early lookup is only a head start). */
+/*
+ * POSH_PREFETCH: 1 or 0 (the default); anything else is logged and means 0 (the early lookup is only a head
+ * start). Opt-in because it speculates: the name is looked up before the certificate is seen, so a stream whose
+ * certificate carries the name costs a request it would not need (a matching name otherwise never makes one).
+ */
 static void early_read_env(void)
 {
     const char *v = posh_getenv("POSH_PREFETCH");
-    if (v == NULL || strcmp(v, "1") == 0)
+    if (v == NULL || strcmp(v, "0") == 0)
         return;
-    early_on = 0;
-    if (strcmp(v, "0") != 0)
+    if (strcmp(v, "1") == 0)
+        early_on = 1;
+    else
         posh_log(POSH_LOG_ERROR, "POSH_PREFETCH: \"%.100s\" is neither 0 nor 1: no early lookups", v);
 }
 

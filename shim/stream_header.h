@@ -1,6 +1,6 @@
 /*
- * stream_header.h - reading the `to` and `from` of an XMPP stream start tag from bytes a program sends or receives. Pure: no I/O, no
- * globals; the shim (stream.c) and the fuzz target fuzz_stream use it.
+ * stream_header.h - reading the `to` and `from` of an XMPP stream start tag from bytes a program sends or
+ * receives. Pure: no I/O, no globals; the shim (stream.c) and the fuzz target fuzz_stream use it.
  */
 #ifndef POSH_STREAM_HEADER_H
 #define POSH_STREAM_HEADER_H

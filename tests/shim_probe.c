@@ -26,8 +26,9 @@
  *              with verification off, and the peer never answers it.
  *   xmpp-incoming-flood  (NAME2: the basename of a certificate and key, BASE.crt and BASE.key) the probe is an
  *              XMPP server under POSH_SERVICE=xmpp-server: a forked peer opens FLOOD streams to it, each with a
- *              header from='peerN.example' (N < 100: each domain claimed 11 times) up to STARTTLS's proceed, then stays silent (the probe hands each
- *              socket to OpenSSL, so an early lookup starts for each domain, and its handshake waits forever);
+ *              header from='peerN.example' (N < 100: each domain claimed 11 times) up to STARTTLS's proceed,
+ *              then stays silent (the probe hands each socket to OpenSSL, so with POSH_PREFETCH=1 an early
+ *              lookup starts for each domain, and its handshake waits forever);
  *              then one stream from=NAME whose peer presents BASE as its client certificate. The probe verifies
  *              it (SSL_VERIFY_PEER, CAFILE) and checks its names as LuaSec does; prints "verify=N names-match=M"
  *              and "threads=T" (the process's threads at the end).

@@ -1091,9 +1091,9 @@ Test(federation, both_ways_named_certificates_no_posh)
 
 /*
  * 10. The early lookup (issue 19 §3), measured: every POSH fetch goes through a relay that holds each connection
- * 300 ms before it reaches nginx. Ping to pong both ways, with the shim's early lookup (POSH_PREFETCH=1, the
- * default: started when the socket is handed to OpenSSL, right after the stream header) and without it
- * (POSH_PREFETCH=0: at the verification). Prints the figures (bench/RESULTS.md); asserts only the outcomes.
+ * 300 ms before it reaches nginx. Ping to pong both ways, with the shim's early lookup (POSH_PREFETCH=1, opt-in:
+ * started when the socket is handed to OpenSSL, right after the stream header) and without it (POSH_PREFETCH=0,
+ * the default: at the verification). Prints the figures (bench/RESULTS.md); asserts only the outcomes.
  */
 Test(federation, early_lookup_figures, .timeout = 240)
 {

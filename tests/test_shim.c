@@ -1483,13 +1483,14 @@ Test(shim, signal_handler_sending_a_header_does_not_deadlock)
 Test(shim, xmpp_incoming_flood_costs_one_fetch_per_domain)
 {
     /*
-     * A peer opens 1,100 streams to the program (an XMPP server under the shim), claiming 100 domains
-     * (peerN.example, each eleven times, none publishing anything usable) and going as far as STARTTLS, so that the program hands each socket to OpenSSL (the
-     * shim starts an early lookup for each claimed name) and then never sending a handshake record; then one
-     * stream from foo.example.com whose certificate foo.example.com vouches for. That one is accepted (its
-     * record is the newest: the silent ones cannot crowd it out), the flood costs at most one fetch per domain
-     * (single flight, then the negative cache; every fetch goes through a relay that counts them), and the process ends with a bounded number of
-     * threads (one engine, never one per lookup).
+     * A peer opens 1,100 streams to the program (an XMPP server under the shim, POSH_PREFETCH=1), claiming 100
+     * domains (peerN.example, each eleven times, none publishing anything usable) and going as far as STARTTLS,
+     * so that the program hands each socket to OpenSSL (the shim starts an early lookup for each claimed name)
+     * and then never sending a handshake record; then one stream from foo.example.com whose certificate
+     * foo.example.com vouches for. That one is accepted (its record is the newest: the silent ones cannot crowd
+     * it out), the flood costs at most one fetch per domain (single flight, then the negative cache; every fetch
+     * goes through a relay that counts them), and the process ends with a bounded number of threads (one
+     * engine, never one per lookup).
      */
     ts_relay *relay = ts_relay_start(ts_nginx_port(f.nginx), 0, 0);
     char base[600], connect_to[600];
@@ -1498,7 +1499,7 @@ Test(shim, xmpp_incoming_flood_costs_one_fetch_per_domain)
     cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
     snprintf(connect_to, sizeof(connect_to), "POSH_CONNECT_TO=" FOO ":443:127.0.0.1:%d,:443:127.0.0.1:%d",
              ts_nginx_port(f.nginx), ts_relay_port(relay));
-    const char *env[] = {connect_to, "POSH_LOG=stderr", "POSH_LOG_LEVEL=warning", NULL};
+    const char *env[] = {connect_to, "POSH_PREFETCH=1", "POSH_LOG=stderr", "POSH_LOG_LEVEL=warning", NULL};
     run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
     fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
     const char *argv[] = {POSH_SHIM_PROBE, "xmpp-incoming-flood", "0", f.ca_file, FOO, base, NULL};
@@ -1514,6 +1515,7 @@ Test(shim, xmpp_incoming_flood_costs_one_fetch_per_domain)
     cr_expect(strstr(r.out, "verify=0 names-match=1") != NULL, "%.4000s", r.out);
     cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one lookup for " FOO);
     cr_expect_leq(fetches, 100, "at most one fetch per claimed domain: %ld connections", fetches);
+    cr_expect_gt(fetches, 0, "the early lookups for the claimed domains did run");
     cr_expect(threads > 0 && threads <= 3, "threads at the end: %d (the program, the engine)", threads);
     cr_log_info("incoming flood: %ld fetches for 1100 streams claiming 100 domains, %d threads", fetches, threads);
     run_free(&r);
