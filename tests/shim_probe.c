@@ -32,6 +32,8 @@
  *              then one stream from=NAME whose peer presents BASE as its client certificate. The probe verifies
  *              it (SSL_VERIFY_PEER, CAFILE) and checks its names as LuaSec does; prints "verify=N names-match=M"
  *              and "threads=T" (the process's threads at the end).
+ *   xmpp-incoming, xmpp-incoming-nofrom, xmpp-incoming-badfrom  (NAME2 as above) the same without the
+ *              flood: one stream claiming NAME, claiming nothing (no `from`), or an unusable `from`.
  *   bad-pointer  write(), send() and sendto() of bad buffers ((void *)1, a PROT_NONE page, a mapped file
  *              truncated to nothing or to one of its two pages), with a connected TCP socket open to PORT;
  *              prints one line per call and exits 0 when each returned -1/EFAULT (or, for the half-truncated
@@ -510,13 +512,15 @@ static const char incoming_reply[] = "<?xml version='1.0'?><stream:stream xmlns=
                                      "'1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
                                      "<required/></starttls></stream:features>";
 
-/* The peer's side up to STARTTLS's proceed on a new connection to lport, claiming from. */
+/* The peer's side up to STARTTLS's proceed on a new connection to lport, claiming from (NULL: no `from`). */
 static int incoming_peer_preamble(int lport, const char *from)
 {
-    char header[512];
+    char header[512], attr[300] = "";
     int c = tcp_to(lport);
+    if (from != NULL)
+        snprintf(attr, sizeof(attr), " from='%s'", from);
     snprintf(header, sizeof(header), "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream="
-             "'http://etherx.jabber.org/streams' from='%s' to='origin.example.org' version='1.0'>", from);
+             "'http://etherx.jabber.org/streams'%s to='origin.example.org' version='1.0'>", attr);
     if (send(c, header, strlen(header), 0) != (ssize_t)strlen(header) || !recv_until(c, "</stream:features>") ||
         send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", 51, 0) != 51 ||
         !recv_until(c, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
@@ -524,8 +528,8 @@ static int incoming_peer_preamble(int lport, const char *from)
     return c;
 }
 
-/* The network, in a child: FLOOD silent streams, then one whose peer presents base.crt as NAME. */
-static pid_t incoming_peer(int lport, const char *name, const char *base, int *hold)
+/* The network, in a child: n_silent silent streams, then one claiming from (NULL: none), presenting base.crt. */
+static pid_t incoming_peer(int lport, int n_silent, const char *from, const char *base, int *hold)
 {
     char crt[600], key[600], byte;
     int p[2], c;
@@ -542,12 +546,12 @@ static pid_t incoming_peer(int lport, const char *name, const char *base, int *h
     }
     close(p[1]);
     setenv("POSH_PREFETCH", "0", 1); /* the peer's own early lookups are not what is counted */
-    for (int i = 0; i < FLOOD; i++) {
-        char from[64];
-        snprintf(from, sizeof(from), "peer%d.example", i % INCOMING_DOMAINS);
-        (void)incoming_peer_preamble(lport, from); /* stays open and silent */
+    for (int i = 0; i < n_silent; i++) {
+        char claim[64];
+        snprintf(claim, sizeof(claim), "peer%d.example", i % INCOMING_DOMAINS);
+        (void)incoming_peer_preamble(lport, claim); /* stays open and silent */
     }
-    c = incoming_peer_preamble(lport, name);
+    c = incoming_peer_preamble(lport, from);
     snprintf(crt, sizeof(crt), "%s.crt", base);
     snprintf(key, sizeof(key), "%s.key", base);
     if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL || SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
@@ -590,7 +594,11 @@ static int threads_now(void)
     return n;
 }
 
-static int run_incoming_flood(const char *name, const char *base)
+/*
+ * n_silent silent streams, then one claiming from (NULL: no `from`) whose names are checked for name. Exit 0
+ * when it verified and its names matched as LuaSec checks them, 1 otherwise.
+ */
+static int run_incoming(int n_silent, const char *from, const char *name, const char *base)
 {
     char crt[600], key[600];
     int lport, hold, status, match = 0, lfd;
@@ -602,7 +610,7 @@ static int run_incoming_flood(const char *name, const char *base)
 
     raise_fd_limit();
     lfd = listen_local(&lport);
-    peer = incoming_peer(lport, name, base, &hold);
+    peer = incoming_peer(lport, n_silent, from, base, &hold);
     snprintf(crt, sizeof(crt), "%s.crt", base);
     snprintf(key, sizeof(key), "%s.key", base);
     if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL || SSL_CTX_use_certificate_chain_file(ctx, crt) != 1 ||
@@ -611,13 +619,13 @@ static int run_incoming_flood(const char *name, const char *base)
         return 2;
     /* As Prosody: ask for the peer's certificate, check its names afterwards. */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    for (int i = 0; i < FLOOD; i++) {
+    for (int i = 0; i < n_silent; i++) {
         silent[i] = incoming_accept(lfd, ctx, 1);
         if (SSL_accept(silent[i]) != -1 || SSL_get_error(silent[i], -1) != SSL_ERROR_WANT_READ)
             return 2;
         ERR_clear_error();
     }
-    printf("incoming-flood: %d silent streams open\n", FLOOD);
+    printf("incoming-flood: %d silent streams open\n", n_silent);
     fflush(stdout);
     ssl = incoming_accept(lfd, ctx, 0);
     if (SSL_accept(ssl) != 1) {
@@ -631,7 +639,7 @@ static int run_incoming_flood(const char *name, const char *base)
     fflush(stdout);
     SSL_shutdown(ssl);
     SSL_free(ssl);
-    for (int i = 0; i < FLOOD; i++)
+    for (int i = 0; i < n_silent; i++)
         SSL_free(silent[i]);
     SSL_CTX_free(ctx);
     close(hold);
@@ -819,7 +827,13 @@ int main(int argc, char **argv)
     if (strcmp(mode, "own-check") == 0)
         return run_own_check(argv[4]);
     if (strcmp(mode, "xmpp-incoming-flood") == 0)
-        return argc == 6 ? run_incoming_flood(argv[4], argv[5]) : 2;
+        return argc == 6 ? run_incoming(FLOOD, argv[4], argv[4], argv[5]) : 2;
+    if (strcmp(mode, "xmpp-incoming") == 0)
+        return argc == 6 ? run_incoming(0, argv[4], argv[4], argv[5]) : 2;
+    if (strcmp(mode, "xmpp-incoming-nofrom") == 0)
+        return argc == 6 ? run_incoming(0, NULL, argv[4], argv[5]) : 2;
+    if (strcmp(mode, "xmpp-incoming-badfrom") == 0)
+        return argc == 6 ? run_incoming(0, "bad domain!", argv[4], argv[5]) : 2;
     if (strncmp(mode, "xmpp-flood-", 11) == 0)
         return run_flood(mode + 11, argv[4]);
     if (strncmp(mode, "xmpp-", 5) == 0)

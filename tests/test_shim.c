@@ -1521,3 +1521,59 @@ Test(shim, xmpp_incoming_flood_costs_one_fetch_per_domain)
     run_free(&r);
     ts_relay_stop(relay);
 }
+
+/* One incoming stream from the probe's peer, in mode (xmpp-incoming*), presenting f.svc; claims checked for FOO. */
+static run_result incoming_probe(const char *mode)
+{
+    char base[600], *out_path;
+    const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
+    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    snprintf(base, sizeof(base), "%s/svc", f.dir);
+    cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
+    const char *argv[] = {POSH_SHIM_PROBE, mode, "0", f.ca_file, FOO, base, NULL};
+    pid_t pid = spawn(argv, &shim, &out_path);
+    return reap(pid, out_path, RUN_TIMEOUT_MS);
+}
+
+Test(shim, xmpp_incoming_from_names_the_reference)
+{
+    /* The peer claims foo.example.com, which vouches for its certificate: accepted by POSH, names match. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    run_result r = incoming_probe("xmpp-incoming");
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=1") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    run_free(&r);
+}
+
+Test(shim, xmpp_incoming_without_usable_from_gets_no_posh)
+{
+    /* No `from`, or one that is no domain: OpenSSL's and the program's own answer (fail closed), no request. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    run_result r = incoming_probe("xmpp-incoming-nofrom");
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=0") != NULL, "%s", r.out);
+    run_free(&r);
+    r = incoming_probe("xmpp-incoming-badfrom");
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=0") != NULL, "%s", r.out);
+    run_free(&r);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+}
+
+Test(shim, xmpp_incoming_untouched_without_the_shim)
+{
+    /* The same stream, no shim: the program's own check refuses the provider's certificate for foo.example.com. */
+    char base[600], *out_path;
+    run_opts plain = {.service = "xmpp-server"};
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    snprintf(base, sizeof(base), "%s/svc", f.dir);
+    cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
+    const char *argv[] = {POSH_SHIM_PROBE, "xmpp-incoming", "0", f.ca_file, FOO, base, NULL};
+    pid_t pid = spawn(argv, &plain, &out_path);
+    run_result r = reap(pid, out_path, RUN_TIMEOUT_MS);
+    cr_expect_eq(r.status, 1, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=0") != NULL, "%s", r.out);
+    cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
+    run_free(&r);
+}
