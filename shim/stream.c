@@ -26,6 +26,14 @@
  * a resumed session, a peer that never answered the ClientHello) is evicted first, then the one changed longest
  * ago. An evicted record means no POSH for that connection (fail closed).
  *
+ * The receiving side (RECORD_IN, its own quota): the identity a peer claims on an XMPP s2s stream it opened to
+ * the program (RFC 7712 section 5: the `from` of its stream header), for the program's verification of the
+ * peer's client certificate. accept()/accept4() open the record (only for XMPP s2s: POSH_SERVICE xmpp-server, or
+ * local port 5269 when it is unset); read(), recv() and recvfrom() run the real call first and then look only at
+ * the bytes the kernel stored, with the same rules: a stream header fills in `from`, the peer's first TLS record
+ * ends the looking, close() forgets. The early lookup (SSL_set_fd, at the end of this file, opt-in) starts the
+ * lookup for either name once the program hands the socket to OpenSSL.
+ *
  * Signal safety: a signal handler may write (write/send/sendto/connect/close are async-signal-safe). Whoever
  * holds the table's lock blocks every signal first, so a handler never runs on a thread inside the locked
  * region; close() takes no lock at all. Nothing here logs (posh_log is not async-signal-safe) except
