@@ -33,7 +33,8 @@
  *              it (SSL_VERIFY_PEER, CAFILE) and checks its names as LuaSec does; prints "verify=N names-match=M"
  *              and "threads=T" (the process's threads at the end).
  *   xmpp-incoming, xmpp-incoming-nofrom, xmpp-incoming-badfrom  (NAME2 as above) the same without the
- *              flood: one stream claiming NAME, claiming nothing (no `from`), or an unusable `from`.
+ *              flood: one stream claiming NAME, claiming nothing (no `from`), or an unusable `from`. The
+ *              incoming modes listen on PORT (0: any free port).
  *   bad-pointer  write(), send() and sendto() of bad buffers ((void *)1, a PROT_NONE page, a mapped file
  *              truncated to nothing or to one of its two pages), with a connected TCP socket open to PORT;
  *              prints one line per call and exits 0 when each returned -1/EFAULT (or, for the half-truncated
@@ -370,12 +371,16 @@ static void raise_fd_limit(void)
     }
 }
 
+/* A listener on 127.0.0.1:*port_out (0: any port), its port into *port_out. */
 static int listen_local(int *port_out)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)*port_out)};
     socklen_t len = sizeof(sin);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 2 * FLOOD) != 0 ||
         getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
         exit(2);
@@ -450,7 +455,7 @@ static pid_t flood_peer(int lfd, int lport, int stalled, int *hold)
 
 static int run_flood(const char *kind, const char *name)
 {
-    int lport, hold, status, ret;
+    int lport = 0, hold, status, ret;
     int lfd;
     pid_t peer;
     SSL_CTX *off = NULL;
@@ -601,7 +606,7 @@ static int threads_now(void)
 static int run_incoming(int n_silent, const char *from, const char *name, const char *base)
 {
     char crt[600], key[600];
-    int lport, hold, status, match = 0, lfd;
+    int lport = port, hold, status, match = 0, lfd;
     static SSL *silent[FLOOD];
     SSL_CTX *ctx;
     SSL *ssl;
@@ -769,7 +774,7 @@ static int run_signal_send(void)
 {
     struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
     pthread_t self = pthread_self(), thread;
-    int lport, main_fd = udp_sink();
+    int lport = 0, main_fd = udp_sink();
     long sends = 0;
 
     /*

@@ -1522,17 +1522,25 @@ Test(shim, xmpp_incoming_flood_costs_one_fetch_per_domain)
     ts_relay_stop(relay);
 }
 
-/* One incoming stream from the probe's peer, in mode (xmpp-incoming*), presenting f.svc; claims checked for FOO. */
-static run_result incoming_probe(const char *mode)
+/*
+ * One incoming stream from the probe's peer, in mode (xmpp-incoming*), presenting f.svc; claims checked for FOO.
+ * The probe listens on port ("0": any) under POSH_SERVICE=service (NULL: unset).
+ */
+static run_result incoming_probe_on(const char *mode, const char *port, const char *service)
 {
     char base[600], *out_path;
     const char *env[] = {"POSH_LOG=stderr", "POSH_LOG_LEVEL=debug", NULL};
-    run_opts shim = {.preload = 1, .service = "xmpp-server", .env = env};
+    run_opts shim = {.preload = 1, .service = service, .env = env};
     snprintf(base, sizeof(base), "%s/svc", f.dir);
     cr_assert_eq(ts_cert_write(f.svc, f.dir, "svc"), 0);
-    const char *argv[] = {POSH_SHIM_PROBE, mode, "0", f.ca_file, FOO, base, NULL};
+    const char *argv[] = {POSH_SHIM_PROBE, mode, port, f.ca_file, FOO, base, NULL};
     pid_t pid = spawn(argv, &shim, &out_path);
     return reap(pid, out_path, RUN_TIMEOUT_MS);
+}
+
+static run_result incoming_probe(const char *mode)
+{
+    return incoming_probe_on(mode, "0", "xmpp-server");
 }
 
 Test(shim, xmpp_incoming_from_names_the_reference)
@@ -1576,4 +1584,27 @@ Test(shim, xmpp_incoming_untouched_without_the_shim)
     cr_expect(strstr(r.out, "verify=0 names-match=0") != NULL, "%s", r.out);
     cr_expect_eq(fx_requests(&f, NULL, NULL), 0);
     run_free(&r);
+}
+
+Test(shim, xmpp_incoming_service_from_the_local_port)
+{
+    /*
+     * Without POSH_SERVICE the local port decides for a socket the program accepted: 5269 is XMPP s2s (the
+     * test runs in a network namespace of its own, so the port is free), any other port gets no record.
+     */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    run_result r = incoming_probe_on("xmpp-incoming", "5269", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=1") != NULL, "%s", r.out);
+    run_free(&r);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
+    r = incoming_probe_on("xmpp-incoming", "0", NULL);
+    cr_expect_eq(r.status, 1, "another port, no POSH_SERVICE: no POSH\n%s", r.out);
+    cr_expect(strstr(r.out, "verify=0 names-match=0") != NULL, "%s", r.out);
+    run_free(&r);
+    /* POSH_SERVICE names another service: no record, whatever the port. */
+    r = incoming_probe_on("xmpp-incoming", "5269", "imap");
+    cr_expect_eq(r.status, 1, "POSH_SERVICE=imap: no POSH\n%s", r.out);
+    run_free(&r);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1);
 }
