@@ -5,7 +5,10 @@
  * stream to foo.example.com is secure: without the shim it refuses; with libposh-preload.so it accepts when
  * foo.example.com vouches for the certificate over HTTPS (a reference to hosting.example.net, or the
  * fingerprints themselves), and refuses an impostor with the same name and another key; a certificate that
- * carries foo.example.com is accepted with no POSH request.
+ * carries foo.example.com is accepted with no POSH request. Issue 19 adds both directions: both servers
+ * s2s_secure_auth, both domains hosted and publishing POSH documents, both under the shim, each pinging the
+ * other (each ping crosses a stream each way, so each server verifies the other as the server it dialled and as
+ * the client certificate of a stream it accepted), and the early lookup measured against a slow web server.
  *
  * No packet leaves the machine: every test runs in network and mount namespaces of its own (unshare, as
  * root: a failure to isolate is a test failure, never a skip), with only loopback. Prosody's resolver reads
@@ -549,9 +552,10 @@ static void run_scenario(const scenario *s, outcome *o)
             break;
         usleep(20000);
     }
-    /* Accepted: the ping crossed to B over that stream. B's reply needs a stream from B to A, which A accepts
-     * only if foo.example.com's certificate carries its name (POSH is for the initiating side only), so the
-     * pong is awaited only when the certificate carries the name. */
+    /* Accepted: the ping crossed to B over that stream. B's reply needs a stream from B to A, on which A judges
+     * B's client certificate (by POSH since issue 19, when A is under the shim); these scenarios are about A's
+     * outgoing stream, so the pong is awaited only when the certificate carries the name. The both_ways tests
+     * below check the replies. */
     if (o->decided && o->got == FED_ACCEPTED) {
         deadline = ts_now_ms() + DECIDE_MS;
         do {
