@@ -70,6 +70,22 @@ void *shim_resolve_own(const char *name, void *self)
     return f == self ? NULL : f;
 }
 
+/*
+ * For a hook on one of OpenSSL's functions: OpenSSL's (libssl.so.3's or libcrypto.so.3's) as the program's own
+ * call would reach it, or, when that call reaches another library's function of the name (GnuTLS's OpenSSL
+ * compatibility layer), that one, with *foreign set: the hook must then only pass the call through, since the
+ * objects it gets are not OpenSSL's.
+ */
+void *shim_resolve_openssl_or_own(const char *name, void *self, int *foreign)
+{
+    void *ours = shim_resolve(name, OPENSSL_VERSION_NODE, self), *own = shim_resolve_own(name, self);
+    if (own != NULL && own != ours) {
+        *foreign = 1;
+        return own;
+    }
+    return ours;
+}
+
 static void *module_base(const void *addr)
 {
     Dl_info info;

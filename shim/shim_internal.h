@@ -21,6 +21,8 @@ void shim_ready(void);
 void *shim_resolve(const char *name, const char *version, void *self);
 /* What the program's own call of name reaches without this module (RTLD_NEXT); NULL if nothing or self. */
 void *shim_resolve_own(const char *name, void *self);
+/* OpenSSL's name, or the program's own when that is another library's (*foreign set: only pass through). */
+void *shim_resolve_openssl_or_own(const char *name, void *self, int *foreign);
 /* Is this return address in the program's own code, as opposed to OpenSSL itself, libposh or this module? */
 int shim_caller_is_program(const void *ret);
 

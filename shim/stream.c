@@ -114,6 +114,7 @@ typedef struct stream_record {
     char name[POSH_MAX_DOMAIN_LEN + 2];  /* the header's `to` (RECORD_IN: `from`), normalised; "" if unusable */
 } stream_record;
 
+static int set_fd_foreign;                  /* the program's SSL_set_fd is not OpenSSL's: no early lookup */
 static _Atomic(set_fd_fn) real_set_fd;      /* SSL_set_fd: the early lookup (at the end of this file) */
 static pthread_mutex_t stream_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -170,7 +171,9 @@ void shim_stream_init(void)
     atomic_store(&real.recvfrom, (recvfrom_fn)shim_resolve("recvfrom", NULL, (void *)recvfrom));
     atomic_store(&real.accept, (accept_fn)shim_resolve("accept", NULL, (void *)accept));
     atomic_store(&real.accept4, (accept4_fn)shim_resolve("accept4", NULL, (void *)accept4));
-    atomic_store(&real_set_fd, (set_fd_fn)shim_resolve("SSL_set_fd", OPENSSL_VERSION_NODE, (void *)SSL_set_fd));
+    /* A program whose SSL_set_fd is another library's (GnuTLS's compatibility layer) gets it, untouched. */
+    atomic_store(&real_set_fd,
+                 (set_fd_fn)shim_resolve_openssl_or_own("SSL_set_fd", (void *)SSL_set_fd, &set_fd_foreign));
     pthread_atfork(fork_prepare, fork_done, fork_done);
 }
 
@@ -758,7 +761,7 @@ SHIM_EXPORT int SSL_set_fd(SSL *ssl, int fd)
             return 0;
     }
     ret = f(ssl, fd);
-    if (ret == 1 && fd >= 0 &&
+    if (ret == 1 && fd >= 0 && !set_fd_foreign &&
         (!no_records(RECORD_IN) || !no_records(RECORD_OUT)))
         early_lookup(ssl, fd);
     return ret;

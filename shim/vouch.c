@@ -71,12 +71,7 @@ static atomic_int any_vouched;  /* fast path: until POSH vouches (or defers) onc
 /* OpenSSL's function, unless the program's own call reaches another library's: then that one, and no answers. */
 static void *resolve(const char *name, void *self)
 {
-    void *ours = shim_resolve(name, OPENSSL_VERSION_NODE, self), *own = shim_resolve_own(name, self);
-    if (own != NULL && own != ours) {
-        real.foreign = 1;
-        return own;
-    }
-    return ours;
+    return shim_resolve_openssl_or_own(name, self, &real.foreign);
 }
 
 void shim_vouch_init(void)
