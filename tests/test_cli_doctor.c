@@ -25,7 +25,7 @@ static void teardown(void)
     free(dir);
 }
 
-TestSuite(cli_doctor, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(cli_doctor, .init = setup, .fini = teardown, .timeout = 120);
 
 static void expect_doctor(const char *program, int code, const char *verdict)
 {
