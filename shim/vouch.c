@@ -4,8 +4,9 @@
  * The leaf that POSH's verification judged is the very X509 object the program later gets from
  * SSL_get0_peer_certificate() (the session's peer, also for a session resumed from the same session object), so
  * the approval lives in that object's ex_data and dies with it. Another connection presenting the same
- * certificate, a server-side peer, or a certificate the program parsed itself is another object: it gets
- * OpenSSL's own answer. Never a process-wide table keyed by the certificate's hash: that would let one service's
+ * certificate, a server-side peer (other than the client certificate of an incoming XMPP stream whose `from`
+ * POSH vouched for: that connection's own object, for that name), or a certificate the program parsed itself
+ * is another object: it gets OpenSSL's own answer. Never a process-wide table keyed by the certificate's hash: that would let one service's
  * approval speak for every port, service and direction of the process.
  *
  * Copies: Ruby and Node read the names of an X509_dup() copy of the leaf (OpenSSL 3's X509_dup copies no
