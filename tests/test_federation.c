@@ -1099,7 +1099,7 @@ Test(federation, both_ways_named_certificates_no_posh)
  * started when the socket is handed to OpenSSL, right after the stream header) and without it (POSH_PREFETCH=0,
  * the default: at the verification). Prints the figures (bench/RESULTS.md); asserts only the outcomes.
  */
-Test(federation, early_lookup_figures, .timeout = 240)
+Test(federation, early_lookup_figures)
 {
     char *od = doc_of(f.other), *fd = doc_of(f.svc);
     ts_relay *relay = ts_relay_start(ts_nginx_port(f.nginx), 300, 0);
