@@ -10,7 +10,7 @@
  * properties of lazy approvals and of copies (tests/clients_probe.c). A missing program is a failure: CI installs
  * them all (.ci/run).
  */
-#include "fixture.h"
+#include "programs.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -35,111 +35,13 @@
 
 #define HTTP_BODY "posh-clients-ok"
 #define IMAP_PATH "/.well-known/posh/imap.json"
-#define RUN_TIMEOUT_MS 40000
 
 static fx f;
 static ts_tls *svc_server;     /* HTTPS presenting xmpp.hosting.example.net: the provider's certificate */
 static ts_tls *other_server;   /* HTTPS presenting other.hosting.example.net: the impostor */
 
 /* ------------------------------------------------------------------------------------------------------ */
-/* Running programs                                                                                       */
-
-typedef struct run_opts {
-    int preload;                   /* LD_PRELOAD the shim */
-    const char *service;           /* POSH_SERVICE (NULL: unset) */
-    const char *const *env;        /* more NAME=VALUE entries, NULL-terminated (may be NULL) */
-    const char *input;             /* bytes on stdin (NULL: /dev/null) */
-} run_opts;
-
-typedef struct run_result {
-    int status;                    /* exit code; 128 + signal; -1 timed out */
-    char *out;                     /* stdout and stderr, interleaved */
-} run_result;
-
-static run_result run(const char *const argv[], const run_opts *o)
-{
-    static atomic_int counter;
-    static char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", lang[] = "LANG=C";
-    char *env[48] = {path_env, lang}, *out_path = NULL, *in_path = NULL;
-    size_t n = 2;
-    run_result r = {.status = -1};
-    int64_t deadline = ts_now_ms() + RUN_TIMEOUT_MS;
-    int out_fd, in_fd, status;
-    pid_t pid, got;
-
-    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && n < 40; i++)
-        env[n++] = strdup(o->env[i]);
-    cr_assert_geq(asprintf(&env[n++], "HOME=%s", f.dir), 0);
-    cr_assert_geq(asprintf(&env[n++], "POSH_CA_FILE=%s", f.ca_file), 0);
-    cr_assert_geq(asprintf(&env[n++], "POSH_CONNECT_TO=%s", f.connect_to), 0);
-    if (o->service != NULL)
-        cr_assert_geq(asprintf(&env[n++], "POSH_SERVICE=%s", o->service), 0);
-    if (o->preload)
-        cr_assert_geq(asprintf(&env[n++], "LD_PRELOAD=%s", POSH_SHIM), 0);
-    env[n] = NULL;
-    cr_assert_geq(asprintf(&out_path, "%s/out-%d.txt", f.dir, atomic_fetch_add(&counter, 1)), 0);
-    out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (o->input != NULL) {
-        cr_assert_geq(asprintf(&in_path, "%s.in", out_path), 0);
-        cr_assert_eq(ts_write_file(in_path, o->input, strlen(o->input)), 0);
-    }
-    in_fd = open(in_path != NULL ? in_path : "/dev/null", O_RDONLY | O_CLOEXEC);
-    free(in_path);
-    cr_assert(out_fd >= 0 && in_fd >= 0);
-    cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
-    pid = ts_spawn(argv, env, in_fd, out_fd, 0);
-    cr_assert_geq(pid, 0, "%s", ts_error());
-    close(out_fd);
-    close(in_fd);
-    for (size_t i = 2; env[i] != NULL; i++)
-        free(env[i]);
-    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < deadline)
-        usleep(10000);
-    if (got == 0) {
-        kill(-pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    } else if (got == pid) {
-        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    r.out = ts_read_file(out_path, NULL);
-    if (r.out == NULL)
-        r.out = strdup("");
-    free(out_path);
-    return r;
-}
-
-/* ------------------------------------------------------------------------------------------------------ */
 /* Servers                                                                                                */
-
-static const char http_response[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n"
-                                    "Connection: close\r\n\r\n" HTTP_BODY "\n";
-
-static void http_handler(ts_conn *c, void *arg)
-{
-    char buf[2048];
-    size_t have = 0;
-    int n;
-    while (have < sizeof(buf) - 1 && (n = SSL_read(ts_conn_ssl(c), buf + have, (int)(sizeof(buf) - 1 - have))) > 0) {
-        have += (size_t)n;
-        buf[have] = '\0';
-        if (strstr(buf, "\r\n\r\n") != NULL) {
-            /* Answer, say goodbye, and read until the client is gone (a reset could destroy the answer). */
-            SSL_write(ts_conn_ssl(c), http_response, (int)strlen(http_response));
-            SSL_shutdown(ts_conn_ssl(c));
-            for (int i = 0; i < 64 && ts_conn_wait(c, 5000) == -1; i++)
-                if (SSL_read(ts_conn_ssl(c), buf, (int)sizeof(buf)) <= 0)
-                    break;
-            return;
-        }
-    }
-}
-
-static ts_tls *start_http(ts_cert *cert)
-{
-    ts_tls *s = ts_tls_start_with(ts_cert_x509(cert), ts_cert_chain(cert), ts_cert_key(cert), http_handler, NULL);
-    cr_assert_not_null(s, "TLS server: %s", ts_error());
-    return s;
-}
 
 /*
  * A sequential IMAP server (what mbsync needs to list mailboxes): IMAPS (TLS first) or STARTTLS. logins counts
@@ -311,6 +213,7 @@ static void isolate(void)
 
 static void setup(void)
 {
+    programs_use(&f, HTTP_BODY);
     fx_init(&f);
     isolate();
     fx_start(&f);

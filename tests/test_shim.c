@@ -8,7 +8,7 @@
  * Each test runs in a network namespace of its own with only loopback (ts_private_network: root, as in CI).
  * A missing program is a failure, never a skip: CI installs them all (.ci/run).
  */
-#include "fixture.h"
+#include "programs.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -42,117 +42,7 @@ static ts_tls *svc_server;         /* presents xmpp.hosting.example.net */
 static ts_tls *named_server;       /* presents foo.example.com */
 
 /* ------------------------------------------------------------------------------------------------------ */
-/* Running programs                                                                                       */
-
-typedef struct run_opts {
-    int preload;                   /* LD_PRELOAD the shim */
-    const char *service;           /* POSH_SERVICE (NULL: unset) */
-    const char *const *env;        /* more NAME=VALUE entries, NULL-terminated (may be NULL) */
-    const char *input;             /* bytes on stdin (NULL: /dev/null) */
-} run_opts;
-
-typedef struct run_result {
-    int status;                    /* exit code; 128 + signal; -1 timed out */
-    char *out;                     /* stdout and stderr, interleaved */
-} run_result;
-
-#define RUN_TIMEOUT_MS 40000
-
-static void run_free(run_result *r)
-{
-    free(r->out);
-    r->out = NULL;
-}
-
-/* The environment of a child: minimal and explicit, so that the tests do not depend on the caller's. */
-static char **child_env(const run_opts *o)
-{
-    static char path[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", lang[] = "LANG=C";
-    char **env = calloc(64, sizeof(char *));
-    size_t n = 0;
-    cr_assert_not_null(env);
-    env[n++] = path;
-    env[n++] = lang;
-    /* The test's own entries first: getenv() finds the first of a name, so they override the defaults. */
-    for (size_t i = 0; o->env != NULL && o->env[i] != NULL && n < 40; i++)
-        env[n++] = strdup(o->env[i]);
-    cr_assert_geq(asprintf(&env[n++], "HOME=%s", f.dir), 0);
-    cr_assert_geq(asprintf(&env[n++], "POSH_CA_FILE=%s", f.ca_file), 0);
-    cr_assert_geq(asprintf(&env[n++], "POSH_CONNECT_TO=%s", f.connect_to), 0);
-    if (o->service != NULL)
-        cr_assert_geq(asprintf(&env[n++], "POSH_SERVICE=%s", o->service), 0);
-    if (o->preload)
-        cr_assert_geq(asprintf(&env[n++], "LD_PRELOAD=%s", POSH_SHIM), 0);
-    env[n] = NULL;
-    return env;
-}
-
-static void env_free(char **env)
-{
-    for (size_t i = 2; env[i] != NULL; i++)
-        free(env[i]);
-    free(env);
-}
-
-/* Start argv; its output goes to a new file whose path is returned in out_path. */
-static pid_t spawn(const char *const argv[], const run_opts *o, char **out_path)
-{
-    static atomic_int counter;
-    char *in_path = NULL;
-    char **env = child_env(o);
-    int out_fd, in_fd;
-    pid_t pid;
-
-    cr_assert_geq(asprintf(out_path, "%s/out-%d.txt", f.dir, atomic_fetch_add(&counter, 1)), 0);
-    out_fd = open(*out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    cr_assert_geq(out_fd, 0);
-    if (o->input != NULL) {
-        cr_assert_geq(asprintf(&in_path, "%s.in", *out_path), 0);
-        cr_assert_eq(ts_write_file(in_path, o->input, strlen(o->input)), 0);
-        in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
-    } else {
-        in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
-    cr_assert_geq(in_fd, 0);
-    cr_assert_eq(access(argv[0], X_OK), 0, "%s is not installed (CI installs it: .ci/run)", argv[0]);
-    pid = ts_spawn(argv, env, in_fd, out_fd, 0);
-    cr_assert_geq(pid, 0, "%s", ts_error());
-    close(out_fd);
-    close(in_fd);
-    free(in_path);
-    env_free(env);
-    return pid;
-}
-
-/* Wait for a spawned program (killing its process group after timeout_ms) and collect its output. */
-static run_result reap(pid_t pid, char *out_path, int timeout_ms)
-{
-    run_result r = {.status = -1};
-    int64_t deadline = ts_now_ms() + timeout_ms;
-    int status;
-    pid_t got;
-
-    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < deadline)
-        usleep(10000);
-    if (got == 0) {
-        kill(-pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    } else if (got == pid) {
-        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    r.out = ts_read_file(out_path, NULL);
-    if (r.out == NULL)
-        r.out = strdup("");
-    free(out_path);
-    return r;
-}
-
-static run_result run(const char *const argv[], const run_opts *o)
-{
-    char *out_path;
-    pid_t pid = spawn(argv, o, &out_path);
-    return reap(pid, out_path, RUN_TIMEOUT_MS);
-}
+/* Helpers (running programs and the HTTPS server: programs.c)                                            */
 
 static int count_occurrences(const char *hay, const char *needle)
 {
@@ -164,38 +54,6 @@ static int count_occurrences(const char *hay, const char *needle)
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* Servers                                                                                                */
-
-/* After the handshake: read an HTTP request (or whatever comes until the client stops) and answer. */
-static const char http_response[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-                                    "Connection: close\r\n\r\n" HTTP_BODY "\n";
-
-static void http_handler(ts_conn *c, void *arg)
-{
-    char buf[2048];
-    size_t have = 0;
-    int n;
-    while (have < sizeof(buf) - 1 && (n = SSL_read(ts_conn_ssl(c), buf + have, (int)(sizeof(buf) - 1 - have))) > 0) {
-        have += (size_t)n;
-        buf[have] = '\0';
-        if (strstr(buf, "\r\n\r\n") != NULL) {
-            /* Answer, say goodbye, and read until the client is gone: closing with its close_notify unread
-             * would send a TCP reset that can destroy the answer before the client reads it. */
-            SSL_write(ts_conn_ssl(c), http_response, (int)strlen(http_response));
-            SSL_shutdown(ts_conn_ssl(c));
-            for (int i = 0; i < 64 && ts_conn_wait(c, 5000) == -1; i++)
-                if (SSL_read(ts_conn_ssl(c), buf, (int)sizeof(buf)) <= 0)
-                    break;
-            return;
-        }
-    }
-}
-
-static ts_tls *start_http(ts_cert *cert)
-{
-    ts_tls *s = ts_tls_start_with(ts_cert_x509(cert), ts_cert_chain(cert), ts_cert_key(cert), http_handler, NULL);
-    cr_assert_not_null(s, "TLS server: %s", ts_error());
-    return s;
-}
 
 static ts_cert *issue(ts_ca *ca, const char *name, int self_signed)
 {
@@ -320,7 +178,7 @@ static void mini_serve(mini *m, int fd)
     while (m->mode == MINI_HTTP && tls_line(ssl, line, sizeof(line)) == 0) {
         if (strcmp(line, "\r\n") != 0)
             continue;
-        SSL_write(ssl, http_response, (int)strlen(http_response));
+        SSL_write(ssl, http_response(), (int)strlen(http_response()));
         SSL_shutdown(ssl);
         while (SSL_read(ssl, line, (int)sizeof(line)) > 0)
             ; /* until the client is gone: see http_handler */
@@ -410,6 +268,7 @@ static void setup(void)
     /* Every test in a network namespace of its own: the port-map tests bind 5222, 5269, 587 and 143, and
      * nothing on the machine (nor a parallel run) can hold them; the programs' packets stay in it. */
     cr_assert_eq(ts_private_network(), 0, "%s", ts_error());
+    programs_use(&f, HTTP_BODY);
     fx_init(&f);
     named = issue(f.ca, FOO, 0);
     fx_start(&f);
