@@ -103,6 +103,22 @@ static char *strtab_dup(const char *strtab, size_t size, uint64_t off)
     return strdup(strtab + off);
 }
 
+/* The i-th entry of a dynamic section (bounds checked by the caller): its tag and value, for either class. */
+static void dyn_entry(int ei_class, const unsigned char *dynbuf, size_t i, int64_t *tag, uint64_t *val)
+{
+    if (ei_class == ELFCLASS64) {
+        Elf64_Dyn d;
+        memcpy(&d, dynbuf + i * sizeof(d), sizeof(d));
+        *tag = d.d_tag;
+        *val = d.d_un.d_val;
+    } else {
+        Elf32_Dyn d;
+        memcpy(&d, dynbuf + i * sizeof(d), sizeof(d));
+        *tag = d.d_tag;
+        *val = d.d_un.d_val;
+    }
+}
+
 /*
  * Read what doctor needs of an ELF file (little-endian, as on every machine Debian's posh is built for; a file
  * of the other byte order is refused). 0 ok, -1 not an ELF file or malformed (why in err).
@@ -175,17 +191,7 @@ static int elf_read(const char *path, elf_info *e, char *err, size_t errlen)
     for (size_t i = 0; i < dyn_count; i++) {
         int64_t tag;
         uint64_t val;
-        if (e->ei_class == ELFCLASS64) {
-            Elf64_Dyn d;
-            memcpy(&d, dynbuf + i * entsize, sizeof(d));
-            tag = d.d_tag;
-            val = d.d_un.d_val;
-        } else {
-            Elf32_Dyn d;
-            memcpy(&d, dynbuf + i * entsize, sizeof(d));
-            tag = d.d_tag;
-            val = d.d_un.d_val;
-        }
+        dyn_entry(e->ei_class, dynbuf, i, &tag, &val);
         if (tag == DT_NULL)
             break;
         if (tag == DT_STRTAB)
@@ -208,17 +214,7 @@ static int elf_read(const char *path, elf_info *e, char *err, size_t errlen)
     for (size_t i = 0; i < dyn_count; i++) {
         int64_t tag;
         uint64_t val;
-        if (e->ei_class == ELFCLASS64) {
-            Elf64_Dyn d;
-            memcpy(&d, dynbuf + i * entsize, sizeof(d));
-            tag = d.d_tag;
-            val = d.d_un.d_val;
-        } else {
-            Elf32_Dyn d;
-            memcpy(&d, dynbuf + i * entsize, sizeof(d));
-            tag = d.d_tag;
-            val = d.d_un.d_val;
-        }
+        dyn_entry(e->ei_class, dynbuf, i, &tag, &val);
         if (tag == DT_NULL)
             break;
         if (tag == DT_NEEDED && (e->needed[e->n_needed] = strtab_dup(strtab, strsz, val)) != NULL)
