@@ -4,7 +4,14 @@
  */
 #include "programs.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -152,4 +159,95 @@ ts_tls *start_http(ts_cert *cert)
     ts_tls *s = ts_tls_start_with(ts_cert_x509(cert), ts_cert_chain(cert), ts_cert_key(cert), http_handler, NULL);
     cr_assert_not_null(s, "TLS server: %s", ts_error());
     return s;
+}
+
+/* ---- the sequential server ---- */
+
+int conn_line(int fd, SSL *ssl, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n < len - 1) {
+        char ch;
+        if ((ssl != NULL ? SSL_read(ssl, &ch, 1) : (int)recv(fd, &ch, 1, 0)) != 1)
+            return -1;
+        buf[n++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+void conn_send(int fd, SSL *ssl, const char *s)
+{
+    if (ssl != NULL)
+        SSL_write(ssl, s, (int)strlen(s));
+    else if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
+        return;
+}
+
+static void *seq_main(void *p)
+{
+    seq_server *s = p;
+    struct timeval tv = {.tv_sec = 20};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->stop_pipe[0], .events = POLLIN}};
+        int fd;
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            return NULL;
+        if (pfd[1].revents != 0)
+            return NULL;
+        if ((fd = accept(s->lfd, NULL, NULL)) < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        s->serve(s->ctx, fd, s->arg);
+        ERR_clear_error();
+        close(fd);
+    }
+}
+
+seq_server *seq_server_start(ts_cert *cert, int port, seq_serve_fn serve, void *arg)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    socklen_t salen = sizeof(sa);
+    seq_server *s = calloc(1, sizeof(*s));
+    int one = 1;
+
+    cr_assert_not_null(s);
+    s->serve = serve;
+    s->arg = arg;
+    s->ctx = SSL_CTX_new(TLS_server_method());
+    cr_assert_not_null(s->ctx);
+    cr_assert_eq(SSL_CTX_use_certificate(s->ctx, ts_cert_x509(cert)), 1);
+    cr_assert_eq(SSL_CTX_use_PrivateKey(s->ctx, ts_cert_key(cert)), 1);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(s->lfd, 0);
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind 127.0.0.1:%d: %s", port,
+                 strerror(errno));
+    cr_assert_eq(listen(s->lfd, 16), 0);
+    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &salen), 0);
+    s->port = ntohs(sa.sin_port);
+    cr_assert_eq(pipe2(s->stop_pipe, O_CLOEXEC), 0);
+    cr_assert_eq(pthread_create(&s->thread, NULL, seq_main, s), 0);
+    return s;
+}
+
+void seq_server_stop(seq_server *s)
+{
+    if (s == NULL)
+        return;
+    if (write(s->stop_pipe[1], "x", 1) != 1)
+        cr_log_warn("server: stop pipe");
+    pthread_join(s->thread, NULL);
+    close(s->lfd);
+    close(s->stop_pipe[0]);
+    close(s->stop_pipe[1]);
+    SSL_CTX_free(s->ctx);
+    free(s);
 }

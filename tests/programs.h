@@ -7,6 +7,7 @@
 
 #include "fixture.h"
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #define RUN_TIMEOUT_MS 40000
@@ -41,5 +42,28 @@ void run_free(run_result *r);
 const char *http_response(void);
 /* A TLS server on 127.0.0.1 presenting cert that answers one HTTP request per connection. Asserts. */
 ts_tls *start_http(ts_cert *cert);
+
+/*
+ * A sequential TLS server on 127.0.0.1 (port 0: any) for the plaintext-then-TLS dialogues of mail and XMPP
+ * clients: serve(ctx, fd, arg) runs for each accepted connection in turn, on the server's own thread (SIGPIPE
+ * blocked), with a 20 s receive timeout on fd; ctx presents cert. Asserts on failure.
+ */
+typedef void (*seq_serve_fn)(SSL_CTX *ctx, int fd, void *arg);
+
+typedef struct seq_server {
+    SSL_CTX *ctx;
+    int lfd, port;
+    int stop_pipe[2];
+    pthread_t thread;
+    seq_serve_fn serve;
+    void *arg;
+} seq_server;
+
+seq_server *seq_server_start(ts_cert *cert, int port, seq_serve_fn serve, void *arg);
+void seq_server_stop(seq_server *s);
+/* One line (up to and with its '\n') from fd in plaintext (ssl NULL) or from ssl: 0 ok, -1 EOF or error. */
+int conn_line(int fd, SSL *ssl, char *buf, size_t len);
+/* Send s on fd in plaintext (ssl NULL) or on ssl; errors are the client's problem, the test sees them. */
+void conn_send(int fd, SSL *ssl, const char *s);
 
 #endif

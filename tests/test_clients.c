@@ -49,55 +49,28 @@ static ts_tls *other_server;   /* HTTPS presenting other.hosting.example.net: th
  * hangs up after the handshake.
  */
 typedef struct imap {
-    SSL_CTX *ctx;
-    int lfd, port, starttls;
-    int stop_pipe[2];
+    seq_server *server;
+    int port, starttls;
     atomic_int logins;
-    pthread_t thread;
 } imap;
 
-/* One line from the plain socket (ssl NULL) or from TLS; 0 ok, -1 EOF or error. */
-static int imap_line(int fd, SSL *ssl, char *buf, size_t len)
+static void imap_serve(SSL_CTX *ctx, int fd, void *arg)
 {
-    size_t n = 0;
-    while (n < len - 1) {
-        char ch;
-        if ((ssl != NULL ? SSL_read(ssl, &ch, 1) : (int)recv(fd, &ch, 1, 0)) != 1)
-            return -1;
-        buf[n++] = ch;
-        if (ch == '\n')
-            break;
-    }
-    buf[n] = '\0';
-    return 0;
-}
-
-static void imap_send(int fd, SSL *ssl, const char *s)
-{
-    if (ssl != NULL)
-        SSL_write(ssl, s, (int)strlen(s));
-    else if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
-        return;
-}
-
-static void imap_serve(imap *m, int fd)
-{
-    struct timeval tv = {.tv_sec = 20};
+    imap *m = arg;
     char line[1024], tag[64], cmd[64], reply[512];
     SSL *ssl = NULL;
 
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (!m->starttls && ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1))
+    if (!m->starttls && ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1))
         goto done;
-    imap_send(fd, ssl, m->starttls ? "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] posh test\r\n"
+    conn_send(fd, ssl, m->starttls ? "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] posh test\r\n"
                                    : "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] posh test\r\n");
-    while (imap_line(fd, ssl, line, sizeof(line)) == 0) {
+    while (conn_line(fd, ssl, line, sizeof(line)) == 0) {
         if (sscanf(line, "%63s %63s", tag, cmd) != 2)
             break;
         if (strcasecmp(cmd, "STARTTLS") == 0 && ssl == NULL) {
             snprintf(reply, sizeof(reply), "%s OK begin TLS\r\n", tag);
-            imap_send(fd, NULL, reply);
-            if ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
+            conn_send(fd, NULL, reply);
+            if ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
                 goto done;
             continue;
         }
@@ -113,12 +86,12 @@ static void imap_serve(imap *m, int fd)
             if (ssl != NULL)
                 atomic_fetch_add(&m->logins, 1);
             if (strcasecmp(cmd, "AUTHENTICATE") == 0 && strchr(line + strlen(tag) + strlen(cmd) + 2, ' ') == NULL) {
-                imap_send(fd, ssl, "+ \r\n");
-                if (imap_line(fd, ssl, line, sizeof(line)) != 0)
+                conn_send(fd, ssl, "+ \r\n");
+                if (conn_line(fd, ssl, line, sizeof(line)) != 0)
                     break;
             }
         }
-        imap_send(fd, ssl, reply);
+        conn_send(fd, ssl, reply);
         if (strcasecmp(cmd, "LOGOUT") == 0)
             break;
     }
@@ -129,48 +102,13 @@ done:
     ERR_clear_error();
 }
 
-static void *imap_main(void *p)
-{
-    imap *m = p;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = m->lfd, .events = POLLIN}, {.fd = m->stop_pipe[0], .events = POLLIN}};
-        int fd;
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
-            return NULL;
-        if (pfd[1].revents != 0)
-            return NULL;
-        if ((fd = accept(m->lfd, NULL, NULL)) < 0)
-            continue;
-        imap_serve(m, fd);
-        close(fd);
-    }
-}
-
 static imap *imap_start(ts_cert *cert, int starttls)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t salen = sizeof(sa);
     imap *m = calloc(1, sizeof(*m));
-
     cr_assert_not_null(m);
     m->starttls = starttls;
-    m->ctx = SSL_CTX_new(TLS_server_method());
-    cr_assert_not_null(m->ctx);
-    cr_assert_eq(SSL_CTX_use_certificate(m->ctx, ts_cert_x509(cert)), 1);
-    cr_assert_eq(SSL_CTX_use_PrivateKey(m->ctx, ts_cert_key(cert)), 1);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    m->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(m->lfd, 0);
-    cr_assert_eq(bind(m->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(m->lfd, 16), 0);
-    cr_assert_eq(getsockname(m->lfd, (struct sockaddr *)&sa, &salen), 0);
-    m->port = ntohs(sa.sin_port);
-    cr_assert_eq(pipe2(m->stop_pipe, O_CLOEXEC), 0);
-    cr_assert_eq(pthread_create(&m->thread, NULL, imap_main, m), 0);
+    m->server = seq_server_start(cert, 0, imap_serve, m);
+    m->port = m->server->port;
     return m;
 }
 
@@ -178,13 +116,7 @@ static void imap_stop(imap *m)
 {
     if (m == NULL)
         return;
-    if (write(m->stop_pipe[1], "x", 1) != 1)
-        cr_log_warn("imap server: stop pipe");
-    pthread_join(m->thread, NULL);
-    close(m->lfd);
-    close(m->stop_pipe[0]);
-    close(m->stop_pipe[1]);
-    SSL_CTX_free(m->ctx);
+    seq_server_stop(m->server);
     free(m);
 }
 

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,42 +77,7 @@ static ts_cert *issue(ts_ca *ca, const char *name, int self_signed)
  */
 enum { MINI_TLS, MINI_SMTP, MINI_HTTP, MINI_XMPP };
 
-typedef struct mini {
-    SSL_CTX *ctx;
-    int lfd, port, mode;
-    int stop_pipe[2];
-    pthread_t thread;
-} mini;
-
-static int plain_line(int fd, char *buf, size_t len)
-{
-    size_t n = 0;
-    while (n < len - 1) {
-        char ch;
-        if (recv(fd, &ch, 1, 0) != 1)
-            return -1;
-        buf[n++] = ch;
-        if (ch == '\n')
-            break;
-    }
-    buf[n] = '\0';
-    return 0;
-}
-
-static int tls_line(SSL *ssl, char *buf, size_t len)
-{
-    size_t n = 0;
-    while (n < len - 1) {
-        char ch;
-        if (SSL_read(ssl, &ch, 1) != 1)
-            return -1;
-        buf[n++] = ch;
-        if (ch == '\n')
-            break;
-    }
-    buf[n] = '\0';
-    return 0;
-}
+typedef seq_server mini;
 
 /* Read until needle was seen (XMPP sends no newlines): 1, or 0 on EOF, timeout or a full buffer. */
 static int plain_until(int fd, const char *needle)
@@ -126,56 +92,50 @@ static int plain_until(int fd, const char *needle)
     return 0;
 }
 
-static void plain_send(int fd, const char *s)
-{
-    if (send(fd, s, strlen(s), MSG_NOSIGNAL) < 0)
-        return;
-}
-
 /* The server's side of XMPP STARTTLS, up to the handshake: 1 when the client asked for it. */
 static int xmpp_preamble(int fd)
 {
     if (!plain_until(fd, "version='1.0'>"))
         return 0;
-    plain_send(fd, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx."
-                   "jabber.org/streams' id='s1' from='" FOO "' version='1.0'><stream:features><starttls "
-                   "xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>");
+    conn_send(fd, NULL,
+              "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx."
+              "jabber.org/streams' id='s1' from='" FOO "' version='1.0'><stream:features><starttls "
+              "xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>");
     if (!plain_until(fd, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"))
         return 0;
-    plain_send(fd, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    conn_send(fd, NULL, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     return 1;
 }
 
-static void mini_serve(mini *m, int fd)
+static void mini_serve(SSL_CTX *ctx, int fd, void *arg)
 {
-    struct timeval tv = {.tv_sec = 20};
+    int mode = (int)(intptr_t)arg;
     char line[1024];
     SSL *ssl = NULL;
 
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (m->mode == MINI_XMPP && !xmpp_preamble(fd))
+    if (mode == MINI_XMPP && !xmpp_preamble(fd))
         return;
-    if (m->mode == MINI_SMTP) {
-        plain_send(fd, "220 " FOO " ESMTP posh-test\r\n");
+    if (mode == MINI_SMTP) {
+        conn_send(fd, NULL, "220 " FOO " ESMTP posh-test\r\n");
         for (;;) {
-            if (plain_line(fd, line, sizeof(line)) != 0)
+            if (conn_line(fd, NULL, line, sizeof(line)) != 0)
                 return;
             if (strncasecmp(line, "EHLO", 4) == 0) {
-                plain_send(fd, "250-" FOO "\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+                conn_send(fd, NULL, "250-" FOO "\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
             } else if (strncasecmp(line, "STARTTLS", 8) == 0) {
-                plain_send(fd, "220 2.0.0 Ready to start TLS\r\n");
+                conn_send(fd, NULL, "220 2.0.0 Ready to start TLS\r\n");
                 break;
             } else if (strncasecmp(line, "QUIT", 4) == 0) {
-                plain_send(fd, "221 2.0.0 Bye\r\n");
+                conn_send(fd, NULL, "221 2.0.0 Bye\r\n");
                 return;
             } else {
-                plain_send(fd, "250 2.0.0 Ok\r\n");
+                conn_send(fd, NULL, "250 2.0.0 Ok\r\n");
             }
         }
     }
-    if ((ssl = SSL_new(m->ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
+    if ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1)
         goto done;
-    while (m->mode == MINI_HTTP && tls_line(ssl, line, sizeof(line)) == 0) {
+    while (mode == MINI_HTTP && conn_line(fd, ssl, line, sizeof(line)) == 0) {
         if (strcmp(line, "\r\n") != 0)
             continue;
         SSL_write(ssl, http_response(), (int)strlen(http_response()));
@@ -184,7 +144,7 @@ static void mini_serve(mini *m, int fd)
             ; /* until the client is gone: see http_handler */
         goto done;
     }
-    while (m->mode == MINI_SMTP && tls_line(ssl, line, sizeof(line)) == 0) {
+    while (mode == MINI_SMTP && conn_line(fd, ssl, line, sizeof(line)) == 0) {
         const char *reply = strncasecmp(line, "EHLO", 4) == 0   ? "250-" FOO "\r\n250 PIPELINING\r\n"
                             : strncasecmp(line, "QUIT", 4) == 0 ? "221 2.0.0 Bye\r\n"
                                                                 : "250 2.0.0 Ok\r\n";
@@ -198,66 +158,14 @@ done:
     ERR_clear_error();
 }
 
-static void *mini_main(void *p)
-{
-    mini *m = p;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = m->lfd, .events = POLLIN}, {.fd = m->stop_pipe[0], .events = POLLIN}};
-        int fd;
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
-            return NULL;
-        if (pfd[1].revents != 0)
-            return NULL;
-        if ((fd = accept(m->lfd, NULL, NULL)) < 0)
-            continue;
-        mini_serve(m, fd);
-        close(fd);
-    }
-}
-
 static mini *mini_start(ts_cert *cert, int port, int mode)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    socklen_t salen = sizeof(sa);
-    mini *m = calloc(1, sizeof(*m));
-    int one = 1;
-
-    cr_assert_not_null(m);
-    m->mode = mode;
-    m->ctx = SSL_CTX_new(TLS_server_method());
-    cr_assert_not_null(m->ctx);
-    cr_assert_eq(SSL_CTX_use_certificate(m->ctx, ts_cert_x509(cert)), 1);
-    cr_assert_eq(SSL_CTX_use_PrivateKey(m->ctx, ts_cert_key(cert)), 1);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    m->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(m->lfd, 0);
-    setsockopt(m->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    cr_assert_eq(bind(m->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind 127.0.0.1:%d: %s", port,
-                 strerror(errno));
-    cr_assert_eq(listen(m->lfd, 16), 0);
-    cr_assert_eq(getsockname(m->lfd, (struct sockaddr *)&sa, &salen), 0);
-    m->port = ntohs(sa.sin_port);
-    cr_assert_eq(pipe2(m->stop_pipe, O_CLOEXEC), 0);
-    cr_assert_eq(pthread_create(&m->thread, NULL, mini_main, m), 0);
-    return m;
+    return seq_server_start(cert, port, mini_serve, (void *)(intptr_t)mode);
 }
 
 static void mini_stop(mini *m)
 {
-    if (m == NULL)
-        return;
-    if (write(m->stop_pipe[1], "x", 1) != 1)
-        cr_log_warn("mini server: stop pipe");
-    pthread_join(m->thread, NULL);
-    close(m->lfd);
-    close(m->stop_pipe[0]);
-    close(m->stop_pipe[1]);
-    SSL_CTX_free(m->ctx);
-    free(m);
+    seq_server_stop(m);
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
