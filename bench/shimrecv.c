@@ -74,50 +74,7 @@ int bench_recv_loop_main(long n, bool accepted)
     return 0;
 }
 
-/* One child run: ns per call of each kind. */
-static void run_child(const char *shim, long n, double out[KINDS])
-{
-    char count[32], buf[256];
-    snprintf(count, sizeof(count), "%ld", n);
-    const char *args[] = {"--recv-loop", count, NULL};
-    if (bench_run_self(args, shim, buf, sizeof(buf)) < 0 || sscanf(buf, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
-        bench_fail("shimrecv: the receive loop (%s) failed: \"%s\"", shim != NULL ? "with the shim" : "plain", buf);
-}
-
 void bench_shim_recv(bool smoke)
 {
-#ifdef POSH_SHIM_PATH
-    const long n = smoke ? 20000 : 1000000;
-    const int rounds = smoke ? 2 : 7;
-    double *runs[2][KINDS];
-    char name[96];
-
-    for (int w = 0; w < 2; w++)
-        for (int k = 0; k < KINDS; k++)
-            runs[w][k] = bench_xmalloc(sizeof(double) * (size_t)rounds);
-    /* Alternate, so that a change of machine load hits both sides alike. */
-    for (int r = 0; r < rounds; r++) {
-        for (int w = 0; w < 2; w++) {
-            double v[KINDS];
-            run_child(w == 1 ? POSH_SHIM_PATH : NULL, n, v);
-            for (int k = 0; k < KINDS; k++)
-                runs[w][k][r] = v[k];
-        }
-    }
-    for (int k = 0; k < KINDS; k++) {
-        double plain = bench_median(runs[0][k], (size_t)rounds), shim = bench_median(runs[1][k], (size_t)rounds);
-        snprintf(name, sizeof(name), "%s, no shim (ns/call)", kind_names[k]);
-        bench_figure("shim recv", name, plain, "ns", BENCH_INFO, BENCH_NONE, 0);
-        snprintf(name, sizeof(name), "%s, with the shim (ns/call)", kind_names[k]);
-        bench_figure("shim recv", name, shim, "ns", BENCH_INFO, BENCH_NONE, 0);
-        snprintf(name, sizeof(name), "%s: with / without the shim", kind_names[k]);
-        /* Nothing measurable: no accepted XMPP socket, so the hook is a load, a test and a tail call. */
-        bench_figure("shim recv", name, shim / plain, "ratio", BENCH_MEASURED, BENCH_LE, 1.03);
-        free(runs[0][k]);
-        free(runs[1][k]);
-    }
-#else
-    (void)smoke;
-    bench_note("shim recv: the shim is not built (POSH_SHIM=OFF): section skipped");
-#endif
+    bench_shim_loops("shim recv", "--recv-loop", kind_names, smoke);
 }

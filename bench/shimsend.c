@@ -84,50 +84,58 @@ int bench_send_loop_main(long n, bool connected)
     return 0;
 }
 
-/* One child run: ns per call of each kind. */
-static void run_child(const char *shim, long n, double out[KINDS])
+/* One child run (this program with loop_flag n): ns per call of each of the 3 kinds. */
+static void run_child(const char *loop_flag, const char *shim, long n, double out[3])
 {
     char count[32], buf[256];
     snprintf(count, sizeof(count), "%ld", n);
-    const char *args[] = {"--send-loop", count, NULL};
+    const char *args[] = {loop_flag, count, NULL};
     if (bench_run_self(args, shim, buf, sizeof(buf)) < 0 || sscanf(buf, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
-        bench_fail("shimsend: the send loop (%s) failed: \"%s\"", shim != NULL ? "with the shim" : "plain", buf);
+        bench_fail("%s: the loop %s (%s) failed: \"%s\"", loop_flag, count, shim != NULL ? "with the shim" : "plain",
+                   buf);
 }
 
-void bench_shim_send(bool smoke)
+void bench_shim_loops(const char *section, const char *loop_flag, const char *const kinds[3], bool smoke)
 {
 #ifdef POSH_SHIM_PATH
     const long n = smoke ? 20000 : 1000000;
     const int rounds = smoke ? 2 : 7;
-    double *runs[2][KINDS];
+    double *runs[2][3];
     char name[96];
 
     for (int w = 0; w < 2; w++)
-        for (int k = 0; k < KINDS; k++)
+        for (int k = 0; k < 3; k++)
             runs[w][k] = bench_xmalloc(sizeof(double) * (size_t)rounds);
     /* Alternate, so that a change of machine load hits both sides alike. */
     for (int r = 0; r < rounds; r++) {
         for (int w = 0; w < 2; w++) {
-            double v[KINDS];
-            run_child(w == 1 ? POSH_SHIM_PATH : NULL, n, v);
-            for (int k = 0; k < KINDS; k++)
+            double v[3];
+            run_child(loop_flag, w == 1 ? POSH_SHIM_PATH : NULL, n, v);
+            for (int k = 0; k < 3; k++)
                 runs[w][k][r] = v[k];
         }
     }
-    for (int k = 0; k < KINDS; k++) {
+    for (int k = 0; k < 3; k++) {
         double plain = bench_median(runs[0][k], (size_t)rounds), shim = bench_median(runs[1][k], (size_t)rounds);
-        snprintf(name, sizeof(name), "%s, no shim (ns/call)", kind_names[k]);
-        bench_figure("shim send", name, plain, "ns", BENCH_INFO, BENCH_NONE, 0);
-        snprintf(name, sizeof(name), "%s, with the shim (ns/call)", kind_names[k]);
-        bench_figure("shim send", name, shim, "ns", BENCH_INFO, BENCH_NONE, 0);
-        snprintf(name, sizeof(name), "%s: with / without the shim", kind_names[k]);
-        /* Nothing measurable: a stanza costs the shim a two-byte test, anything else one byte. */
-        bench_figure("shim send", name, shim / plain, "ratio", BENCH_MEASURED, BENCH_LE, 1.03);
+        snprintf(name, sizeof(name), "%s, no shim (ns/call)", kinds[k]);
+        bench_figure(section, name, plain, "ns", BENCH_INFO, BENCH_NONE, 0);
+        snprintf(name, sizeof(name), "%s, with the shim (ns/call)", kinds[k]);
+        bench_figure(section, name, shim, "ns", BENCH_INFO, BENCH_NONE, 0);
+        snprintf(name, sizeof(name), "%s: with / without the shim", kinds[k]);
+        /* Nothing measurable: while no record is held, a hook is a load, a test or two and a tail call. */
+        bench_figure(section, name, shim / plain, "ratio", BENCH_MEASURED, BENCH_LE, 1.03);
         free(runs[0][k]);
         free(runs[1][k]);
     }
 #else
+    (void)loop_flag;
+    (void)kinds;
     (void)smoke;
-    bench_note("shim send: the shim is not built (POSH_SHIM=OFF): section skipped");
+    bench_note("%s: the shim is not built (POSH_SHIM=OFF): section skipped", section);
 #endif
+}
+
+void bench_shim_send(bool smoke)
+{
+    bench_shim_loops("shim send", "--send-loop", kind_names, smoke);
 }
