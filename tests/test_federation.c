@@ -584,7 +584,8 @@ static void run_scenario(const scenario *s, outcome *o)
     ts_cert_free(origin);
 }
 
-/* cr_expect that also marks the outcome failed: the report then follows the test's failures, once. */
+/* cr_expect that also marks the outcome o failed (either kind of outcome): the report then follows the test's
+ * failures, once. */
 #define EXPECT(cond, ...)                                                                                        \
     do {                                                                                                         \
         if (!(cond)) {                                                                                           \
@@ -927,14 +928,6 @@ static void run_twoway(const twoway *s, twoway_outcome *o)
     o->all_requests = fx_requests(&f, NULL, NULL);
 }
 
-#define EXPECT2(cond, ...)                                                                                       \
-    do {                                                                                                         \
-        if (!(cond)) {                                                                                           \
-            o->failed = 1;                                                                                       \
-            cr_expect(0, __VA_ARGS__);                                                                           \
-        }                                                                                                        \
-    } while (0)
-
 static void twoway_report_if_failed(const twoway *s, twoway_outcome *o)
 {
     static const char *const lines[] = {"s2s", "\twarn\t", "\terror\t", "Forbidding", NULL};
@@ -965,13 +958,13 @@ static int refused_incoming(const char *log, const char *peer)
 static void expect_twoway(const twoway *s, twoway_outcome *o)
 {
     if (s->expect_pong) {
-        EXPECT2(o->pong_ab, "%s: no pong from " FOO " for A's ping", s->what);
-        EXPECT2(o->pong_ba, "%s: no pong from " ORIGIN " for B's ping", s->what);
-        EXPECT2(!HAS_LINE(o->a_log, "Forbidding insecure connection"), "%s: A forbade a stream", s->what);
-        EXPECT2(!HAS_LINE(o->b_log, "Forbidding insecure connection"), "%s: B forbade a stream", s->what);
+        EXPECT(o->pong_ab, "%s: no pong from " FOO " for A's ping", s->what);
+        EXPECT(o->pong_ba, "%s: no pong from " ORIGIN " for B's ping", s->what);
+        EXPECT(!HAS_LINE(o->a_log, "Forbidding insecure connection"), "%s: A forbade a stream", s->what);
+        EXPECT(!HAS_LINE(o->b_log, "Forbidding insecure connection"), "%s: B forbade a stream", s->what);
     } else {
-        EXPECT2(!o->pong_ab, "%s: A's ping was answered", s->what);
-        EXPECT2(!o->pong_ba, "%s: B's ping was answered", s->what);
+        EXPECT(!o->pong_ab, "%s: A's ping was answered", s->what);
+        EXPECT(!o->pong_ba, "%s: B's ping was answered", s->what);
     }
 }
 
@@ -990,11 +983,11 @@ Test(federation, both_ways_accepted)
     twoway_outcome out, *o = &out;
     run_twoway(s, o);
     expect_twoway(s, o);
-    EXPECT2(o->origin_requests >= 1, "%s: origin.example.org's document was never fetched", s->what);
-    EXPECT2(o->foo_requests >= 1, "%s: foo.example.com's document was never fetched", s->what);
+    EXPECT(o->origin_requests >= 1, "%s: origin.example.org's document was never fetched", s->what);
+    EXPECT(o->foo_requests >= 1, "%s: foo.example.com's document was never fetched", s->what);
     /* Each server verified its peer on a stream it accepted, by the `from` it received. */
-    EXPECT2(HAS_LINE(o->a_out, FOO, "vouched for by POSH"), "%s: A's shim vouched for nothing", s->what);
-    EXPECT2(HAS_LINE(o->b_out, ORIGIN, "vouched for by POSH"), "%s: B's shim vouched for nothing", s->what);
+    EXPECT(HAS_LINE(o->a_out, FOO, "vouched for by POSH"), "%s: A's shim vouched for nothing", s->what);
+    EXPECT(HAS_LINE(o->b_out, ORIGIN, "vouched for by POSH"), "%s: B's shim vouched for nothing", s->what);
     cr_log_info("both ways: ping to pong A->B %gs, B->A %gs", o->secs_ab, o->secs_ba);
     twoway_report_if_failed(s, o);
     twoway_free(o);
@@ -1011,7 +1004,7 @@ Test(federation, both_ways_without_shim_refused)
     twoway_outcome out, *o = &out;
     run_twoway(s, o);
     expect_twoway(s, o);
-    EXPECT2(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
+    EXPECT(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
     twoway_report_if_failed(s, o);
     twoway_free(o);
     free(od);
@@ -1029,7 +1022,7 @@ Test(federation, incoming_without_shim_refused)
     twoway_outcome out, *o = &out;
     run_twoway(s, o);
     expect_twoway(s, o);
-    EXPECT2(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse origin.example.org's stream", s->what);
+    EXPECT(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse origin.example.org's stream", s->what);
     twoway_report_if_failed(s, o);
     twoway_free(o);
     free(od);
@@ -1051,10 +1044,10 @@ static void impostor_refused(int a_is_impostor)
     expect_twoway(s, o);
     /* The honest server refuses the impostor on the stream the impostor opened (its client certificate). */
     if (a_is_impostor)
-        EXPECT2(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse the impostor's stream", s->what);
+        EXPECT(refused_incoming(o->b_log, ORIGIN), "%s: B did not refuse the impostor's stream", s->what);
     else
-        EXPECT2(refused_incoming(o->a_log, FOO), "%s: A did not refuse the impostor's stream", s->what);
-    EXPECT2((a_is_impostor ? o->origin_requests : o->foo_requests) >= 1, "%s: the document was never fetched",
+        EXPECT(refused_incoming(o->a_log, FOO), "%s: A did not refuse the impostor's stream", s->what);
+    EXPECT((a_is_impostor ? o->origin_requests : o->foo_requests) >= 1, "%s: the document was never fetched",
             s->what);
     twoway_report_if_failed(s, o);
     twoway_free(o);
@@ -1084,7 +1077,7 @@ Test(federation, both_ways_named_certificates_no_posh)
     twoway_outcome out, *o = &out;
     run_twoway(s, o);
     expect_twoway(s, o);
-    EXPECT2(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
+    EXPECT(o->all_requests == 0, "%s: %ld POSH requests", s->what, o->all_requests);
     twoway_report_if_failed(s, o);
     twoway_free(o);
     ts_cert_free(named_a);
@@ -1118,10 +1111,10 @@ Test(federation, early_lookup_figures)
         run_twoway(s, o);
         expect_twoway(s, o);
         if (early)
-            EXPECT2(HAS_LINE(o->b_out, ORIGIN, "early lookup started (stream header received)"),
+            EXPECT(HAS_LINE(o->b_out, ORIGIN, "early lookup started (stream header received)"),
                     "%s: B started no early lookup for the `from` it received", s->what);
         else
-            EXPECT2(!HAS_LINE(o->b_out, "early lookup started"), "%s: an early lookup was started", s->what);
+            EXPECT(!HAS_LINE(o->b_out, "early lookup started"), "%s: an early lookup was started", s->what);
         secs[early][0] = o->secs_ab;
         secs[early][1] = o->secs_ba;
         setup[early][0] = stream_setup_secs(o->ping_ab);
