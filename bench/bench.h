@@ -60,6 +60,8 @@ void bench_nonblock(bench_env *env);
 void bench_handshake_nonblocking(bench_env *env, double *wall_ratio, double *cpu_ratio);
 void bench_shim_send(bool smoke);           /* the shim's libc hooks in a send-heavy program, with and without */
 void bench_shim_recv(bool smoke);           /* the same for the receiving hooks (read, recv) */
+/* A loopback TCP connection left open: the dialled end (returned), the accepted end in *accepted; -1 failed. */
+int bench_tcp_pair(int *accepted);
 /* Both: this program's loop_flag N child timed with and without the shim, 3 kinds of call, in section. */
 void bench_shim_loops(const char *section, const char *loop_flag, const char *const kinds[3], bool smoke);
 void bench_warm_start(bench_env *env); /* a new process's verdict with an empty or a filled cache directory */

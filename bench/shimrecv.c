@@ -25,18 +25,6 @@
 #define KINDS 3
 static const char *const kind_names[KINDS] = {"read", "recv", "xml"};
 
-/* An accepted TCP socket (from a connection of its own), left open: under the shim it holds an incoming record. */
-static int tcp_accepted(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    socklen_t len = sizeof(sin);
-    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (l < 0 || c < 0 || bind(l, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(l, 1) != 0 ||
-        getsockname(l, (struct sockaddr *)&sin, &len) != 0 || connect(c, (struct sockaddr *)&sin, len) != 0)
-        return -1;
-    return accept(l, NULL, NULL);
-}
 
 int bench_recv_loop_main(long n, bool accepted)
 {
@@ -44,6 +32,7 @@ int bench_recv_loop_main(long n, bool accepted)
     double ns[KINDS];
     struct sockaddr_in sin = {.sin_family = AF_INET};
     int zero = open("/dev/zero", O_RDONLY), udp = socket(AF_INET, SOCK_DGRAM, 0), mem = memfd_create("xml", 0);
+    int peer = -1;
     size_t xml_len;
     int64_t t0;
 
@@ -54,7 +43,7 @@ int bench_recv_loop_main(long n, bool accepted)
     if (zero < 0 || udp < 0 || mem < 0 || n <= 0 || bind(udp, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
         write(mem, xml, xml_len) != (ssize_t)xml_len)
         return 1;
-    if (accepted && (setenv("POSH_SERVICE", "xmpp-server", 1) != 0 || tcp_accepted() < 0))
+    if (accepted && (setenv("POSH_SERVICE", "xmpp-server", 1) != 0 || bench_tcp_pair(&peer) < 0))
         return 1;
     t0 = bench_now_ns();
     for (long i = 0; i < n; i++)

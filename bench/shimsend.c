@@ -24,17 +24,20 @@
 static const char *const kind_names[KINDS] = {"write", "send", "xml"};
 
 /*
- * A TCP connection the program dialled (to a listener of its own), left open: under the shim it holds a stream
- * record, so each send also looks at what the kernel accepted (--send-loop N connected, for callgrind).
+ * A loopback TCP connection of the program's own, left open: its dialled end (returned) and its accepted end
+ * (*accepted). Under the shim the dialled end holds an outgoing stream record (--send-loop N connected) and,
+ * with POSH_SERVICE=xmpp-server, the accepted end an incoming one (--recv-loop N accepted), so that the hooks
+ * also look at what each call moved (for callgrind). -1 on failure.
  */
-static int tcp_dialled(void)
+int bench_tcp_pair(int *accepted)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET};
     socklen_t len = sizeof(sin);
     int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (l < 0 || c < 0 || bind(l, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(l, 1) != 0 ||
-        getsockname(l, (struct sockaddr *)&sin, &len) != 0 || connect(c, (struct sockaddr *)&sin, len) != 0)
+        getsockname(l, (struct sockaddr *)&sin, &len) != 0 || connect(c, (struct sockaddr *)&sin, len) != 0 ||
+        (*accepted = accept(l, NULL, NULL)) < 0)
         return -1;
     return c;
 }
@@ -58,13 +61,13 @@ int bench_send_loop_main(long n, bool connected)
     static const char plain[64] = "posh benchmark: bytes that are neither XML nor a TLS record.....";
     char xml[256];
     double ns[KINDS];
-    int devnull = open("/dev/null", O_WRONLY), receiver = -1, udp = udp_sender(&receiver);
+    int devnull = open("/dev/null", O_WRONLY), receiver = -1, udp = udp_sender(&receiver), peer = -1;
     int64_t t0;
 
     /* 74 + 165 + 17 = 256 bytes would not fit with the NUL: 255 bytes of XML. */
     snprintf(xml, sizeof(xml), "<message xmlns='jabber:client' to='someone@example.org' type='chat'><body>%164s"
              "</body></message>", "hello");
-    if (devnull < 0 || udp < 0 || n <= 0 || (connected && tcp_dialled() < 0))
+    if (devnull < 0 || udp < 0 || n <= 0 || (connected && bench_tcp_pair(&peer) < 0))
         return 1;
     t0 = bench_now_ns();
     for (long i = 0; i < n; i++)
