@@ -6,8 +6,8 @@
  * the approval lives in that object's ex_data and dies with it. Another connection presenting the same
  * certificate, a server-side peer (other than the client certificate of an incoming XMPP stream whose `from`
  * POSH vouched for: that connection's own object, for that name), or a certificate the program parsed itself
- * is another object: it gets OpenSSL's own answer. Never a process-wide table keyed by the certificate's hash: that would let one service's
- * approval speak for every port, service and direction of the process.
+ * is another object: it gets OpenSSL's own answer. Never a process-wide table keyed by the certificate's hash:
+ * that would let one service's approval speak for every port, service and direction of the process.
  *
  * Copies: Ruby and Node read the names of an X509_dup() copy of the leaf (OpenSSL 3's X509_dup copies no
  * ex_data). A copy the program itself makes of an object that carries an approval (or a deferred one) shares
