@@ -501,6 +501,36 @@ static posh_client *ctx_client_ref(ctx_state *cst)
 }
 
 /*
+ * The client a verification on cst's context uses, with *held the reference it took (posh_client_unref() when
+ * done; NULL for the default client), or NULL with st's rejection recorded: no default client (POSH_ERR_CONFIG),
+ * or the client was freed (POSH_ERR_CANCELLED: fail closed before anything of it is used, its caches, clock or
+ * engine; a wait from before the free was cancelled, its answer is not needed).
+ */
+static posh_client *verification_client(ssl_state *st, ctx_state *cst, const char *reference, const char *service,
+                                        posh_client **held)
+{
+    posh_client *client = *held = ctx_client_ref(cst);
+    if (client == NULL) {
+        /* Making the default client may touch OpenSSL: the handshake's error queue stays as it was. */
+        ERR_set_mark();
+        client = posh_default_client();
+        ERR_pop_to_mark();
+    }
+    if (client == NULL) {
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+        return NULL;
+    }
+    if (posh_client_closed(client)) {
+        posh_wait_release(st->wait);
+        st->wait = NULL;
+        record(st, POSH_STATUS_REJECTED, POSH_ERR_CANCELLED, "%s %s: the POSH client was freed (posh_client_free)",
+               reference, service);
+        return NULL;
+    }
+    return client;
+}
+
+/*
  * The decision for one client connection. transparent (the shim): the application's own host names are the only
  * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
  */
@@ -561,29 +591,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
     }
     /* Created on first need only: a process whose names all match never starts libcurl. */
-    held = ctx_client_ref(cst);
-    client = held;
-    if (client == NULL) {
-        /* Making the default client may touch OpenSSL: the handshake's error queue stays as it was. */
-        ERR_set_mark();
-        client = posh_default_client();
-        ERR_pop_to_mark();
-    }
-    if (client == NULL) {
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+    if ((client = verification_client(st, cst, reference, service, &held)) == NULL)
         goto rejected;
-    }
-    if (posh_client_closed(client)) {
-        /*
-         * posh_client_free() was called: fail closed before anything of the client is used (caches, clock,
-         * engine). A wait from before the free was cancelled; its answer is not needed.
-         */
-        posh_wait_release(st->wait);
-        st->wait = NULL;
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_CANCELLED, "%s %s: the POSH client was freed (posh_client_free)",
-               reference, service);
-        goto rejected;
-    }
     /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
     nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
     delegation = (cst != NULL && cst->delegation) || client->cfg->delegation;
@@ -721,6 +730,15 @@ int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
 }
 
 /*
+ * The service POSH checks a connection for, client side and server side alike: SSL_set_posh_verify()'s, else the
+ * context's (SSL_CTX_set_posh_verify), else "" (the shim then chooses one per connection).
+ */
+static const char *configured_service(const ssl_state *st, const ctx_state *cst)
+{
+    return st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+}
+
+/*
  * ---- server side: the client certificate of an incoming connection ----
  * A server checks no name on a client certificate unless the application names one, so POSH runs only for the
  * identity the application says the peer claims: SSL_set_posh_reference() before the handshake (for the shim,
@@ -738,7 +756,7 @@ static int verify_server_side(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst)
 {
     char given_reference[POSH_MAX_DOMAIN_LEN + 2], chosen[SERVICE_BUF];
     ssl_state *st = ssl_state_get(ssl, 0);
-    const char *service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+    const char *service = configured_service(st, cst);
     int transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     int ret;
 
@@ -782,7 +800,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     st = ssl_state_get(ssl, 0);
     take_reference(st, given_reference);
     memcpy(kept_reference, given_reference, sizeof(kept_reference));
-    service = st != NULL && st->service[0] != '\0' ? st->service : cst != NULL ? cst->service : "";
+    service = configured_service(st, cst);
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     /* The application turned verification off and named no host: nobody will hear POSH's answer, so no request. */
     if (!transparent && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) == 0 && given_reference[0] == '\0' &&
@@ -1092,19 +1110,8 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
         record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
         goto finished;
     }
-    held = ctx_client_ref(ctx_state_get(SSL_get_SSL_CTX(ssl), 0));
-    ERR_set_mark();
-    client = held != NULL ? held : posh_default_client();
-    ERR_pop_to_mark();
-    if (client == NULL) {
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_CONFIG, "%s", posh_default_client_error());
+    if ((client = verification_client(st, ctx_state_get(SSL_get_SSL_CTX(ssl), 0), reference, canon, &held)) == NULL)
         goto finished;
-    }
-    if (posh_client_closed(client)) {
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_CANCELLED, "%s %s: the POSH client was freed (posh_client_free)",
-               reference, canon);
-        goto finished;
-    }
     vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf);
     if (vouched == 1)
         memcpy(st->vouched, reference, sizeof(st->vouched)); /* SSL_get_posh_vouched_name() */
