@@ -200,16 +200,13 @@ static void lazy_drop(ssl_state *st)
     st->lazy_res = NULL;
 }
 
-static void message_format(ssl_state *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void message_vformat(ssl_state *st, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
-static void message_format(ssl_state *st, const char *fmt, ...)
+static void message_vformat(ssl_state *st, const char *fmt, va_list ap)
 {
     char raw[POSH_MSG_LEN];
-    va_list ap;
-    va_start(ap, fmt);
     if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
         raw[0] = '\0';
-    va_end(ap);
     /*
      * What a server sent arrives here inside a result's message, escaped already: keep its backslashes (no
      * second escape), and still let nothing outside printable ASCII into SSL_get_posh_message().
@@ -217,21 +214,28 @@ static void message_format(ssl_state *st, const char *fmt, ...)
     posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE);
 }
 
+static void message_format(ssl_state *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void message_format(ssl_state *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message_vformat(st, fmt, ap);
+    va_end(ap);
+}
+
 static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static void record(ssl_state *st, posh_status status, posh_err err, const char *fmt, ...)
 {
-    char raw[POSH_MSG_LEN];
     va_list ap;
     lazy_drop(st);
     st->status = status;
     st->err = err;
     va_start(ap, fmt);
-    if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
-        raw[0] = '\0';
+    message_vformat(st, fmt, ap);
     va_end(ap);
-    posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE); /* as message_format() says */
 }
 
 /* The URL of a result's last request (where its document came from), or "". */
