@@ -4,6 +4,7 @@
 #include "fixture.h"
 
 #include <criterion/criterion.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,4 +208,9 @@ char *fx_stderr_of(void (*fn)(void *), void *arg)
     cr_assert_eq(fread(out, 1, (size_t)len, tmp), (size_t)len);
     fclose(tmp);
     return out;
+}
+
+void fx_hashed_name(ts_ca *ca, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%08lx.0", X509_subject_name_hash(ts_ca_x509(ca)));
 }

@@ -44,6 +44,8 @@ char *fx_ref(const char *url, long expires);
 void fx_put(fx *f, const char *host, const char *path, const char *body);
 /* Like fx_put, and frees body. */
 void fx_put_free(fx *f, const char *host, const char *path, char *body);
+/* The file name OpenSSL's hashed directory lookup opens for ca's certificate (HASH.0). */
+void fx_hashed_name(ts_ca *ca, char *out, size_t outlen);
 /* A configuration trusting the test CA and routing both sites to nginx. */
 posh_config *fx_config(fx *f);
 posh_client *fx_client(fx *f);

@@ -6,7 +6,6 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <openssl/x509.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,9 +352,10 @@ static posh_client *client_trusting(const char *ca_file, const char *ca_path)
 /* Write ca's certificate into dir as OpenSSL's hashed lookup finds it (HASH.0); dir is made. */
 static void hashed_dir(const char *dir, ts_ca *ca)
 {
-    char path[700];
+    char path[700], name[32];
     cr_assert_eq(mkdir(dir, 0755), 0, "mkdir %s: %s", dir, strerror(errno));
-    snprintf(path, sizeof(path), "%s/%08lx.0", dir, X509_subject_name_hash(ts_ca_x509(ca)));
+    fx_hashed_name(ca, name, sizeof(name));
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
     cr_assert_eq(ts_ca_write(ca, path), 0);
 }
 

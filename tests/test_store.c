@@ -826,17 +826,6 @@ static void write_text(const char *path, const char *a, const char *b)
     cr_assert_eq(fclose(fp), 0);
 }
 
-/* What OpenSSL's hashed directory lookup calls this CA's certificate: "<subject hash>.0". */
-static void hashed_name(ts_ca *ca, char *out, size_t outlen)
-{
-    BIO *bio = BIO_new_mem_buf(ts_ca_pem(ca), -1);
-    X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    cr_assert_not_null(x);
-    snprintf(out, outlen, "%08lx.0", X509_subject_name_hash(x));
-    X509_free(x);
-    BIO_free(bio);
-}
-
 /* A process whose working directory is d, trusting the relative "ca.pem" there: by the setter or POSH_CA_FILE. */
 static posh_err lookup_from(const char *d, bool by_env, int *from_disk)
 {
@@ -984,7 +973,7 @@ Test(store, ca_directory_scope_follows_its_content)
     fx_start(&f);
     snprintf(cadir, sizeof(cadir), "%s/certs", base);
     cr_assert_eq(mkdir(cadir, 0755), 0);
-    hashed_name(f.ca, name, sizeof(name));
+    fx_hashed_name(f.ca, name, sizeof(name));
     snprintf(path, sizeof(path), "%s/%s", cadir, name);
     cr_assert_eq(ts_ca_write(f.ca, path), 0);
 
@@ -1003,7 +992,7 @@ Test(store, ca_directory_scope_follows_its_content)
     cr_expect_eq(from_disk, 1, "a name OpenSSL does not load: the same anchors");
 
     /* Another root in the directory: other anchors, for a new client and for the one running. */
-    hashed_name(extra, name, sizeof(name));
+    fx_hashed_name(extra, name, sizeof(name));
     snprintf(path, sizeof(path), "%s/%s", cadir, name);
     cr_assert_eq(ts_ca_write(extra, path), 0);
     cr_assert_eq(lookup_svc(c = anchored_client(NULL, cadir, 0), FOO, "xmpp-server", &from_disk), POSH_OK);
