@@ -41,6 +41,7 @@ static struct {
     ctx_new_fn ctx_new, own_ctx_new;
     ctx_new_ex_fn ctx_new_ex, own_ctx_new_ex;
     set_cert_verify_fn set_cert_verify;
+    int set_cert_verify_foreign;                /* the program's is another library's: passed through untouched */
     void *base_ssl, *base_crypto, *base_self;  /* load addresses of libssl, libcrypto and this module */
     int program_ssl_is_openssl;                 /* the process's SSL_CTX_new is libssl.so.3's */
 } real;
@@ -215,8 +216,8 @@ static void shim_init(void)
     real.own_ctx_new_ex = (ctx_new_ex_fn)shim_resolve_own("SSL_CTX_new_ex", (void *)SSL_CTX_new_ex);
     real.program_ssl_is_openssl = real.own_ctx_new != NULL && real.own_ctx_new == real.ctx_new;
     real.ctx_new_ex = (ctx_new_ex_fn)shim_resolve("SSL_CTX_new_ex", OPENSSL_VERSION_NODE, (void *)SSL_CTX_new_ex);
-    real.set_cert_verify = (set_cert_verify_fn)shim_resolve(
-        "SSL_CTX_set_cert_verify_callback", OPENSSL_VERSION_NODE, (void *)SSL_CTX_set_cert_verify_callback);
+    real.set_cert_verify = (set_cert_verify_fn)shim_resolve_openssl_or_own(
+        "SSL_CTX_set_cert_verify_callback", (void *)SSL_CTX_set_cert_verify_callback, &real.set_cert_verify_foreign);
     real.base_ssl = module_base((void *)real.ctx_new);
     real.base_crypto = module_base(shim_resolve("X509_check_host", OPENSSL_VERSION_NODE, (void *)X509_check_host));
     real.base_self = module_base((void *)shim_init);
@@ -403,7 +404,7 @@ SHIM_EXPORT void SSL_CTX_set_cert_verify_callback(SSL_CTX *ctx, int (*cb)(X509_S
     shim_ready();
     if (real.set_cert_verify == NULL)
         return;
-    if (cb != NULL && posh_is_cert_verify_callback(cb)) {
+    if (real.set_cert_verify_foreign || (cb != NULL && posh_is_cert_verify_callback(cb))) {
         real.set_cert_verify(ctx, cb, arg);
         return;
     }
