@@ -248,8 +248,8 @@ POSH_EXPORT posh_client *posh_client_new(const posh_config *cfg);
  * Free the client: it is closed, and the caller's pointer must not be used again. Results obtained from it stay
  * valid until released. Its engine thread (if non-blocking work started one) is stopped first and never starts
  * again: callbacks of lookups in flight are called with POSH_ERR_CANCELLED before this returns. Contexts given
- * the client (SSL_CTX_set_posh_client()) keep its memory until they are freed or given another client, and every
- * verification on them from then on fails closed: a handshake started later, or a suspended one retried once its
+ * the client (SSL_CTX_set_posh_client()) keep its memory until they are freed, and every verification on them
+ * from then on fails closed: a handshake started later, or a suspended one retried once its
  * wait descriptor is readable, is rejected with POSH_ERR_CANCELLED (SSL_get_posh_status() POSH_STATUS_REJECTED).
  * Handshakes running on such contexts in other threads at the time of the call are safe too. Never call it from
  * one of its own callbacks (refused: logged, and the client is left alive), nor twice, nor while other threads
@@ -411,8 +411,10 @@ POSH_EXPORT int posh_result_descriptor_hash(const posh_result *result, size_t i,
 POSH_EXPORT int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service);
 /*
  * Use client instead of the default client. ctx holds a reference to it: the client's memory lives until ctx is
- * freed or given another client, even after posh_client_free(), after which ctx's verifications fail closed with
- * POSH_ERR_CANCELLED. 1 ok, 0 error (also when the client was freed already).
+ * freed, even after posh_client_free(), after which ctx's verifications fail closed with POSH_ERR_CANCELLED.
+ * Calling it again replaces the client for the verifications that start afterwards; the replaced one is kept
+ * until ctx is freed too, since a verification running on another thread may still be using it (verifications
+ * take no lock to read a context's client). 1 ok, 0 error (also when the client was freed already).
  */
 POSH_EXPORT int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client);
 

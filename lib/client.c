@@ -347,6 +347,20 @@ static posh_err lookup_through(posh_client *client, posh_cache *(*which)(posh_cl
     return posh_lookup_outcome(out);
 }
 
+posh_result *posh_lookup_peek(posh_client *client, posh_lookup_kind kind, const char *domain, const char *service)
+{
+    char key[POSH_MAX_DOMAIN_LEN + 2 * POSH_MAX_SERVICE_LEN + 8];
+    size_t d = strnlen(domain, POSH_MAX_DOMAIN_LEN + 1), s = strnlen(service, 2 * POSH_MAX_SERVICE_LEN + 4);
+
+    if (d > POSH_MAX_DOMAIN_LEN || s > 2 * POSH_MAX_SERVICE_LEN + 3)
+        return NULL;
+    memcpy(key, domain, d);
+    key[d] = ' ';
+    memcpy(key + d + 1, service, s + 1);
+    return posh_cache_peek(kind == POSH_KIND_DELEGATION ? client->delegations : client->cache, key,
+                           posh_config_now(client->cfg));
+}
+
 posh_cache *posh_client_posh_cache(posh_client *client)
 {
     return client->cache;

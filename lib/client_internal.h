@@ -474,6 +474,13 @@ posh_cache *posh_client_delegation_cache(posh_client *client);
 /* What posh_lookup() returns for the cache's answer r: its error, and no result (r freed, set to NULL) for
  * POSH_ERR_NOMEM (also when r is NULL) and POSH_ERR_INVALID_ARGUMENT. */
 posh_err posh_lookup_outcome(posh_result **r);
+/*
+ * The cache's fresh answer of kind for (domain, service) (a new reference), or NULL: never waits, never fills,
+ * never touches OpenSSL's error queue. domain must be normalised (posh_domain_normalize) and service canonical
+ * ("_svc._proto", as posh_service_parse() folds it) for a hit: the key is theirs joined as cache_key() joins the
+ * parsed parts, and every key in the cache was built from normalised parts, so anything else only misses.
+ */
+posh_result *posh_lookup_peek(posh_client *client, posh_lookup_kind kind, const char *domain, const char *service);
 /* Why libcurl cannot serve (it failed to initialise, or has no TLS), or NULL when it can. */
 const char *posh_client_curl_problem(void);
 
@@ -534,6 +541,8 @@ int posh_ctx_install_transparent(SSL_CTX *ctx);
 int posh_ctx_chain_cert_verify(SSL_CTX *ctx, int (*cb)(X509_STORE_CTX *, void *), void *arg);
 /* Is cb POSH's own certificate verification callback? */
 int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *));
+/* POSH's own certificate verification callback itself (bench/: timed around, as the verification step). */
+int (*posh_cert_verify_callback(void))(X509_STORE_CTX *, void *);
 /* 1 while this thread runs a POSH lookup: its HTTPS fetches are POSH's own and never subject to POSH. */
 int posh_verify_in_lookup(void);
 /* This thread (an engine's) only ever runs POSH lookups. */

@@ -20,7 +20,14 @@ typedef int (*cert_verify_fn)(X509_STORE_CTX *xctx, void *arg);
 
 typedef struct ctx_state {
     char service[SERVICE_BUF];     /* "" when only SSL_set_posh_verify() installed the callback */
-    posh_client *client;           /* NULL: the default client; else a reference (SSL_CTX_set_posh_client) */
+    /*
+     * NULL: the default client; else a reference (SSL_CTX_set_posh_client). Read without a lock by every
+     * verification: a client it replaces goes to retired, never freed before the context, so a verification
+     * that read it on another thread can go on using it (the SSL holds a reference to its SSL_CTX).
+     */
+    _Atomic(posh_client *) client;
+    posh_client **retired;         /* clients replaced by SSL_CTX_set_posh_client(), released with the context */
+    size_t nretired;
     int installed;                 /* the certificate verification callback is set on this context */
     int transparent;               /* installed by the shim: never adds a host name, service per connection */
     cert_verify_fn next;           /* the application's own cert verify callback (shim), NULL: X509_verify_cert */
@@ -64,12 +71,19 @@ static int ssl_index = -1;
 static _Thread_local int in_lookup;
 static posh_shim_hooks shim_hooks;
 
-/* SSL_CTX_free: the context's reference to its client goes with it (the client's memory, if it was the last). */
+/*
+ * SSL_CTX_free: the context's references to its clients go with it (a client's memory, if it was the last). No
+ * verification runs on the context any more: each SSL holds a reference to its SSL_CTX.
+ */
 static void ctx_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     ctx_state *st = ptr;
-    if (st != NULL)
-        posh_client_unref(st->client);
+    if (st == NULL)
+        return;
+    posh_client_unref(atomic_load(&st->client));
+    for (size_t i = 0; i < st->nretired; i++)
+        posh_client_unref(st->retired[i]);
+    free(st->retired);
     free(st);
 }
 
@@ -316,9 +330,11 @@ static int eligible_reference(const char *host, char out[POSH_MAX_DOMAIN_LEN + 2
 /* Tell the shim that POSH vouched for this connection's certificate object under reference, and for how long. */
 static void notify_vouched(posh_client *client, const posh_result *res, X509 *leaf, const char *reference)
 {
-    long ttl = (long)(posh_result_expires_at(res) - posh_config_now(client->cfg));
+    long ttl;
 
-    if (shim_hooks.vouched != NULL && ttl > 0)
+    if (shim_hooks.vouched == NULL)
+        return; /* the library alone: no clock read on every accepted handshake */
+    if ((ttl = (long)(posh_result_expires_at(res) - posh_config_now(client->cfg))) > 0)
         shim_hooks.vouched(leaf, reference, ttl);
 }
 
@@ -333,10 +349,7 @@ static void notify_vouched(posh_client *client, const posh_result *res, X509 *le
 static int obtain_nonblocking(ssl_state *st, posh_client *client, posh_lookup_kind kind, const char *reference,
                               const char *service, posh_result **res, posh_err *err)
 {
-    char key[POSH_MAX_DOMAIN_LEN + SERVICE_BUF + 2];
     char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
-    posh_cache *cache = kind == POSH_KIND_DELEGATION ? posh_client_delegation_cache(client)
-                                                     : posh_client_posh_cache(client);
     posh_result **held = &st->held[kind];
 
     *res = NULL;
@@ -363,8 +376,7 @@ static int obtain_nonblocking(ssl_state *st, posh_client *client, posh_lookup_ki
         posh_wait_release(st->wait);
         st->wait = NULL;
     }
-    snprintf(key, sizeof(key), "%s %s", reference, service);
-    if ((*res = posh_cache_peek(cache, key, posh_config_now(client->cfg))) != NULL) {
+    if ((*res = posh_lookup_peek(client, kind, reference, service)) != NULL) {
         *held = posh_result_ref(*res);
         *err = posh_lookup_outcome(res);
         return 1;
@@ -384,6 +396,11 @@ static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_look
                   const char *service, posh_result **res, posh_err *err)
 {
     int answered = 1;
+    /* Warm (every handshake but the first): the cache's answer, which touches neither the error queue nor curl. */
+    if (!nonblocking && (*res = posh_lookup_peek(client, kind, reference, service)) != NULL) {
+        *err = posh_lookup_outcome(res);
+        return 1;
+    }
     ERR_set_mark();
     in_lookup++;
     if (nonblocking)
@@ -490,30 +507,22 @@ static int posh_delegates(ssl_state *st, posh_client *client, int nonblocking, c
 }
 
 /*
- * A reference to the client of the context (NULL: it uses the default client), held for one verification: the
- * context's own may go meanwhile (SSL_CTX_set_posh_client with another client, from another thread).
+ * The client of the context (NULL: it uses the default client). No lock and no reference per verification: the
+ * context keeps every client it was given until it is freed (ctx_state), and it outlives the verification.
  */
-static posh_client *ctx_client_ref(ctx_state *cst)
+static posh_client *ctx_client(ctx_state *cst)
 {
-    posh_client *client;
-    if (cst == NULL)
-        return NULL;
-    pthread_mutex_lock(&setup_lock);
-    client = cst->client != NULL ? posh_client_ref(cst->client) : NULL;
-    pthread_mutex_unlock(&setup_lock);
-    return client;
+    return cst != NULL ? atomic_load_explicit(&cst->client, memory_order_acquire) : NULL;
 }
 
 /*
- * The client a verification on cst's context uses, with *held the reference it took (posh_client_unref() when
- * done; NULL for the default client), or NULL with st's rejection recorded: no default client (POSH_ERR_CONFIG),
- * or the client was freed (POSH_ERR_CANCELLED: fail closed before anything of it is used, its caches, clock or
- * engine; a wait from before the free was cancelled, its answer is not needed).
+ * The client a verification on cst's context uses, or NULL with st's rejection recorded: no default client
+ * (POSH_ERR_CONFIG), or the client was freed (POSH_ERR_CANCELLED: fail closed before anything of it is used, its
+ * caches, clock or engine; a wait from before the free was cancelled, its answer is not needed).
  */
-static posh_client *verification_client(ssl_state *st, ctx_state *cst, const char *reference, const char *service,
-                                        posh_client **held)
+static posh_client *verification_client(ssl_state *st, ctx_state *cst, const char *reference, const char *service)
 {
-    posh_client *client = *held = ctx_client_ref(cst);
+    posh_client *client = ctx_client(cst);
     if (client == NULL) {
         /* Making the default client may touch OpenSSL: the handshake's error queue stays as it was. */
         ERR_set_mark();
@@ -543,7 +552,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
 {
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
     X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
-    posh_client *client = NULL, *held = NULL;
+    posh_client *client = NULL;
     char reference[POSH_MAX_DOMAIN_LEN + 2] = "";
     STACK_OF(X509) *anchors = NULL;
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
@@ -595,7 +604,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
     }
     /* Created on first need only: a process whose names all match never starts libcurl. */
-    if ((client = verification_client(st, cst, reference, service, &held)) == NULL)
+    if ((client = verification_client(st, cst, reference, service)) == NULL)
         goto rejected;
     /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
     nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
@@ -654,7 +663,6 @@ nomem:
     X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
     ret = 0;
 done:
-    posh_client_unref(held); /* may be the last reference (the context's went meanwhile): nothing reads client now */
     return ret;
 }
 
@@ -729,7 +737,8 @@ int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
     }
     vouched = posh_vouches(&st, client, 0, reference, service, leaf);
     if (vouched != 1)
-        posh_log(POSH_LOG_WARNING, "rejected: %s", st.message);
+        posh_log(POSH_LOG_WARNING, "rejected: %s", message_of(&st));
+    lazy_drop(&st); /* an acceptance keeps a reference to its result for the message: this st goes now */
     return vouched == 1;
 }
 
@@ -883,6 +892,11 @@ int posh_is_cert_verify_callback(int (*cb)(X509_STORE_CTX *, void *))
     return cb == posh_cert_verify;
 }
 
+int (*posh_cert_verify_callback(void))(X509_STORE_CTX *, void *)
+{
+    return posh_cert_verify;
+}
+
 int posh_verify_in_lookup(void)
 {
     return in_lookup != 0;
@@ -905,7 +919,7 @@ int SSL_CTX_set_posh_verify(SSL_CTX *ctx, const char *service)
         return 0;
     pthread_mutex_lock(&setup_lock);
     st = ctx_state_get(ctx, 1);
-    own_client = st != NULL && st->client != NULL;
+    own_client = st != NULL && atomic_load(&st->client) != NULL;
     pthread_mutex_unlock(&setup_lock);
     if (st == NULL)
         return 0;
@@ -966,8 +980,9 @@ int SSL_get_posh_wait_fd(const SSL *ssl)
 
 int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
 {
-    posh_client *old = NULL;
+    posh_client *old, **retired;
     ctx_state *st;
+    int ok = 0;
     if (ctx == NULL || client == NULL || !indexes_ready())
         return 0;
     if (posh_client_closed(client)) {
@@ -976,13 +991,22 @@ int SSL_CTX_set_posh_client(SSL_CTX *ctx, posh_client *client)
     }
     pthread_mutex_lock(&setup_lock);
     if ((st = ctx_state_get(ctx, 1)) != NULL) {
-        old = st->client;
-        st->client = posh_client_ref(client); /* the context keeps the client's memory until it is done with it */
+        old = atomic_load(&st->client);
+        if (old == client) {
+            ok = 1;
+        } else if (old == NULL || (retired = realloc(st->retired, (st->nretired + 1) * sizeof(*retired))) != NULL) {
+            /* The replaced client is kept, not released: verifications on other threads may be using it now. */
+            if (old != NULL) {
+                st->retired = retired;
+                st->retired[st->nretired++] = old;
+            }
+            /* The context keeps the client's memory until it is freed itself. */
+            atomic_store_explicit(&st->client, posh_client_ref(client), memory_order_release);
+            ok = 1;
+        }
     }
     pthread_mutex_unlock(&setup_lock);
-    /* Outside the setup lock (a leaf): the last reference frees the client, which takes locks of its own. */
-    posh_client_unref(old);
-    return st != NULL;
+    return ok;
 }
 
 int SSL_set_posh_verify(SSL *ssl, const char *service)
@@ -1004,7 +1028,7 @@ int SSL_set_posh_verify(SSL *ssl, const char *service)
     pthread_mutex_unlock(&setup_lock);
     if (cst == NULL)
         return 0;
-    if (cst->client == NULL && posh_default_client() == NULL) {
+    if (ctx_client(cst) == NULL && posh_default_client() == NULL) {
         posh_log(POSH_LOG_ERROR, "POSH not enabled: %s", posh_default_client_error());
         return 0;
     }
@@ -1071,7 +1095,7 @@ const char *SSL_get_posh_vouched_name(const SSL *ssl)
 posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *service, int nonblocking)
 {
     char canon[SERVICE_BUF], reference[POSH_MAX_DOMAIN_LEN + 2];
-    posh_client *held = NULL, *client;
+    posh_client *client;
     ssl_state *st;
     X509 *leaf;
     long vr;
@@ -1114,7 +1138,7 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
         record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", reference);
         goto finished;
     }
-    if ((client = verification_client(st, ctx_state_get(SSL_get_SSL_CTX(ssl), 0), reference, canon, &held)) == NULL)
+    if ((client = verification_client(st, ctx_state_get(SSL_get_SSL_CTX(ssl), 0), reference, canon)) == NULL)
         goto finished;
     vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf);
     if (vouched == 1)
@@ -1128,6 +1152,5 @@ finished:
     }
     drop_held(st);
 done:
-    posh_client_unref(held);
     return st->status;
 }

@@ -4,9 +4,12 @@
  * with and without delegation, handshakes in other threads during the free, a cancelled lookup whose cache fill a
  * blocking handshake owns, and the memory going with the last of SSL_free/SSL_CTX_free (LSan under ASan). Real
  * servers on 127.0.0.1: nginx publishing FOO's POSH document, a TLS server presenting the provider's certificate,
- * and a relay that accepts and never answers (a web server too slow for any timeout but the free).
+ * and a relay that accepts and never answers (a web server too slow for any timeout but the free). Also: a
+ * context given other clients while its handshakes run (verifications read the context's client without a lock),
+ * and the shim's deferred verification, which must keep no reference to the result it accepted by.
  */
 #include "fixture.h"
+#include "client_internal.h"
 #include "handshake.h"
 
 #include <criterion/criterion.h>
@@ -264,7 +267,7 @@ Test(lifetime, ctx_outlives_the_client)
     posh_client_free(client); /* its engine ran: stopped here, its memory kept by ctx and ctx2 */
     cr_expect_eq(SSL_CTX_set_posh_client(ctx, client), 0, "a freed client is refused");
     SSL_CTX_free(ctx);
-    /* Replaced: the freed client's last reference goes here, and the context works with the new one. */
+    /* Replaced: the context works with the new one; the freed client's memory goes with ctx2 (SSL_CTX_free). */
     cr_assert_eq(SSL_CTX_set_posh_client(ctx2, other), 1);
     h = hs_handshake(ctx2, ts_tls_port(server), FOO, FOO, NULL);
     cr_expect(h.connected && h.status == POSH_STATUS_ACCEPTED, "%d %s", (int)h.status, h.msg);
@@ -386,4 +389,94 @@ Test(lifetime, free_while_a_wait_joins_a_blocking_lookup)
               "the blocking handshake failed with its fetch: %d %s", (int)o.h.status, o.h.msg);
     SSL_CTX_free(ctx);
     SSL_CTX_free(blocking);
+}
+
+/* ---- a context given other clients while other threads make handshakes on it ---- */
+
+#define SWAPS 60
+
+typedef struct swap_racer {
+    SSL_CTX *ctx;
+    int port;
+    atomic_int *stop;
+    int accepted;    /* handshakes accepted by POSH */
+    int wrong;       /* neither accepted nor cancelled (a replaced client freed by its owner meanwhile) */
+    char msg[600];
+} swap_racer;
+
+static void *swap_racer_main(void *arg)
+{
+    swap_racer *r = arg;
+    while (!atomic_load(r->stop)) {
+        hs h = hs_handshake(r->ctx, r->port, FOO, FOO, NULL);
+        if (h.connected && h.status == POSH_STATUS_ACCEPTED)
+            r->accepted++;
+        else if (!(!h.connected && h.status == POSH_STATUS_REJECTED && h.err == POSH_ERR_CANCELLED) && !r->wrong) {
+            r->wrong = 1;
+            snprintf(r->msg, sizeof(r->msg), "%d %s", (int)h.status, h.msg);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Verifications read the context's client without a lock or a reference of their own: a client replaced by
+ * SSL_CTX_set_posh_client() must stay in memory until the context goes, even once its owner freed it, since a
+ * verification on another thread may have read it just before. Each client here is new (a cold cache: the
+ * verification uses it across a whole lookup) and freed by its owner right after it is replaced. Under ASan a
+ * replaced client released at once is a heap-use-after-free; here every handshake must be accepted, or rejected
+ * as cancelled by a client freed while it verified, and nothing else.
+ */
+Test(lifetime, clients_replaced_during_handshakes_in_other_threads)
+{
+    posh_client *client = fx_client(&f), *next;
+    SSL_CTX *ctx = ctx_of(client, 0, 0);
+    atomic_int stop = 0;
+    pthread_t t[THREADS];
+    swap_racer r[THREADS];
+    int accepted = 0;
+
+    for (int i = 0; i < THREADS; i++) {
+        r[i] = (swap_racer){.ctx = ctx, .port = ts_tls_port(server), .stop = &stop};
+        cr_assert_eq(pthread_create(&t[i], NULL, swap_racer_main, &r[i]), 0);
+    }
+    for (int i = 0; i < SWAPS; i++) {
+        next = fx_client(&f);
+        cr_assert_eq(SSL_CTX_set_posh_client(ctx, next), 1);
+        posh_client_free(client); /* the owner's reference; the context's stays until SSL_CTX_free */
+        client = next;
+        poll(NULL, 0, 2);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect(!r[i].wrong, "thread %d: a handshake neither accepted nor cancelled: %s", i, r[i].msg);
+        accepted += r[i].accepted;
+    }
+    cr_expect_gt(accepted, 0, "handshakes were accepted while the clients changed");
+    /* The context still works with the last client, and releases every client it was given when freed. */
+    hs h = hs_handshake(ctx, ts_tls_port(server), FOO, FOO, NULL);
+    cr_expect(h.connected && h.status == POSH_STATUS_ACCEPTED, "%d %s", (int)h.status, h.msg);
+    SSL_CTX_free(ctx);
+    posh_client_free(client);
+}
+
+/* ---- the shim's deferred verification (mbsync, Node: the name question comes after the handshake) ---- */
+
+/*
+ * posh_verify_deferred() decides on a connection state of its own; an acceptance keeps its result for the
+ * message of that state. Once it returns, the state is gone: the reference must be gone with it, or every
+ * deferred acceptance leaks one (the result then outlives its cache entry forever).
+ */
+Test(lifetime, deferred_verification_keeps_no_result)
+{
+    posh_result *r = NULL;
+
+    fx_export_env(&f);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(posh_verify_deferred(ts_cert_x509(f.svc), FOO, "_" SERVICE "._tcp"), 1, "vouched");
+    cr_assert_eq(posh_lookup(posh_default_client(), FOO, SERVICE, &r), POSH_OK);
+    /* The cache's reference and this one: none left behind by the three deferred verifications. */
+    cr_expect_eq(__atomic_load_n(&r->refs, __ATOMIC_SEQ_CST), 2);
+    posh_result_free(r);
 }
