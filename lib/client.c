@@ -4,6 +4,7 @@
  */
 #include "client_internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -454,6 +455,7 @@ posh_err posh_match_der(const posh_client *client, const posh_result *result, co
 
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static posh_client *default_client;
+static _Atomic(posh_client *) default_ready; /* default_client once made, for posh_default_client_if_made() */
 static char default_error[POSH_MSG_LEN] = "";
 
 static void default_init(void)
@@ -472,6 +474,12 @@ static void default_init(void)
         posh_msg(default_error, sizeof(default_error), "could not create the client (out of memory or libcurl)");
     }
     posh_config_free(cfg);
+    atomic_store_explicit(&default_ready, default_client, memory_order_release);
+}
+
+posh_client *posh_default_client_if_made(void)
+{
+    return atomic_load_explicit(&default_ready, memory_order_acquire);
 }
 
 posh_client *posh_default_client(void)

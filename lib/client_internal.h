@@ -481,6 +481,8 @@ posh_err posh_lookup_outcome(posh_result **r);
  * parsed parts, and every key in the cache was built from normalised parts, so anything else only misses.
  */
 posh_result *posh_lookup_peek(posh_client *client, posh_lookup_kind kind, const char *domain, const char *service);
+/* The default client if it was made already (a cached answer needs one), else NULL: never makes it. */
+posh_client *posh_default_client_if_made(void);
 /* Why libcurl cannot serve (it failed to initialise, or has no TLS), or NULL when it can. */
 const char *posh_client_curl_problem(void);
 

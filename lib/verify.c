@@ -52,16 +52,23 @@ typedef struct ssl_state {
     char reference[POSH_MAX_DOMAIN_LEN + 2];  /* SSL_set_posh_reference(): for the next verification only */
     posh_status status;
     posh_err err;
-    char message[POSH_MSG_LEN];    /* valid when lazy == MSG_FORMATTED: read it through message_of() */
+    /*
+     * POSH_MSG_LEN bytes once a message was formatted, NULL before (the message ""): valid when lazy is
+     * MSG_FORMATTED, read through message_of(). Not in the state itself, which stays small enough for the
+     * allocator's per-thread cache on every accepted handshake (no message is formatted on the warm path).
+     */
+    char *message;
     msg_kind lazy;
     char lazy_name[POSH_MAX_DOMAIN_LEN + 2];  /* the host (MSG_CARRIES_NAME) or the reference (MSG_VOUCHED) */
-    char lazy_service[SERVICE_BUF];
     int lazy_index;
-    posh_result *lazy_res;         /* MSG_VOUCHED: a reference to the result, for its URL; NULL otherwise */
+    posh_result *lazy_res;         /* MSG_VOUCHED: a reference to the result, for its URL and service */
     posh_wait *wait;               /* non-blocking: the lookup this connection's verification waits for */
     posh_result *held[2];          /* non-blocking: answers obtained for this verification, by posh_lookup_kind */
     char vouched[POSH_MAX_DOMAIN_LEN + 2];  /* the source domain POSH vouched for (or delegated), "" if none */
 } ssl_state;
+
+/* Within glibc's per-thread cache (requests up to 1032 bytes): a malloc and a free of a few dozen instructions. */
+_Static_assert(sizeof(ssl_state) <= 1024, "ssl_state grew past the allocator's per-thread cache");
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 static int ctx_index = -1;
@@ -96,15 +103,24 @@ static void drop_held(ssl_state *st)
     }
 }
 
+/* What a state holds besides itself: its wait, its answers, its message's result and text. */
+static void ssl_state_release(ssl_state *st)
+{
+    if (st->wait != NULL)
+        posh_wait_release(st->wait); /* the lookup itself goes on, into the cache */
+    st->wait = NULL;
+    drop_held(st);
+    posh_result_free(st->lazy_res);
+    st->lazy_res = NULL;
+    free(st->message);
+    st->message = NULL;
+}
+
 static void ssl_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     ssl_state *st = ptr;
-    if (st != NULL && st->wait != NULL)
-        posh_wait_release(st->wait); /* the lookup itself goes on, into the cache */
-    if (st != NULL) {
-        drop_held(st);
-        posh_result_free(st->lazy_res);
-    }
+    if (st != NULL)
+        ssl_state_release(st);
     free(st);
 }
 
@@ -120,6 +136,14 @@ static int ssl_state_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **
     memcpy(copy, *from_d, sizeof(*copy));
     copy->wait = NULL; /* the original's wait and answers are the original's */
     copy->held[0] = copy->held[1] = NULL;
+    if (copy->message != NULL) {
+        const char *text = copy->message;
+        if ((copy->message = malloc(POSH_MSG_LEN)) == NULL) {
+            free(copy);
+            return 0;
+        }
+        memcpy(copy->message, text, POSH_MSG_LEN);
+    }
     if (copy->lazy_res != NULL)
         posh_result_ref(copy->lazy_res); /* the copy's message still has to be formatted from it */
     if (copy->status == POSH_STATUS_PENDING)
@@ -177,8 +201,18 @@ static ssl_state *ssl_state_get(const SSL *ssl, int create)
     ssl_state *st = SSL_get_ex_data(ssl, ssl_index);
     if (st != NULL || !create)
         return st;
-    if ((st = calloc(1, sizeof(*st))) == NULL)
+    /* Every field, but not the unused tails of the names (what calloc would clear on every handshake). */
+    if ((st = malloc(sizeof(*st))) == NULL)
         return NULL;
+    st->service[0] = st->reference[0] = st->lazy_name[0] = st->vouched[0] = '\0';
+    st->status = POSH_STATUS_NONE;
+    st->err = POSH_OK;
+    st->message = NULL;
+    st->lazy = MSG_FORMATTED;
+    st->lazy_index = 0;
+    st->lazy_res = NULL;
+    st->wait = NULL;
+    st->held[0] = st->held[1] = NULL;
     if (!SSL_set_ex_data((SSL *)ssl, ssl_index, st)) {
         free(st);
         return NULL;
@@ -219,13 +253,15 @@ static void message_vformat(ssl_state *st, const char *fmt, va_list ap) __attrib
 static void message_vformat(ssl_state *st, const char *fmt, va_list ap)
 {
     char raw[POSH_MSG_LEN];
+    if (st->message == NULL && (st->message = malloc(POSH_MSG_LEN)) == NULL)
+        return; /* out of memory: the status and error code stand, the text stays "" */
     if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
         raw[0] = '\0';
     /*
      * What a server sent arrives here inside a result's message, escaped already: keep its backslashes (no
      * second escape), and still let nothing outside printable ASCII into SSL_get_posh_message().
      */
-    posh_escape(st->message, sizeof(st->message), raw, POSH_ESCAPE_MESSAGE);
+    posh_escape(st->message, POSH_MSG_LEN, raw, POSH_ESCAPE_MESSAGE);
 }
 
 static void message_format(ssl_state *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -276,11 +312,11 @@ static const char *message_of(ssl_state *st)
         break;
     case MSG_VOUCHED:
         message_format(st, "%s %s: certificate vouched for by descriptor %d of %s", st->lazy_name,
-                       st->lazy_service, st->lazy_index, last_url(st->lazy_res));
+                       posh_result_service(st->lazy_res), st->lazy_index, last_url(st->lazy_res));
         break;
     }
     lazy_drop(st);
-    return st->message;
+    return st->message != NULL ? st->message : "";
 }
 
 /* record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host), formatted when asked. */
@@ -299,12 +335,15 @@ static void record_carries_name(ssl_state *st, const char *host)
     st->lazy = MSG_CARRIES_NAME;
 }
 
-/* record(st, POSH_STATUS_ACCEPTED, ...) for descriptor index of res, formatted when asked. */
+/*
+ * record(st, POSH_STATUS_ACCEPTED, ...) for descriptor index of res, formatted when asked, with the service as
+ * res names it: the same text whenever it is the service asked for (its canonical form, as contexts keep it).
+ */
 static void record_vouched(ssl_state *st, const char *reference, const char *service, int index,
                            posh_result *res)
 {
-    size_t rlen = strlen(reference), slen = strlen(service);
-    if (rlen >= sizeof(st->lazy_name) || slen >= sizeof(st->lazy_service)) {
+    size_t rlen = strlen(reference);
+    if (rlen >= sizeof(st->lazy_name) || strcmp(service, posh_result_service(res)) != 0) {
         record(st, POSH_STATUS_ACCEPTED, POSH_OK, "%s %s: certificate vouched for by descriptor %d of %s",
                reference, service, index, last_url(res));
         return;
@@ -313,7 +352,6 @@ static void record_vouched(ssl_state *st, const char *reference, const char *ser
     st->status = POSH_STATUS_ACCEPTED;
     st->err = POSH_OK;
     memcpy(st->lazy_name, reference, rlen + 1);
-    memcpy(st->lazy_service, service, slen + 1);
     st->lazy_index = index;
     st->lazy_res = posh_result_ref(res);
     st->lazy = MSG_VOUCHED;
@@ -416,14 +454,16 @@ static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_look
 
 /* Run POSH for reference against leaf: 1 vouched, 0 not (st says why), 2 pending (non-blocking: st->wait). */
 static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
-                        const char *service, X509 *leaf)
+                        const char *service, X509 *leaf, posh_result *warm)
 {
     unsigned char stackbuf[4096], *der = NULL, *p;
-    posh_result *res = NULL;
+    posh_result *res = warm;
     int len, match = 0, index = -1;
     posh_err err = POSH_OK;
 
-    if (!obtain(st, client, nonblocking, POSH_KIND_POSH, reference, service, &res, &err)) {
+    if (warm != NULL) {
+        err = posh_lookup_outcome(&res);
+    } else if (!obtain(st, client, nonblocking, POSH_KIND_POSH, reference, service, &res, &err)) {
         record(st, POSH_STATUS_PENDING, POSH_OK, "%s %s: waiting for the POSH lookup", reference, service);
         return 2;
     }
@@ -544,6 +584,31 @@ static posh_client *verification_client(ssl_state *st, ctx_state *cst, const cha
 }
 
 /*
+ * Warm: host, the first host name, as the reference identifier without normalising it, when the cache holds an
+ * answer for it (returned in *warm, a new reference). Only names that were normalised (valid, lower case, no
+ * final dot) are ever cached keys, and normalising is idempotent, so a hit means eligible_reference(host) would
+ * have chosen host itself; anything else misses and takes the full path. For a non-blocking verification only
+ * when it holds no answer or wait from an earlier run (obtain_nonblocking's order), and its answer is then held
+ * for a later run, as obtain_nonblocking holds it.
+ */
+static int warm_reference(ssl_state *st, ctx_state *cst, int nonblocking, const char *host, const char *service,
+                          posh_result **warm, posh_client **from)
+{
+    posh_client *client = *from = ctx_client(cst);
+
+    *warm = NULL;
+    if (client == NULL)
+        client = *from = posh_default_client_if_made();
+    if (client == NULL || posh_client_closed(client) ||
+        (nonblocking && (st->wait != NULL || st->held[POSH_KIND_POSH] != NULL)) ||
+        (*warm = posh_lookup_peek(client, POSH_KIND_POSH, host, service)) == NULL)
+        return 0;
+    if (nonblocking)
+        st->held[POSH_KIND_POSH] = posh_result_ref(*warm);
+    return 1;
+}
+
+/*
  * The decision for one client connection. transparent (the shim): the application's own host names are the only
  * ones ever checked; POSH adds none, so a program that checks names itself keeps doing so.
  */
@@ -558,15 +623,20 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     unsigned int flags = X509_VERIFY_PARAM_get_hostflags(param);
     const char *host;
     char delegated[POSH_MAX_DOMAIN_LEN + 2];
-    int vouched, delegation, nonblocking, decided = 0;
+    posh_result *warm = NULL;
+    posh_client *warm_from = NULL;
+    int vouched, delegation, decided = 0;
     int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
     int add_reference = !have_hosts && !transparent;
+    /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
+    int nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
     int ret;
 
     st->status = POSH_STATUS_NONE;
     st->err = POSH_OK;
     lazy_drop(st);
-    st->message[0] = '\0';
+    if (st->message != NULL)
+        st->message[0] = '\0';
     st->vouched[0] = '\0';
     if (leaf == NULL)
         return next_verify(cst, xctx);
@@ -581,6 +651,9 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
     if (given_reference[0] != '\0') {
         memcpy(reference, given_reference, sizeof(reference));
+    } else if ((host = X509_VERIFY_PARAM_get0_host(param, 0)) != NULL &&
+               warm_reference(st, cst, nonblocking, host, service, &warm, &warm_from)) {
+        memcpy(reference, host, strlen(host) + 1); /* a cached key's name: at most POSH_MAX_DOMAIN_LEN */
     } else {
         for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++)
             if (eligible_reference(host, reference))
@@ -604,16 +677,19 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         }
     }
     /* Created on first need only: a process whose names all match never starts libcurl. */
-    if ((client = verification_client(st, cst, reference, service)) == NULL)
+    if ((client = verification_client(st, cst, reference, service)) != warm_from && warm != NULL) {
+        /* The context was given another client meanwhile (another thread): ask that one. */
+        posh_result_free(warm);
+        warm = NULL;
+    }
+    if (client == NULL)
         goto rejected;
-    /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
-    nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
     delegation = (cst != NULL && cst->delegation) || client->cfg->delegation;
-    vouched = posh_vouches(st, client, nonblocking, reference, service, leaf);
+    vouched = posh_vouches(st, client, nonblocking, reference, service, leaf, warm);
     if (vouched == 0 && delegation)
         decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
     if (vouched == 1 || decided == 1)
-        memcpy(st->vouched, reference, sizeof(st->vouched));
+        memcpy(st->vouched, reference, strlen(reference) + 1);
     if (vouched == 2 || decided == 2) {
         /* Suspend the handshake: SSL_connect() returns WANT_RETRY_VERIFY and this verification runs again. */
         if (SSL_set_retry_verify(ssl)) {
@@ -698,9 +774,9 @@ static int is_xmpp_service(const char *service)
 static void take_reference(ssl_state *st, char out[POSH_MAX_DOMAIN_LEN + 2])
 {
     out[0] = '\0';
-    if (st == NULL)
+    if (st == NULL || st->reference[0] == '\0')
         return;
-    memcpy(out, st->reference, POSH_MAX_DOMAIN_LEN + 2);
+    memcpy(out, st->reference, strlen(st->reference) + 1);
     st->reference[0] = '\0';
 }
 
@@ -735,10 +811,10 @@ int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
         posh_log(POSH_LOG_WARNING, "rejected: %s", posh_default_client_error());
         return 0;
     }
-    vouched = posh_vouches(&st, client, 0, reference, service, leaf);
+    vouched = posh_vouches(&st, client, 0, reference, service, leaf, NULL);
     if (vouched != 1)
         posh_log(POSH_LOG_WARNING, "rejected: %s", message_of(&st));
-    lazy_drop(&st); /* an acceptance keeps a reference to its result for the message: this st goes now */
+    ssl_state_release(&st); /* an acceptance keeps its result for the message, and the message its text */
     return vouched == 1;
 }
 
@@ -812,7 +888,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
         return verify_server_side(xctx, ssl, cst);
     st = ssl_state_get(ssl, 0);
     take_reference(st, given_reference);
-    memcpy(kept_reference, given_reference, sizeof(kept_reference));
+    memcpy(kept_reference, given_reference, strlen(given_reference) + 1);
     service = configured_service(st, cst);
     transparent = service[0] == '\0' && cst != NULL && cst->transparent;
     /* The application turned verification off and named no host: nobody will hear POSH's answer, so no request. */
@@ -843,7 +919,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
     ret = verify_with_posh(xctx, ssl, cst, st, service, given_reference, transparent);
     /* A suspended verification runs again from the start: it must find the reference it was given. */
     if (st->status == POSH_STATUS_PENDING)
-        memcpy(st->reference, kept_reference, sizeof(st->reference));
+        memcpy(st->reference, kept_reference, strlen(kept_reference) + 1);
     else
         drop_held(st);
     return ret;
@@ -1107,7 +1183,8 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
         st->status = POSH_STATUS_NONE;
         st->err = POSH_OK;
         lazy_drop(st);
-        st->message[0] = '\0';
+        if (st->message != NULL)
+            st->message[0] = '\0';
         st->vouched[0] = '\0';
     }
     if (domain == NULL || posh_domain_normalize(domain, reference, sizeof(reference)) != POSH_OK) {
@@ -1140,9 +1217,9 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
     }
     if ((client = verification_client(st, ctx_state_get(SSL_get_SSL_CTX(ssl), 0), reference, canon)) == NULL)
         goto finished;
-    vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf);
+    vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf, NULL);
     if (vouched == 1)
-        memcpy(st->vouched, reference, sizeof(st->vouched)); /* SSL_get_posh_vouched_name() */
+        memcpy(st->vouched, reference, strlen(reference) + 1); /* SSL_get_posh_vouched_name() */
     if (vouched == 2)
         goto done; /* pending: the answers obtained so far stay with st until the call is repeated */
 finished:

@@ -99,6 +99,40 @@ Test(verify, warm_messages_exact)
     SSL_CTX_free(ctx);
 }
 
+static void add_foo_host(SSL *ssl)
+{
+    cr_assert_eq(SSL_add1_host(ssl, FOO), 1);
+}
+
+/*
+ * On a warm cache the first host is taken as the reference as it is, without normalising it, only when it is a
+ * cached key, which only a normalised name can be (issue 20). Any other form of the name is normalised as before:
+ * the reference in the message is always the normal form, one lookup serves them all, and a first host that
+ * cannot be a source domain still gives way to the next one.
+ */
+Test(verify, warm_reference_is_the_normalised_name)
+{
+    static const char *const forms[] = {FOO, "FOO.Example.COM", "foo.example.com.", "Foo.Example.Com."};
+    const char *want = "foo.example.com _xmpp-server._tcp: certificate vouched for by descriptor 0 of "
+                       "https://foo.example.com/.well-known/posh/xmpp-server.json";
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    hs h = handshake(ctx);
+    cr_assert_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        h = handshake_with(ctx, forms[i], FOO, NULL);
+        cr_expect(h.connected, "%s", forms[i]);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s: %s", forms[i], h.msg);
+        cr_expect_str_eq(h.msg, want, "%s", forms[i]);
+    }
+    h = handshake_with(ctx, "*.example.com", FOO, add_foo_host);
+    cr_expect(h.connected);
+    cr_expect_str_eq(h.msg, want);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "one lookup, then the cache for every form");
+    SSL_CTX_free(ctx);
+}
+
 /* A certificate POSH vouched for is remembered by its bytes: another certificate is still judged by digest. */
 Test(verify, remembered_match_is_byte_exact)
 {
@@ -463,6 +497,28 @@ Test(verify, postfix_style_reads_verify_result)
 }
 
 /* ---- per-connection enabling ---- */
+
+/*
+ * SSL_dup() (of an SSL before its handshake: OpenSSL copies only those) gives the copy a state of its own, its
+ * formatted message included: each SSL frees its own (a shared one is a double free under ASan).
+ */
+Test(verify, dup_copies_the_connection_state)
+{
+    const char *want = "foo.example.com: the handshake has not finished";
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    SSL *ssl = SSL_new(ctx), *copy;
+    cr_assert_not_null(ssl);
+    cr_assert_eq(SSL_check_posh_peer(ssl, FOO, "xmpp-server", 0), POSH_STATUS_REJECTED);
+    cr_assert_str_eq(SSL_get_posh_message(ssl), want);
+    cr_assert_not_null(copy = SSL_dup(ssl));
+    cr_assert_neq(copy, ssl, "a copy, not the same SSL");
+    SSL_free(ssl);
+    cr_expect_eq(SSL_get_posh_status(copy), POSH_STATUS_REJECTED);
+    cr_expect_str_eq(SSL_get_posh_message(copy), want);
+    SSL_free(copy);
+    SSL_CTX_free(ctx);
+}
 
 Test(verify, ssl_set_posh_verify)
 {
