@@ -221,6 +221,16 @@ posh_result *posh_result_from_doc(const char *domain, const char *service, const
                                   long max_ttl);
 /* Match der against the decided digest of each descriptor: *index = the first that matches, or -1. */
 posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index);
+/*
+ * X509_check_host(the certificate der, name, 0, flags, NULL) did not match, noted once a verification that saw it
+ * so was vouched for by r: kept when der is the certificate r remembers (its first match) and name is r's domain,
+ * for those flags (the last noted). posh_result_name_fails() says whether it is known for exactly these: the
+ * check is a function of the bytes, the name and the flags, so a verification may take its answer from here.
+ */
+void posh_result_note_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
+                                 unsigned flags);
+int posh_result_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
+                           unsigned flags);
 posh_result *posh_result_ref(posh_result *r);
 
 /* ---- the POSH process (lookup.c) ---- */

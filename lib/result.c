@@ -171,6 +171,12 @@ static const unsigned char *descriptor_digest(const posh_result *r, const posh_r
 typedef struct posh_match_memo {
     size_t der_len;
     int index;
+    /*
+     * 1 + the X509_check_host() flags with which the result's own domain was checked against these bytes and
+     * did not match, or 0: not known (atomic; posh_result_note_name_fails). The check is a function of the
+     * bytes, the name and the flags alone, so it need not run again for them.
+     */
+    unsigned long name_failed;
     unsigned char der[];
 } posh_match_memo;
 
@@ -195,6 +201,7 @@ static void memo_set(const posh_result *r, const unsigned char *der, size_t der_
         return; /* no memo: the next handshake computes the digest again, nothing else changes */
     m->der_len = der_len;
     m->index = index;
+    m->name_failed = 0;
     memcpy(m->der, der, der_len);
     /* The result is shared and otherwise immutable: the memo is its one field set after the build, once. */
     if (!__atomic_compare_exchange_n(&((posh_result *)r)->matched, &none, m, 0, __ATOMIC_RELEASE,
@@ -222,6 +229,30 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
         }
     }
     return POSH_OK;
+}
+
+/* The memo of r when der is its certificate, byte for byte, and name is r's domain; else NULL. */
+static posh_match_memo *memo_of(const posh_result *r, const char *name, const unsigned char *der, size_t der_len)
+{
+    posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
+    if (m == NULL || m->der_len != der_len || strcmp(name, r->domain) != 0 || memcmp(m->der, der, der_len) != 0)
+        return NULL;
+    return m;
+}
+
+int posh_result_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
+                           unsigned flags)
+{
+    const posh_match_memo *m = memo_of(r, name, der, der_len);
+    return m != NULL && __atomic_load_n(&m->name_failed, __ATOMIC_RELAXED) == (unsigned long)flags + 1;
+}
+
+void posh_result_note_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
+                                 unsigned flags)
+{
+    posh_match_memo *m = memo_of(r, name, der, der_len);
+    if (m != NULL)
+        __atomic_store_n(&m->name_failed, (unsigned long)flags + 1, __ATOMIC_RELAXED);
 }
 
 posh_result *posh_result_ref(posh_result *r)

@@ -452,13 +452,46 @@ static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_look
     return answered;
 }
 
-/* Run POSH for reference against leaf: 1 vouched, 0 not (st says why), 2 pending (non-blocking: st->wait). */
-static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
-                        const char *service, X509 *leaf, posh_result *warm)
+/* The leaf's DER, encoded once per verification: on the stack up to 4 KiB (a usual leaf), else allocated. */
+typedef struct leaf_der {
+    unsigned char stack[4096];
+    unsigned char *der;            /* NULL until encoded */
+    int len;                       /* <= 0 after a failed encoding */
+} leaf_der;
+
+/* 1 encoded (d->der, d->len), 0 not: d->len <= 0 it cannot be encoded, else out of memory. */
+static int leaf_der_get(leaf_der *d, X509 *leaf)
 {
-    unsigned char stackbuf[4096], *der = NULL, *p;
+    unsigned char *p;
+    if (d->der != NULL)
+        return 1;
+    if ((d->len = i2d_X509(leaf, NULL)) <= 0)
+        return 0;
+    if ((d->der = (size_t)d->len <= sizeof(d->stack) ? d->stack : malloc((size_t)d->len)) == NULL)
+        return 0;
+    p = d->der;
+    i2d_X509(leaf, &p);
+    return 1;
+}
+
+static void leaf_der_free(leaf_der *d)
+{
+    if (d->der != d->stack)
+        free(d->der);
+    d->der = NULL;
+}
+
+/*
+ * Run POSH for reference against leaf (enc: its DER, encoded here if it was not yet): 1 vouched, 0 not (st says
+ * why), 2 pending (non-blocking: st->wait). warm: the answer already taken from the cache, consumed. note_flags:
+ * 1 + the flags with which X509_check_host(leaf, reference) did not match in this verification, noted on the
+ * answer when it vouches (posh_result_note_name_fails); 0: nothing to note.
+ */
+static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, const char *reference,
+                        const char *service, X509 *leaf, posh_result *warm, leaf_der *enc, unsigned long note_flags)
+{
     posh_result *res = warm;
-    int len, match = 0, index = -1;
+    int match = 0, index = -1;
     posh_err err = POSH_OK;
 
     if (warm != NULL) {
@@ -472,20 +505,15 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
                posh_result_message(res));
         goto done;
     }
-    len = i2d_X509(leaf, NULL);
-    if (len <= 0) {
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE, "%s: the peer certificate cannot be encoded",
-               reference);
+    if (!leaf_der_get(enc, leaf)) {
+        if (enc->len <= 0)
+            record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE, "%s: the peer certificate cannot be encoded",
+                   reference);
+        else
+            record(st, POSH_STATUS_REJECTED, POSH_ERR_NOMEM, "%s: out of memory", reference);
         goto done;
     }
-    der = (size_t)len <= sizeof(stackbuf) ? stackbuf : malloc((size_t)len);
-    if (der == NULL) {
-        record(st, POSH_STATUS_REJECTED, POSH_ERR_NOMEM, "%s: out of memory", reference);
-        goto done;
-    }
-    p = der;
-    i2d_X509(leaf, &p);
-    err = posh_match_der(client, res, der, (size_t)len, &match, &index);
+    err = posh_match_der(client, res, enc->der, (size_t)enc->len, &match, &index);
     if (err != POSH_OK)
         record(st, POSH_STATUS_REJECTED, err, "%s: %s", reference, posh_strerror(err));
     else if (!match)
@@ -494,11 +522,11 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
                posh_result_descriptor_count(res), last_url(res));
     else
         record_vouched(st, reference, service, index, res);
+    if (match && note_flags != 0)
+        posh_result_note_name_fails(res, reference, enc->der, (size_t)enc->len, (unsigned)(note_flags - 1));
     if (match)
         notify_vouched(client, res, leaf, reference);
 done:
-    if (der != stackbuf)
-        free(der);
     posh_result_free(res);
     return match;
 }
@@ -625,8 +653,13 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     char delegated[POSH_MAX_DOMAIN_LEN + 2];
     posh_result *warm = NULL;
     posh_client *warm_from = NULL;
+    leaf_der enc;
+    const char *host0 = X509_VERIFY_PARAM_get0_host(param, 0);
+    int single_host = host0 != NULL && X509_VERIFY_PARAM_get0_host(param, 1) == NULL;
+    int name_known_to_fail = 0;
+    unsigned long note_flags = 0;
     int vouched, delegation, decided = 0;
-    int have_hosts = X509_VERIFY_PARAM_get0_host(param, 0) != NULL;
+    int have_hosts = host0 != NULL;
     int add_reference = !have_hosts && !transparent;
     /* Server side: OpenSSL 3.0 cannot suspend a client certificate's verification (see verify_server_side). */
     int nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
@@ -640,20 +673,32 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     st->vouched[0] = '\0';
     if (leaf == NULL)
         return next_verify(cst, xctx);
+    enc.der = NULL;
 
+    /*
+     * Warm, for the one host the application named: the cache's answer for it as the reference (warm_reference),
+     * and the name check's own answer when these very certificate bytes failed it before for this name and these
+     * flags and the answer vouched for them (posh_result_name_fails): X509_check_host() is a function of the
+     * bytes, the name and the flags, so running it again could only say no again.
+     */
+    if (given_reference[0] == '\0' && single_host &&
+        warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
+        name_known_to_fail = leaf_der_get(&enc, leaf) &&
+                             posh_result_name_fails(warm, host0, enc.der, (size_t)enc.len, flags);
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
-    for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
+    for (int i = 0; !name_known_to_fail && (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
         if (X509_check_host(leaf, host, 0, flags, NULL) > 0) {
             record_carries_name(st, host);
+            posh_result_free(warm);
+            leaf_der_free(&enc);
             return next_verify(cst, xctx);
         }
     }
     /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
     if (given_reference[0] != '\0') {
         memcpy(reference, given_reference, sizeof(reference));
-    } else if ((host = X509_VERIFY_PARAM_get0_host(param, 0)) != NULL &&
-               warm_reference(st, cst, nonblocking, host, service, &warm, &warm_from)) {
-        memcpy(reference, host, strlen(host) + 1); /* a cached key's name: at most POSH_MAX_DOMAIN_LEN */
+    } else if (warm != NULL) {
+        memcpy(reference, host0, strlen(host0) + 1); /* a cached key's name: at most POSH_MAX_DOMAIN_LEN */
     } else {
         for (int i = 0; (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++)
             if (eligible_reference(host, reference))
@@ -685,7 +730,10 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     if (client == NULL)
         goto rejected;
     delegation = (cst != NULL && cst->delegation) || client->cfg->delegation;
-    vouched = posh_vouches(st, client, nonblocking, reference, service, leaf, warm);
+    /* The one host failed the name check just now and is the reference: worth noting if POSH vouches. */
+    if (single_host && !name_known_to_fail && strcmp(host0, reference) == 0)
+        note_flags = (unsigned long)flags + 1;
+    vouched = posh_vouches(st, client, nonblocking, reference, service, leaf, warm, &enc, note_flags);
     if (vouched == 0 && delegation)
         decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
     if (vouched == 1 || decided == 1)
@@ -739,6 +787,7 @@ nomem:
     X509_STORE_CTX_set_error(xctx, X509_V_ERR_OUT_OF_MEM);
     ret = 0;
 done:
+    leaf_der_free(&enc);
     return ret;
 }
 
@@ -801,6 +850,7 @@ static int defer(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, const char *ser
 int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
 {
     ssl_state st = {0};
+    leaf_der enc;
     posh_client *client;
     int vouched;
 
@@ -811,7 +861,9 @@ int posh_verify_deferred(X509 *leaf, const char *reference, const char *service)
         posh_log(POSH_LOG_WARNING, "rejected: %s", posh_default_client_error());
         return 0;
     }
-    vouched = posh_vouches(&st, client, 0, reference, service, leaf, NULL);
+    enc.der = NULL;
+    vouched = posh_vouches(&st, client, 0, reference, service, leaf, NULL, &enc, 0);
+    leaf_der_free(&enc);
     if (vouched != 1)
         posh_log(POSH_LOG_WARNING, "rejected: %s", message_of(&st));
     ssl_state_release(&st); /* an acceptance keeps its result for the message, and the message its text */
@@ -1171,6 +1223,7 @@ const char *SSL_get_posh_vouched_name(const SSL *ssl)
 posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *service, int nonblocking)
 {
     char canon[SERVICE_BUF], reference[POSH_MAX_DOMAIN_LEN + 2];
+    leaf_der enc;
     posh_client *client;
     ssl_state *st;
     X509 *leaf;
@@ -1217,7 +1270,9 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
     }
     if ((client = verification_client(st, ctx_state_get(SSL_get_SSL_CTX(ssl), 0), reference, canon)) == NULL)
         goto finished;
-    vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf, NULL);
+    enc.der = NULL;
+    vouched = posh_vouches(st, client, nonblocking != 0, reference, canon, leaf, NULL, &enc, 0);
+    leaf_der_free(&enc);
     if (vouched == 1)
         memcpy(st->vouched, reference, strlen(reference) + 1); /* SSL_get_posh_vouched_name() */
     if (vouched == 2)

@@ -133,6 +133,58 @@ Test(verify, warm_reference_is_the_normalised_name)
     SSL_CTX_free(ctx);
 }
 
+static void no_wildcards(SSL *ssl)
+{
+    X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(ssl), X509_CHECK_FLAG_NO_WILDCARDS);
+}
+
+static void add_service_host(SSL *ssl)
+{
+    cr_assert_eq(SSL_add1_host(ssl, "xmpp.hosting.example.net"), 1);
+}
+
+/*
+ * A warm verification takes the name check's answer from the cache (issue 20) only for what was checked: these
+ * very certificate bytes, this one host and these flags failed before and POSH vouched. Flags under which the
+ * same bytes carry the name, or a second host they carry, are checked again and give PKIX, not POSH.
+ */
+Test(verify, known_name_failure_is_exact)
+{
+    ts_cert *wild = fx_issue(f.ca, "*.example.com", -1, 30, 0);
+    hs h;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(wild, 3600));
+    start(wild);
+    SSL_CTX *ctx = client_ctx();
+    for (int i = 0; i < 3; i++) {
+        h = handshake_with(ctx, FOO, FOO, no_wildcards);
+        cr_expect(h.connected);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "no wildcards, %d: %s", i, h.msg);
+    }
+    h = handshake(ctx);
+    cr_expect(h.connected);
+    cr_expect_eq(h.status, POSH_STATUS_PKIX, "wildcards allowed: the certificate carries the name: %s", h.msg);
+    h = handshake_with(ctx, FOO, FOO, no_wildcards);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    SSL_CTX_free(ctx);
+    ts_cert_free(wild);
+}
+
+Test(verify, known_name_failure_is_for_one_host)
+{
+    hs h;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    SSL_CTX *ctx = client_ctx();
+    for (int i = 0; i < 3; i++) {
+        h = handshake(ctx);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%d: %s", i, h.msg);
+    }
+    h = handshake_with(ctx, FOO, FOO, add_service_host);
+    cr_expect(h.connected);
+    cr_expect_eq(h.status, POSH_STATUS_PKIX, "the second host is the certificate's name: %s", h.msg);
+    SSL_CTX_free(ctx);
+}
+
 /* A certificate POSH vouched for is remembered by its bytes: another certificate is still judged by digest. */
 Test(verify, remembered_match_is_byte_exact)
 {
