@@ -69,7 +69,7 @@ void bench_warm_start(bench_env *env); /* a new process's verdict with an empty 
 void bench_store(bench_env *env);
 /* The child side of bench_warm_start: --warm-lookup CA CONNECT_TO DIR DER. Returns the exit status. */
 int bench_warm_lookup_main(int argc, char **argv);
-/* --count-handshakes a|b|c|d N: N warm handshakes of one configuration, for bench/instructions (callgrind). */
+/* --count-handshakes a|b|c|d|e N: N warm handshakes of one configuration, for bench/instructions (callgrind). */
 int bench_count_handshakes_main(int argc, char **argv);
 /* The child side of bench_shim_send: --send-loop N. Prints ns per call; returns the exit status. */
 int bench_send_loop_main(long n, bool connected);

@@ -34,6 +34,12 @@ typedef struct ctx_state {
     void *next_arg;
     atomic_int nonblocking;        /* SSL_CTX_set_posh_nonblocking(): a cold lookup suspends the handshake */
     atomic_int delegation;         /* SSL_CTX_set_posh_delegation(): delegation documents are read too */
+    /*
+     * Names POSH vouched for on this context, by hash (name_hint), one per slot, the last one wins: a
+     * verification whose one host is here asks the cache before the name check (warm_reference), any other
+     * checks the name first, so a name that matches pays no cache lookup. Only the order depends on it.
+     */
+    _Atomic uint32_t hints[64];
 } ctx_state;
 
 /*
@@ -611,6 +617,20 @@ static posh_client *verification_client(ssl_state *st, ctx_state *cst, const cha
     return client;
 }
 
+/* The hint of a name (FNV-1a, never 0: an empty slot matches nothing). */
+static uint32_t name_hint(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i <= POSH_MAX_DOMAIN_LEN && name[i] != '\0'; i++)
+        h = (h ^ (unsigned char)name[i]) * 16777619u;
+    return h | 1;
+}
+
+static _Atomic uint32_t *hint_slot(ctx_state *cst, uint32_t h)
+{
+    return &cst->hints[h % (sizeof(cst->hints) / sizeof(cst->hints[0]))];
+}
+
 /*
  * Warm: host, the first host name, as the reference identifier without normalising it, when the cache holds an
  * answer for it (returned in *warm, a new reference). Only names that were normalised (valid, lower case, no
@@ -656,6 +676,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     leaf_der enc;
     const char *host0 = X509_VERIFY_PARAM_get0_host(param, 0);
     int single_host = host0 != NULL && X509_VERIFY_PARAM_get0_host(param, 1) == NULL;
+    uint32_t hint = 0;
     int name_known_to_fail = 0;
     unsigned long note_flags = 0;
     int vouched, delegation, decided = 0;
@@ -681,7 +702,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
      * flags and the answer vouched for them (posh_result_name_fails): X509_check_host() is a function of the
      * bytes, the name and the flags, so running it again could only say no again.
      */
-    if (given_reference[0] == '\0' && single_host &&
+    if (given_reference[0] == '\0' && single_host && cst != NULL &&
+        atomic_load_explicit(hint_slot(cst, hint = name_hint(host0)), memory_order_relaxed) == hint &&
         warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
         name_known_to_fail = leaf_der_get(&enc, leaf) &&
                              posh_result_name_fails(warm, host0, enc.der, (size_t)enc.len, flags);
@@ -734,6 +756,12 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     if (single_host && !name_known_to_fail && strcmp(host0, reference) == 0)
         note_flags = (unsigned long)flags + 1;
     vouched = posh_vouches(st, client, nonblocking, reference, service, leaf, warm, &enc, note_flags);
+    if (vouched == 1 && note_flags != 0 && cst != NULL) {
+        /* Next time on this context, this name asks the cache first. */
+        hint = name_hint(host0);
+        if (atomic_load_explicit(hint_slot(cst, hint), memory_order_relaxed) != hint)
+            atomic_store_explicit(hint_slot(cst, hint), hint, memory_order_relaxed);
+    }
     if (vouched == 0 && delegation)
         decided = posh_delegates(st, client, nonblocking, reference, service, leaf, flags, delegated);
     if (vouched == 1 || decided == 1)
