@@ -702,11 +702,13 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
      * flags and the answer vouched for them (posh_result_name_fails): X509_check_host() is a function of the
      * bytes, the name and the flags, so running it again could only say no again.
      */
-    if (given_reference[0] == '\0' && single_host && cst != NULL &&
-        atomic_load_explicit(hint_slot(cst, hint = name_hint(host0)), memory_order_relaxed) == hint &&
-        warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
-        name_known_to_fail = leaf_der_get(&enc, leaf) &&
-                             posh_result_name_fails(warm, host0, enc.der, (size_t)enc.len, flags);
+    if (given_reference[0] == '\0' && single_host && cst != NULL) {
+        hint = name_hint(host0);
+        if (atomic_load_explicit(hint_slot(cst, hint), memory_order_relaxed) == hint &&
+            warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
+            name_known_to_fail = leaf_der_get(&enc, leaf) &&
+                                 posh_result_name_fails(warm, host0, enc.der, (size_t)enc.len, flags);
+    }
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
     for (int i = 0; !name_known_to_fail && (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
         if (X509_check_host(leaf, host, 0, flags, NULL) > 0) {
@@ -718,7 +720,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     }
     /* Reference identifier: SSL_set_posh_reference(), the first eligible host, the SNI name. */
     if (given_reference[0] != '\0') {
-        memcpy(reference, given_reference, sizeof(reference));
+        memcpy(reference, given_reference, strlen(given_reference) + 1);
     } else if (warm != NULL) {
         memcpy(reference, host0, strlen(host0) + 1); /* a cached key's name: at most POSH_MAX_DOMAIN_LEN */
     } else {
@@ -758,7 +760,8 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     vouched = posh_vouches(st, client, nonblocking, reference, service, leaf, warm, &enc, note_flags);
     if (vouched == 1 && note_flags != 0 && cst != NULL) {
         /* Next time on this context, this name asks the cache first. */
-        hint = name_hint(host0);
+        if (hint == 0)
+            hint = name_hint(host0);
         if (atomic_load_explicit(hint_slot(cst, hint), memory_order_relaxed) != hint)
             atomic_store_explicit(hint_slot(cst, hint), hint, memory_order_relaxed);
     }
