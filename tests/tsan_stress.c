@@ -5,8 +5,9 @@
  *     POSH, bad JSON), and of hosted domains d0..d3 whose references name the same target URL (the URL cache,
  *     its single flight across domains), each result checked; the cache holds fewer entries than there are
  *     keys (LRU churn);
- *   - a clock thread moving the injected clock (posh_config_set_clock) so that entries keep expiring, and a
- *     flush thread calling posh_client_flush() all along;
+ *   - a clock thread moving the injected clock (posh_config_set_clock) so that entries keep expiring, a
+ *     flush thread calling posh_client_flush() all along, and a thread giving the shared SSL_CTX one client
+ *     and then another (SSL_CTX_set_posh_client) while its handshakes run: verifications read it without a lock;
  *   - handshake threads sharing one SSL_CTX with SSL_CTX_set_posh_verify(), and others using one SSL_CTX with
  *     SSL_set_posh_verify() per connection: a certificate the domain vouches for is accepted by POSH, another
  *     is rejected with POSH_ERR_NO_MATCH;
@@ -62,6 +63,7 @@ static struct {
     const unsigned char *svc_der, *other_der;
     size_t svc_der_len, other_der_len;
     posh_client *client;
+    posh_client *client2; /* given to ctx_posh in turn with client by swap_main */
     SSL_CTX *ctx_posh;   /* SSL_CTX_set_posh_verify() */
     SSL_CTX *ctx_plain;  /* SSL_set_posh_verify() on each connection */
     SSL_CTX *ctx_nb;     /* SSL_CTX_set_posh_verify() and SSL_CTX_set_posh_nonblocking() */
@@ -70,7 +72,7 @@ static struct {
     int port_svc, port_other;
     atomic_long now;     /* the injected clock */
     atomic_int stop;     /* the lookups and handshakes are done: clock and flush threads end */
-    atomic_long failures, lookups, handshakes, fetch_flushes;
+    atomic_long failures, lookups, handshakes, fetch_flushes, client_swaps;
     atomic_long async_lookups, prefetches, nb_waits, nb_abandoned, cancelled;
 } S;
 
@@ -512,6 +514,18 @@ static void *flush_main(void *arg)
     return NULL;
 }
 
+/* ctx_posh's handshakes read its client while this gives it the other one: both vouch, nothing else changes. */
+static void *swap_main(void *arg)
+{
+    for (long i = 0; !atomic_load(&S.stop); i++) {
+        if (SSL_CTX_set_posh_client(S.ctx_posh, i % 2 == 0 ? S.client2 : S.client) != 1)
+            fail("SSL_CTX_set_posh_client while handshakes run");
+        atomic_fetch_add(&S.client_swaps, 1);
+        sleep_ms(10);
+    }
+    return NULL;
+}
+
 /* ---- setup ---- */
 
 static ts_cert *issue(ts_ca *ca, const char *name)
@@ -581,7 +595,7 @@ int main(int argc, char **argv)
     posh_config *cfg;
     pthread_t workers[LOOKUP_THREADS + CTX_HANDSHAKE_THREADS + SSL_HANDSHAKE_THREADS + NB_HANDSHAKE_THREADS +
                       ASYNC_THREADS + 1],
-        churn[2];
+        churn[3];
     size_t nworkers = 0;
     int port;
 
@@ -657,7 +671,7 @@ int main(int argc, char **argv)
         posh_config_set_async_transfers(cfg, 2) != POSH_OK || /* the engine's lookups wait in line all along */
         posh_config_set_timeout_ms(cfg, 60000) != POSH_OK) /* slow under TSan on a loaded machine, never wrong */
         die("config");
-    if ((S.client = posh_client_new(cfg)) == NULL)
+    if ((S.client = posh_client_new(cfg)) == NULL || (S.client2 = posh_client_new(cfg)) == NULL)
         die("client");
     S.cfg = cfg;
     S.ca_file = ca_file;
@@ -675,7 +689,8 @@ int main(int argc, char **argv)
         atomic_store(&S.stop, 0);
         nworkers = 0;
         if (pthread_create(&churn[0], NULL, clock_main, NULL) != 0 ||
-            pthread_create(&churn[1], NULL, flush_main, NULL) != 0)
+            pthread_create(&churn[1], NULL, flush_main, NULL) != 0 ||
+            pthread_create(&churn[2], NULL, swap_main, NULL) != 0)
             die("pthread_create");
         start_threads(workers, LOOKUP_THREADS, lookup_main, &nworkers);
         start_threads(workers, CTX_HANDSHAKE_THREADS, ctx_handshake_main, &nworkers);
@@ -689,19 +704,22 @@ int main(int argc, char **argv)
         atomic_store(&S.stop, 1);
         pthread_join(churn[0], NULL);
         pthread_join(churn[1], NULL);
+        pthread_join(churn[2], NULL);
     }
 
-    printf("tsan_stress: %ld lookups, %ld handshakes, %ld flushes, clock moved %ld s, %ld nginx requests; "
+    printf("tsan_stress: %ld lookups, %ld handshakes, %ld flushes, %ld client swaps, clock moved %ld s, "
+           "%ld nginx requests; "
            "non-blocking: %ld async lookups, %ld prefetches, %ld handshake waits (%ld abandoned), %ld cancelled; "
            "%ld failures\n",
            atomic_load(&S.lookups), atomic_load(&S.handshakes), atomic_load(&S.fetch_flushes),
-           atomic_load(&S.now) - 1000, ts_nginx_requests(nginx, NULL, NULL), atomic_load(&S.async_lookups),
+           atomic_load(&S.client_swaps), atomic_load(&S.now) - 1000, ts_nginx_requests(nginx, NULL, NULL), atomic_load(&S.async_lookups),
            atomic_load(&S.prefetches), atomic_load(&S.nb_waits), atomic_load(&S.nb_abandoned),
            atomic_load(&S.cancelled), atomic_load(&S.failures));
     SSL_CTX_free(S.ctx_posh);
     SSL_CTX_free(S.ctx_plain);
     SSL_CTX_free(S.ctx_nb);
     posh_client_free(S.client);
+    posh_client_free(S.client2);
     posh_config_free(S.cfg);
     ts_tls_stop(srv_svc);
     ts_tls_stop(srv_other);
