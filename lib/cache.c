@@ -79,6 +79,18 @@ static entry *find(posh_cache *c, const char *key, uint64_t h)
     return NULL;
 }
 
+/*
+ * The cache lets go of an entry's result: marked retired first, so that a thread's memo of it (client.c,
+ * posh_lookup_peek) stops answering with it from now on.
+ */
+static void drop_result(posh_result *r)
+{
+    if (r == NULL)
+        return;
+    __atomic_store_n(&r->retired, 1, __ATOMIC_RELEASE);
+    posh_result_free(r);
+}
+
 static void remove_entry(posh_cache *c, entry *e)
 {
     entry **p = &c->buckets[e->hash & (c->nbuckets - 1)];
@@ -87,7 +99,7 @@ static void remove_entry(posh_cache *c, entry *e)
     *p = e->chain;
     lru_unlink(e);
     c->count--;
-    posh_result_free(e->result);
+    drop_result(e->result);
     free(e->key);
     free(e);
 }
@@ -151,7 +163,7 @@ static entry *insert_pending(posh_cache *c, const char *key, uint64_t h)
 static posh_cache_waiter *settle(posh_cache *c, entry *e, posh_result *r)
 {
     posh_cache_waiter *w = e->waiters;
-    posh_result_free(e->result);
+    drop_result(e->result);
     e->result = r != NULL ? posh_result_ref(r) : NULL;
     e->pending = false;
     e->waiters = NULL;
@@ -328,7 +340,7 @@ void posh_cache_free(posh_cache *c)
         return;
     for (entry *e = c->lru.next; e != &c->lru;) {
         entry *next = e->next;
-        posh_result_free(e->result);
+        drop_result(e->result);
         free(e->key);
         free(e);
         e = next;

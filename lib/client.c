@@ -348,18 +348,74 @@ static posh_err lookup_through(posh_client *client, posh_cache *(*which)(posh_cl
     return posh_lookup_outcome(out);
 }
 
+/*
+ * The last answer this thread took from a cache through posh_lookup_peek(), with a reference: the next
+ * handshake with the same domain takes it again without the cache's lock, hash, bucket and entry, which on the
+ * warm path are cold cache lines each (bench/RESULTS.md). It answers exactly as the cache would: only while the
+ * cache still holds that very result (a cache marks a result retired, under its lock, before letting it go)
+ * and while it is fresh by the client's clock. Every 64th use asks the cache itself, which keeps the entry's
+ * place in its LRU order. The thread's reference goes when the memo changes or the thread ends.
+ */
+typedef struct peek_memo {
+    const posh_cache *cache;
+    posh_result *result;           /* a reference, or NULL */
+    unsigned uses;
+    size_t key_len;
+    char key[POSH_MAX_DOMAIN_LEN + 2 * POSH_MAX_SERVICE_LEN + 8];
+} peek_memo;
+
+static _Thread_local peek_memo memo;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static pthread_key_t memo_key;     /* its destructor drops an ending thread's reference */
+static bool memo_key_ok;
+
+static void memo_release(void *arg)
+{
+    peek_memo *m = arg;
+    posh_result_free(m->result);
+    m->result = NULL;
+}
+
+static void memo_key_init(void)
+{
+    memo_key_ok = pthread_key_create(&memo_key, memo_release) == 0;
+}
+
+/* Keep r (a new reference is taken) as this thread's memo of key in cache. */
+static void memo_set(const posh_cache *cache, const char *key, size_t key_len, posh_result *r)
+{
+    pthread_once(&memo_once, memo_key_init);
+    if (!memo_key_ok || (memo.result == NULL && pthread_setspecific(memo_key, &memo) != 0))
+        return; /* no destructor for this thread: no memo, the cache answers every time */
+    posh_result_free(memo.result);
+    memo.result = posh_result_ref(r);
+    memo.cache = cache;
+    memo.uses = 0;
+    memo.key_len = key_len;
+    memcpy(memo.key, key, key_len);
+}
+
 posh_result *posh_lookup_peek(posh_client *client, posh_lookup_kind kind, const char *domain, const char *service)
 {
     char key[POSH_MAX_DOMAIN_LEN + 2 * POSH_MAX_SERVICE_LEN + 8];
     size_t d = strnlen(domain, POSH_MAX_DOMAIN_LEN + 1), s = strnlen(service, 2 * POSH_MAX_SERVICE_LEN + 4);
+    posh_cache *cache = kind == POSH_KIND_DELEGATION ? client->delegations : client->cache;
+    time_t now;
+    posh_result *r;
 
     if (d > POSH_MAX_DOMAIN_LEN || s > 2 * POSH_MAX_SERVICE_LEN + 3)
         return NULL;
     memcpy(key, domain, d);
     key[d] = ' ';
     memcpy(key + d + 1, service, s + 1);
-    return posh_cache_peek(kind == POSH_KIND_DELEGATION ? client->delegations : client->cache, key,
-                           posh_config_now(client->cfg));
+    now = posh_config_now(client->cfg);
+    if (memo.result != NULL && memo.cache == cache && memo.key_len == d + s + 2 && ++memo.uses % 64 != 0 &&
+        !__atomic_load_n(&memo.result->retired, __ATOMIC_ACQUIRE) && now < memo.result->expires_at &&
+        memcmp(memo.key, key, d + s + 2) == 0)
+        return posh_result_ref(memo.result);
+    if ((r = posh_cache_peek(cache, key, now)) != NULL)
+        memo_set(cache, key, d + s + 2, r);
+    return r;
 }
 
 posh_cache *posh_client_posh_cache(posh_client *client)

@@ -147,6 +147,7 @@ typedef struct posh_result_descriptor {
  */
 struct posh_result {
     int refs;                  /* atomic */
+    int retired;               /* atomic: a cache that held it let it go (cache.c), for posh_lookup_peek's memo */
     posh_err err;
     int followed_reference;
     unsigned format;           /* POSH_FORMAT_* the fingerprints were read from; 0 without any */

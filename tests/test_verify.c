@@ -185,6 +185,56 @@ Test(verify, known_name_failure_is_for_one_host)
     SSL_CTX_free(ctx);
 }
 
+static time_t memo_clock(void *arg)
+{
+    return *(time_t *)arg;
+}
+
+/*
+ * A thread keeps the last answer it took from the cache (issue 20: the cache's lock, bucket and entry are cold
+ * lines on every handshake), and it must answer exactly as the cache would: a flush, an expiry and a new
+ * document all reach the next handshake on that thread, through a new fetch.
+ */
+Test(verify, warm_memo_follows_the_cache)
+{
+    time_t now = 1000;
+    posh_config *cfg;
+    hs h;
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 60));
+    fx_start(&f);
+    cfg = fx_config(&f);
+    cr_assert_eq(posh_config_set_clock(cfg, memo_clock, &now), POSH_OK);
+    client = fx_client_of(cfg);
+    server = ts_tls_start(ts_cert_x509(f.svc), NULL, ts_cert_key(f.svc));
+    cr_assert_not_null(server);
+    SSL_CTX *ctx = client_ctx();
+    for (int i = 0; i < 4; i++) {
+        h = handshake(ctx);
+        cr_assert_eq(h.status, POSH_STATUS_ACCEPTED, "%d: %s", i, h.msg);
+    }
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 1, "warm: one fetch");
+    posh_client_flush(client);
+    for (int i = 0; i < 3; i++) {
+        h = handshake(ctx);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    }
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 2, "flushed: fetched again, once");
+    now += 61;
+    h = handshake(ctx);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s", h.msg);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 3, "expired: fetched again");
+    /* The domain now vouches for another certificate only: once its answer is fetched, this one is rejected. */
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.other, 60));
+    now += 61;
+    h = handshake(ctx);
+    cr_expect(!h.connected);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "%s", h.msg);
+    h = handshake(ctx);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "the new answer, not the remembered one: %s", h.msg);
+    cr_expect_eq(fx_requests(&f, FOO, RFC7711_PATH), 4);
+    SSL_CTX_free(ctx);
+}
+
 /* A certificate POSH vouched for is remembered by its bytes: another certificate is still judged by digest. */
 Test(verify, remembered_match_is_byte_exact)
 {
