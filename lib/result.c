@@ -183,10 +183,17 @@ typedef struct posh_match_memo {
 /* A leaf's DER is a few hundred bytes to a few KiB; a larger one is matched by digest every time. */
 #define MEMO_MAX_DER 4096
 
+/* The memo of r when der is its certificate, byte for byte; else NULL. */
+static posh_match_memo *memo_holding(const posh_result *r, const unsigned char *der, size_t der_len)
+{
+    posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
+    return m != NULL && m->der_len == der_len && memcmp(m->der, der, der_len) == 0 ? m : NULL;
+}
+
 static int memo_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
 {
-    const posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
-    if (m == NULL || m->der_len != der_len || memcmp(m->der, der, der_len) != 0)
+    const posh_match_memo *m = memo_holding(r, der, der_len);
+    if (m == NULL)
         return 0;
     *index = m->index;
     return 1;
@@ -234,10 +241,7 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
 /* The memo of r when der is its certificate, byte for byte, and name is r's domain; else NULL. */
 static posh_match_memo *memo_of(const posh_result *r, const char *name, const unsigned char *der, size_t der_len)
 {
-    posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
-    if (m == NULL || m->der_len != der_len || strcmp(name, r->domain) != 0 || memcmp(m->der, der, der_len) != 0)
-        return NULL;
-    return m;
+    return strcmp(name, r->domain) == 0 ? memo_holding(r, der, der_len) : NULL;
 }
 
 int posh_result_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
