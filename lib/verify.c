@@ -325,6 +325,17 @@ static const char *message_of(ssl_state *st)
     return st->message != NULL ? st->message : "";
 }
 
+/* No verdict yet: status, error, message and vouched name as before any verification. */
+static void verdict_clear(ssl_state *st)
+{
+    st->status = POSH_STATUS_NONE;
+    st->err = POSH_OK;
+    lazy_drop(st);
+    if (st->message != NULL)
+        st->message[0] = '\0';
+    st->vouched[0] = '\0';
+}
+
 /* record(st, POSH_STATUS_PKIX, POSH_OK, "%s: the certificate carries the name", host), formatted when asked. */
 static void record_carries_name(ssl_state *st, const char *host)
 {
@@ -686,12 +697,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     int nonblocking = cst != NULL && cst->nonblocking && !transparent && !SSL_is_server(ssl);
     int ret;
 
-    st->status = POSH_STATUS_NONE;
-    st->err = POSH_OK;
-    lazy_drop(st);
-    if (st->message != NULL)
-        st->message[0] = '\0';
-    st->vouched[0] = '\0';
+    verdict_clear(st);
     if (leaf == NULL)
         return next_verify(cst, xctx);
     enc.der = NULL;
@@ -1263,14 +1269,8 @@ posh_status SSL_check_posh_peer(SSL *ssl, const char *domain, const char *servic
 
     if (ssl == NULL || !indexes_ready() || (st = ssl_state_get(ssl, 1)) == NULL)
         return POSH_STATUS_REJECTED;
-    if (st->status != POSH_STATUS_PENDING) {
-        st->status = POSH_STATUS_NONE;
-        st->err = POSH_OK;
-        lazy_drop(st);
-        if (st->message != NULL)
-            st->message[0] = '\0';
-        st->vouched[0] = '\0';
-    }
+    if (st->status != POSH_STATUS_PENDING)
+        verdict_clear(st);
     if (domain == NULL || posh_domain_normalize(domain, reference, sizeof(reference)) != POSH_OK) {
         record(st, POSH_STATUS_REJECTED, POSH_ERR_BAD_DOMAIN, "\"%.100s\" is not a DNS name",
                domain != NULL ? domain : "(null)");
