@@ -223,15 +223,19 @@ posh_result *posh_result_from_doc(const char *domain, const char *service, const
 /* Match der against the decided digest of each descriptor: *index = the first that matches, or -1. */
 posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index);
 /*
- * X509_check_host(the certificate der, name, 0, flags, NULL) did not match, noted once a verification that saw it
- * so was vouched for by r: kept when der is the certificate r remembers (its first match) and name is r's domain,
- * for those flags (the last noted). posh_result_name_fails() says whether it is known for exactly these: the
- * check is a function of the bytes, the name and the flags, so a verification may take its answer from here.
+ * 1 when leaf is, byte for byte, the certificate r remembers (its first match; *index: the descriptor it
+ * matched), decided without encoding leaf (posh_cert_same_der: a leaf as OpenSSL parsed it, during its
+ * handshake); 0 when it is not, or not known so: posh_result_match() then decides by its DER.
  */
-void posh_result_note_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
-                                 unsigned flags);
-int posh_result_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
-                           unsigned flags);
+int posh_result_match_cert(const posh_result *r, const X509 *leaf, int *index);
+/*
+ * X509_check_host(leaf, name, 0, flags, NULL) did not match, noted once a verification that saw it so was
+ * vouched for by r: kept when leaf is the certificate r remembers (posh_result_match_cert) and name is r's
+ * domain, for those flags (the last noted). posh_result_name_fails() says whether it is known for exactly these:
+ * the check is a function of the bytes, the name and the flags, so a verification may take its answer from here.
+ */
+void posh_result_note_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags);
+int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags);
 posh_result *posh_result_ref(posh_result *r);
 
 /* ---- the POSH process (lookup.c) ---- */

@@ -110,3 +110,41 @@ posh_err posh_match_descriptors(const posh_descriptor *d, size_t n, bool allow_s
     }
     return POSH_OK;
 }
+
+/* The algorithm identifiers of two signatures are encoded alike: the same OID, and no parameters, NULL, or the
+ * same SEQUENCE bytes; 0 for any other parameter (not known so: the caller compares encodings instead). */
+static int same_algorithm(const X509_ALGOR *a, const X509_ALGOR *b)
+{
+    const ASN1_OBJECT *oa, *ob;
+    const void *va, *vb;
+    int ta, tb;
+
+    X509_ALGOR_get0(&oa, &ta, &va, a);
+    X509_ALGOR_get0(&ob, &tb, &vb, b);
+    if (ta != tb || OBJ_cmp(oa, ob) != 0)
+        return 0;
+    if (ta == V_ASN1_UNDEF || ta == V_ASN1_NULL)
+        return 1;
+    return ta == V_ASN1_SEQUENCE && ASN1_STRING_cmp(va, vb) == 0;
+}
+
+/* Two BIT STRINGs are encoded alike: the same bytes and the same count of unused bits (i2c_ASN1_BIT_STRING). */
+static int same_bits(const ASN1_BIT_STRING *a, const ASN1_BIT_STRING *b)
+{
+    const long bits = ASN1_STRING_FLAG_BITS_LEFT | 0x07;
+    return a->length == b->length && (a->flags & bits) == (b->flags & bits) &&
+           (a->length == 0 || memcmp(a->data, b->data, (size_t)a->length) == 0);
+}
+
+int posh_cert_same_der(const X509 *a, const X509 *b)
+{
+    const ASN1_BIT_STRING *sa, *sb;
+    const X509_ALGOR *aa, *ab;
+
+    /* The SHA-1 of the whole DER, then the to-be-signed bytes as parsed, in full (OpenSSL 3's X509_cmp()). */
+    if (X509_cmp(a, b) != 0)
+        return 0;
+    X509_get0_signature(&sa, &aa, a);
+    X509_get0_signature(&sb, &ab, b);
+    return same_algorithm(aa, ab) && same_bits(sa, sb);
+}

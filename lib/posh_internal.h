@@ -285,6 +285,18 @@ typedef struct posh_digests {
 const unsigned char *posh_digests_get(posh_digests *d, posh_hash h);
 
 /*
+ * 1 when certificates a and b have the same DER, decided without encoding either; 0 when they differ, or when
+ * that is not known so (an unusual signature algorithm parameter): the caller then compares encodings.
+ * A certificate's DER is the SEQUENCE of its to-be-signed part, its signature algorithm and its signature value.
+ * OpenSSL 3 keeps the to-be-signed part as the bytes it parsed, and X509_cmp() compares the SHA-1 of the whole DER
+ * (cached with the extensions, which a chain's verification computes anyway) and then those bytes in full; the
+ * algorithm and the value are compared here. Only for certificates whose kept bytes nobody rewrote (X509_cmp()
+ * falls back to the SHA-1 alone for a certificate changed with X509_set_*): a peer's certificate during its
+ * handshake, a copy parsed from DER.
+ */
+int posh_cert_same_der(const X509 *a, const X509 *b);
+
+/*
  * Match a certificate's DER against descriptors. Digests are computed lazily, at most once per algorithm.
  * Returns POSH_OK with *index = matching descriptor or -1; POSH_ERR_CERTIFICATE if hashing failed;
  * POSH_ERR_INVALID_ARGUMENT if index, der or d (with n > 0) is NULL, or der_len is 0.

@@ -5,6 +5,8 @@
 #include "client_internal.h"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +179,11 @@ typedef struct posh_match_memo {
      * bytes, the name and the flags alone, so it need not run again for them.
      */
     unsigned long name_failed;
+    /*
+     * The bytes parsed, when they parse back to themselves (else NULL): a handshake's leaf is compared with it
+     * without being encoded (posh_cert_same_der), which on a warm handshake is the one encoding left.
+     */
+    X509 *cert;
     unsigned char der[];
 } posh_match_memo;
 
@@ -190,6 +197,13 @@ static posh_match_memo *memo_holding(const posh_result *r, const unsigned char *
     return m != NULL && m->der_len == der_len && memcmp(m->der, der, der_len) == 0 ? m : NULL;
 }
 
+/* The memo of r when leaf is its certificate, byte for byte (decided without encoding leaf); else NULL. */
+static posh_match_memo *memo_holding_cert(const posh_result *r, const X509 *leaf)
+{
+    posh_match_memo *m = __atomic_load_n(&r->matched, __ATOMIC_ACQUIRE);
+    return m != NULL && m->cert != NULL && posh_cert_same_der(leaf, m->cert) ? m : NULL;
+}
+
 static int memo_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
 {
     const posh_match_memo *m = memo_holding(r, der, der_len);
@@ -197,6 +211,38 @@ static int memo_match(const posh_result *r, const unsigned char *der, size_t der
         return 0;
     *index = m->index;
     return 1;
+}
+
+/*
+ * der parsed, when it encodes back to exactly der, with its extensions cached (what X509_cmp() computes on first
+ * use: done here, once, instead of in a handshake); else NULL. The error queue is left as it was.
+ */
+static X509 *memo_cert(const unsigned char *der, size_t der_len)
+{
+    const unsigned char *p = der;
+    unsigned char *back = NULL;
+    X509 *x;
+    int n;
+
+    ERR_set_mark();
+    x = d2i_X509(NULL, &p, (long)der_len);
+    if (x != NULL && (p != der + der_len || (n = i2d_X509(x, &back)) < 0 || (size_t)n != der_len ||
+                      memcmp(back, der, der_len) != 0)) {
+        X509_free(x);
+        x = NULL;
+    }
+    OPENSSL_free(back);
+    if (x != NULL)
+        (void)X509_check_purpose(x, -1, 0);
+    ERR_pop_to_mark();
+    return x;
+}
+
+static void memo_free(posh_match_memo *m)
+{
+    if (m != NULL)
+        X509_free(m->cert);
+    free(m);
 }
 
 /* Remember der as matching descriptor index, unless a memo is set already (the first one stays: no reclaiming). */
@@ -210,10 +256,11 @@ static void memo_set(const posh_result *r, const unsigned char *der, size_t der_
     m->index = index;
     m->name_failed = 0;
     memcpy(m->der, der, der_len);
+    m->cert = memo_cert(der, der_len);
     /* The result is shared and otherwise immutable: the memo is its one field set after the build, once. */
     if (!__atomic_compare_exchange_n(&((posh_result *)r)->matched, &none, m, 0, __ATOMIC_RELEASE,
                                      __ATOMIC_RELAXED))
-        free(m);
+        memo_free(m);
 }
 
 posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_t der_len, int *index)
@@ -238,23 +285,30 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
     return POSH_OK;
 }
 
-/* The memo of r when der is its certificate, byte for byte, and name is r's domain; else NULL. */
-static posh_match_memo *memo_of(const posh_result *r, const char *name, const unsigned char *der, size_t der_len)
+int posh_result_match_cert(const posh_result *r, const X509 *leaf, int *index)
 {
-    return strcmp(name, r->domain) == 0 ? memo_holding(r, der, der_len) : NULL;
+    const posh_match_memo *m = memo_holding_cert(r, leaf);
+    if (m == NULL)
+        return 0;
+    *index = m->index;
+    return 1;
 }
 
-int posh_result_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
-                           unsigned flags)
+/* The memo of r when leaf is its certificate, byte for byte, and name is r's domain; else NULL. */
+static posh_match_memo *memo_of(const posh_result *r, const char *name, const X509 *leaf)
 {
-    const posh_match_memo *m = memo_of(r, name, der, der_len);
+    return strcmp(name, r->domain) == 0 ? memo_holding_cert(r, leaf) : NULL;
+}
+
+int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags)
+{
+    const posh_match_memo *m = memo_of(r, name, leaf);
     return m != NULL && __atomic_load_n(&m->name_failed, __ATOMIC_RELAXED) == (unsigned long)flags + 1;
 }
 
-void posh_result_note_name_fails(const posh_result *r, const char *name, const unsigned char *der, size_t der_len,
-                                 unsigned flags)
+void posh_result_note_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags)
 {
-    posh_match_memo *m = memo_of(r, name, der, der_len);
+    posh_match_memo *m = memo_of(r, name, leaf);
     if (m != NULL)
         __atomic_store_n(&m->name_failed, (unsigned long)flags + 1, __ATOMIC_RELAXED);
 }
@@ -269,7 +323,7 @@ void posh_result_free(posh_result *r)
 {
     if (r == NULL || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    free(r->matched);
+    memo_free(r->matched);
     free(r);
 }
 

@@ -500,7 +500,9 @@ static void leaf_der_free(leaf_der *d)
 
 /*
  * Run POSH for reference against leaf (enc: its DER, encoded here if it was not yet): 1 vouched, 0 not (st says
- * why), 2 pending (non-blocking: st->wait). warm: the answer already taken from the cache, consumed. note_flags:
+ * why), 2 pending (non-blocking: st->wait). warm: the answer already taken from the cache, consumed, for a leaf
+ * in its handshake's verification (compared with the certificate the answer remembers without being encoded:
+ * posh_result_match_cert). note_flags:
  * 1 + the flags with which X509_check_host(leaf, reference) did not match in this verification, noted on the
  * answer when it vouches (posh_result_note_name_fails); 0: nothing to note.
  */
@@ -522,6 +524,12 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
                posh_result_message(res));
         goto done;
     }
+    /* Warm: the leaf is the certificate this answer remembers, known without encoding it. */
+    if (warm != NULL && posh_result_match_cert(res, leaf, &index)) {
+        match = 1;
+        record_vouched(st, reference, service, index, res);
+        goto vouched;
+    }
     if (!leaf_der_get(enc, leaf)) {
         if (enc->len <= 0)
             record(st, POSH_STATUS_REJECTED, POSH_ERR_CERTIFICATE, "%s: the peer certificate cannot be encoded",
@@ -539,10 +547,12 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
                posh_result_descriptor_count(res), last_url(res));
     else
         record_vouched(st, reference, service, index, res);
-    if (match && note_flags != 0)
-        posh_result_note_name_fails(res, reference, enc->der, (size_t)enc->len, (unsigned)(note_flags - 1));
-    if (match)
-        notify_vouched(client, res, leaf, reference);
+    if (!match)
+        goto done;
+vouched:
+    if (note_flags != 0)
+        posh_result_note_name_fails(res, reference, leaf, (unsigned)(note_flags - 1));
+    notify_vouched(client, res, leaf, reference);
 done:
     posh_result_free(res);
     return match;
@@ -712,8 +722,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         hint = name_hint(host0);
         if (atomic_load_explicit(hint_slot(cst, hint), memory_order_relaxed) == hint &&
             warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
-            name_known_to_fail = leaf_der_get(&enc, leaf) &&
-                                 posh_result_name_fails(warm, host0, enc.der, (size_t)enc.len, flags);
+            name_known_to_fail = posh_result_name_fails(warm, host0, leaf, flags);
     }
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
     for (int i = 0; !name_known_to_fail && (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {

@@ -3,6 +3,7 @@
  * self-signed, made at test time) against descriptors, down to a document parsed from JSON.
  */
 #include "posh_internal.h"
+#include "support.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -293,6 +294,86 @@ Test(match, arguments)
     cr_expect_eq(posh_match_descriptors(&d, 1, true, NULL, cert_len, &index), POSH_ERR_INVALID_ARGUMENT);
     cr_expect_eq(index, -1);
     cr_expect_eq(posh_match_descriptors(&d, 1, true, cert, 0, &index), POSH_ERR_INVALID_ARGUMENT);
+}
+
+/* ---- the same certificate without encoding it (posh_cert_same_der, issue 20) ---- */
+
+static X509 *parse(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    cr_assert_not_null(x);
+    return x;
+}
+
+/* x with the outer signature algorithm's parameter set to (type, value), parsed again from its DER. */
+static X509 *with_sig_param(X509 *x, int type, void *value)
+{
+    const ASN1_BIT_STRING *sig;
+    const X509_ALGOR *alg;
+    const ASN1_OBJECT *oid;
+    unsigned char *der = NULL;
+    X509 *copy = X509_dup(x), *out;
+    int n;
+
+    cr_assert_not_null(copy);
+    X509_get0_signature(&sig, &alg, copy);
+    X509_ALGOR_get0(&oid, NULL, NULL, alg);
+    cr_assert_eq(X509_ALGOR_set0((X509_ALGOR *)alg, OBJ_dup(oid), type, value), 1);
+    n = i2d_X509(copy, &der);
+    cr_assert_gt(n, 0);
+    out = parse(der, (size_t)n);
+    OPENSSL_free(der);
+    X509_free(copy);
+    return out;
+}
+
+static int same_bytes(X509 *a, X509 *b)
+{
+    unsigned char *da = NULL, *db = NULL;
+    int na = i2d_X509(a, &da), nb = i2d_X509(b, &db);
+    int same = na > 0 && na == nb && memcmp(da, db, (size_t)na) == 0;
+    OPENSSL_free(da);
+    OPENSSL_free(db);
+    return same;
+}
+
+Test(match, same_der_without_encoding)
+{
+    X509 *a = parse(cert, cert_len), *b = parse(cert, cert_len), *other, *twin, *null_param, *int_param, *int_too;
+    size_t other_len;
+    unsigned char *other_der = make_cert_der(&other_len);
+    ASN1_INTEGER *i1 = ASN1_INTEGER_new(), *i2 = ASN1_INTEGER_new();
+
+    cr_expect_eq(posh_cert_same_der(a, a), 1);
+    cr_expect_eq(posh_cert_same_der(a, b), 1, "two parses of the same bytes");
+    other = parse(other_der, other_len);
+    cr_expect_eq(posh_cert_same_der(a, other), 0, "another certificate");
+    /* The twin: the same to-be-signed bytes and key, the signature (r, n - s), as valid. */
+    twin = ts_x509_malleate(a);
+    cr_assert_not_null(twin, "%s", ts_error());
+    cr_assert_eq(X509_verify(twin, X509_get0_pubkey(a)), 1);
+    cr_assert(!same_bytes(a, twin));
+    cr_expect_eq(posh_cert_same_der(a, twin), 0, "a signature twin");
+    cr_expect_eq(posh_cert_same_der(twin, a), 0);
+    /* ecdsa-with-SHA256 has no parameters: an explicit NULL is another DER. */
+    null_param = with_sig_param(a, V_ASN1_NULL, NULL);
+    cr_assert(!same_bytes(a, null_param));
+    cr_expect_eq(posh_cert_same_der(a, null_param), 0, "a NULL parameter where there is none");
+    /* A parameter of another kind: the same DER, but not known so without encoding: 0, and the caller encodes. */
+    cr_assert(i1 != NULL && i2 != NULL && ASN1_INTEGER_set(i1, 7) == 1 && ASN1_INTEGER_set(i2, 7) == 1);
+    int_param = with_sig_param(a, V_ASN1_INTEGER, i1);
+    int_too = with_sig_param(a, V_ASN1_INTEGER, i2);
+    cr_assert(same_bytes(int_param, int_too));
+    cr_expect_eq(posh_cert_same_der(int_param, int_too), 0, "an unusual parameter: decided by the DER instead");
+    X509_free(int_too);
+    X509_free(int_param);
+    X509_free(null_param);
+    X509_free(twin);
+    X509_free(other);
+    OPENSSL_free(other_der);
+    X509_free(b);
+    X509_free(a);
 }
 
 /* From JSON to a verdict: what a publisher writes (base64 of the certificate's digests) matches it. */

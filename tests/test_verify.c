@@ -705,6 +705,57 @@ Test(verify, pin_mode_never_overrides_expiry)
     ts_cert_free(c);
 }
 
+/*
+ * An ECDSA signature (r, s) is as valid as (r, n - s): the twin has the same to-be-signed bytes, the same key, a
+ * signature the CA's key verifies, and another DER, so another fingerprint. POSH vouches for the bytes it
+ * publishes: a warm answer that remembers the certificate (issue 20: compared without encoding the leaf) must
+ * tell the twin from it, in mode name (the twin passes PKIX) and in mode pin, while the certificate itself stays
+ * accepted.
+ */
+static void expect_twin_rejected(SSL_CTX *ctx, ts_tls *twin_server, const char *mode)
+{
+    hs h;
+    for (int i = 0; i < 3; i++) {
+        h = handshake(ctx);
+        cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s, %d: %s", mode, i, h.msg);
+    }
+    h = hs_handshake(ctx, ts_tls_port(twin_server), FOO, FOO, NULL);
+    cr_expect(!h.connected, "%s: the twin is not the published certificate", mode);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "%s: %s", mode, h.msg);
+    h = handshake(ctx);
+    cr_expect_eq(h.status, POSH_STATUS_ACCEPTED, "%s, after the twin: %s", mode, h.msg);
+}
+
+Test(verify, malleated_signature_is_another_certificate)
+{
+    X509 *twin = ts_x509_malleate(ts_cert_x509(f.svc));
+    unsigned char *twin_der = NULL;
+    size_t der_len;
+    const unsigned char *der = ts_cert_der(f.svc, &der_len);
+    ts_tls *twin_server;
+    int n;
+
+    cr_assert_not_null(twin, "%s", ts_error());
+    cr_assert_eq(X509_verify(twin, ts_ca_key(f.ca)), 1, "the twin is signed by the CA as well");
+    n = i2d_X509(twin, &twin_der);
+    cr_assert(n > 0 && ((size_t)n != der_len || memcmp(twin_der, der, der_len) != 0), "another DER");
+    OPENSSL_free(twin_der);
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    start(f.svc);
+    twin_server = ts_tls_start(twin, NULL, ts_cert_key(f.svc));
+    cr_assert_not_null(twin_server);
+    SSL_CTX *ctx = client_ctx();
+    hs h = hs_handshake(ctx, ts_tls_port(twin_server), FOO, FOO, NULL);
+    cr_expect_eq(h.err, POSH_ERR_NO_MATCH, "cold: %s", h.msg);
+    expect_twin_rejected(ctx, twin_server, "mode name");
+    SSL_CTX_free(ctx);
+    ctx = pin_ctx();
+    expect_twin_rejected(ctx, twin_server, "mode pin");
+    SSL_CTX_free(ctx);
+    ts_tls_stop(twin_server);
+    X509_free(twin);
+}
+
 /* ---- threads ---- */
 
 #define THREADS 8

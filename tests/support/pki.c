@@ -11,6 +11,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -477,5 +478,48 @@ char *ts_cert_fingerprint_b64(ts_cert *c, const char *hash)
         return NULL;
     }
     EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+    return out;
+}
+
+X509 *ts_x509_malleate(X509 *x)
+{
+    const ASN1_BIT_STRING *sig;
+    const X509_ALGOR *alg;
+    const unsigned char *p;
+    const BIGNUM *r, *s;
+    unsigned char *sig_der = NULL, *der = NULL;
+    ECDSA_SIG *es = NULL;
+    EC_GROUP *group = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+    BIGNUM *r2 = NULL, *s2 = BN_new();
+    X509 *twin = X509_dup(x), *out = NULL;
+    int len;
+
+    if (group == NULL || s2 == NULL || twin == NULL)
+        goto err;
+    X509_get0_signature(&sig, &alg, twin);
+    p = sig->data;
+    if ((es = d2i_ECDSA_SIG(NULL, &p, sig->length)) == NULL)
+        goto err;
+    ECDSA_SIG_get0(es, &r, &s);
+    if (!BN_sub(s2, EC_GROUP_get0_order(group), s) || (r2 = BN_dup(r)) == NULL || !ECDSA_SIG_set0(es, r2, s2))
+        goto err;
+    r2 = s2 = NULL; /* es owns them */
+    if ((len = i2d_ECDSA_SIG(es, &sig_der)) <= 0 || !ASN1_BIT_STRING_set((ASN1_BIT_STRING *)sig, sig_der, len))
+        goto err;
+    /* Parsed again from its DER, as a peer would receive it (nothing cached from the original). */
+    if ((len = i2d_X509(twin, &der)) <= 0)
+        goto err;
+    p = der;
+    out = d2i_X509(NULL, &p, len);
+err:
+    if (out == NULL)
+        pki_error("malleating a signature");
+    OPENSSL_free(der);
+    OPENSSL_free(sig_der);
+    ECDSA_SIG_free(es);
+    BN_free(r2);
+    BN_free(s2);
+    EC_GROUP_free(group);
+    X509_free(twin);
     return out;
 }

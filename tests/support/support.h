@@ -105,6 +105,12 @@ int ts_cert_write(ts_cert *c, const char *dir, const char *basename);
 /* Standard base64 (padded) of the hash of the whole certificate's DER. hash: a POSH name ("sha-1",
  * "sha-224", "sha-256", "sha-384", "sha-512"). Caller frees. */
 char *ts_cert_fingerprint_b64(ts_cert *c, const char *hash);
+/*
+ * The twin of an ECDSA-signed certificate (a P-256 issuer): its to-be-signed bytes and signature algorithm, the
+ * signature (r, s) made (r, n - s), which is as valid: another certificate, with another DER and fingerprint,
+ * that verifies under the same issuer and carries the same key. NULL on error (ts_error()).
+ */
+X509 *ts_x509_malleate(X509 *x);
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* nginx.c - the real nginx (POSH_TEST_NGINX) as a child process, single process (master_process off), on
