@@ -175,7 +175,8 @@ struct posh_result {
     long doc_status;
     /*
      * The only part written after the build: the first certificate DER that matched (posh_result_match), set
-     * once (atomic, release/acquire) and freed with the result. The same bytes again match without a digest.
+     * once (atomic, release/acquire) and freed with the result. The same bytes again match without a digest;
+     * with its parsed copy (at most 256 in the process) a handshake's leaf matches without being encoded.
      */
     struct posh_match_memo *matched;
 };
@@ -228,6 +229,8 @@ posh_err posh_result_match(const posh_result *r, const unsigned char *der, size_
  * handshake); 0 when it is not, or not known so: posh_result_match() then decides by its DER.
  */
 int posh_result_match_cert(const posh_result *r, const X509 *leaf, int *index);
+/* How many remembered certificates are kept parsed in the process (at most 256; tests). */
+size_t posh_result_parsed_count(void);
 /*
  * X509_check_host(leaf, name, 0, flags, NULL) did not match, noted once a verification that saw it so was
  * vouched for by r: kept when leaf is the certificate r remembers (posh_result_match_cert) and name is r's

@@ -190,6 +190,18 @@ typedef struct posh_match_memo {
 /* A leaf's DER is a few hundred bytes to a few KiB; a larger one is matched by digest every time. */
 #define MEMO_MAX_DER 4096
 
+/*
+ * A parsed copy costs about 5 KiB (the DER alone 0.5 to 1): at most this many are kept in the process, the
+ * memory bounded at about 1.4 MB. A memo without one compares an encoding of the leaf instead, as exactly.
+ */
+#define MEMO_MAX_CERTS 256
+static int memo_certs; /* atomic: parsed copies alive */
+
+size_t posh_result_parsed_count(void)
+{
+    return (size_t)__atomic_load_n(&memo_certs, __ATOMIC_RELAXED);
+}
+
 /* The memo of r when der is its certificate, byte for byte; else NULL. */
 static posh_match_memo *memo_holding(const posh_result *r, const unsigned char *der, size_t der_len)
 {
@@ -240,8 +252,10 @@ static X509 *memo_cert(const unsigned char *der, size_t der_len)
 
 static void memo_free(posh_match_memo *m)
 {
-    if (m != NULL)
+    if (m != NULL && m->cert != NULL) {
         X509_free(m->cert);
+        __atomic_sub_fetch(&memo_certs, 1, __ATOMIC_RELAXED);
+    }
     free(m);
 }
 
@@ -256,7 +270,10 @@ static void memo_set(const posh_result *r, const unsigned char *der, size_t der_
     m->index = index;
     m->name_failed = 0;
     memcpy(m->der, der, der_len);
-    m->cert = memo_cert(der, der_len);
+    m->cert = NULL;
+    if (__atomic_add_fetch(&memo_certs, 1, __ATOMIC_RELAXED) > MEMO_MAX_CERTS ||
+        (m->cert = memo_cert(der, der_len)) == NULL)
+        __atomic_sub_fetch(&memo_certs, 1, __ATOMIC_RELAXED);
     /* The result is shared and otherwise immutable: the memo is its one field set after the build, once. */
     if (!__atomic_compare_exchange_n(&((posh_result *)r)->matched, &none, m, 0, __ATOMIC_RELEASE,
                                      __ATOMIC_RELAXED))

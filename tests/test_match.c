@@ -2,6 +2,7 @@
  * test_match.c - hash names, the per-descriptor choice of hash, and matching a real certificate (EC P-256,
  * self-signed, made at test time) against descriptors, down to a document parsed from JSON.
  */
+#include "client_internal.h"
 #include "posh_internal.h"
 #include "support.h"
 
@@ -393,4 +394,46 @@ Test(match, document_round_trip)
     cr_expect_eq(posh_match_descriptors(doc.descriptors, doc.n_descriptors, true, cert, cert_len, &index), POSH_OK);
     cr_expect_eq(index, 1);
     posh_doc_clear(&doc);
+}
+
+/*
+ * A result remembers the certificate it matched, and keeps a parsed copy of it for warm handshakes (issue 20):
+ * about 5 KiB each, so at most 256 in the process. Past that a result still matches exactly (by its DER), and
+ * every copy is let go with its result.
+ */
+Test(match, parsed_copies_are_bounded)
+{
+    enum { N = 300, CAP = 256 };
+    char b64_256[100], json[256];
+    posh_doc doc;
+    posh_result *r[N];
+    X509 *leaf = parse(cert, cert_len);
+    size_t base = posh_result_parsed_count(), copies = 0;
+    int index;
+
+    posh_b64_encode(cert_digest[POSH_HASH_SHA256], 32, b64_256, sizeof(b64_256));
+    snprintf(json, sizeof(json), "{\"fingerprints\":[{\"sha-256\":\"%s\"}],\"expires\":3600}", b64_256);
+    cr_assert_eq(posh_doc_parse(json, strlen(json), &doc, NULL, 0), POSH_OK);
+    for (int i = 0; i < N; i++) {
+        cr_assert_not_null(r[i] = posh_result_from_doc("foo.example.com", "_xmpp-server._tcp", &doc, 0, 3600));
+        index = 42;
+        cr_expect_eq(posh_result_match_cert(r[i], leaf, &index), 0, "nothing remembered yet");
+        cr_assert_eq(posh_result_match(r[i], cert, cert_len, &index), POSH_OK);
+        cr_expect_eq(index, 0);
+        index = 42;
+        if (posh_result_match_cert(r[i], leaf, &index)) {
+            cr_expect_eq(index, 0);
+            copies++;
+        }
+        index = 42;
+        cr_expect_eq(posh_result_match(r[i], cert, cert_len, &index), POSH_OK, "remembered by its DER");
+        cr_expect_eq(index, 0);
+    }
+    cr_expect_eq(copies, CAP - base, "one copy per result up to the bound");
+    cr_expect_eq(posh_result_parsed_count(), CAP);
+    for (int i = 0; i < N; i++)
+        posh_result_free(r[i]);
+    cr_expect_eq(posh_result_parsed_count(), base, "every copy goes with its result");
+    posh_doc_clear(&doc);
+    X509_free(leaf);
 }
