@@ -236,9 +236,10 @@ size_t posh_result_parsed_count(void);
  * vouched for by r: kept when leaf is the certificate r remembers (posh_result_match_cert) and name is r's
  * domain, for those flags (the last noted). posh_result_name_fails() says whether it is known for exactly these:
  * the check is a function of the bytes, the name and the flags, so a verification may take its answer from here.
+ * When leaf is r's remembered certificate and name its domain, it also sets *index (as posh_result_match_cert).
  */
 void posh_result_note_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags);
-int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags);
+int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags, int *index);
 posh_result *posh_result_ref(posh_result *r);
 
 /* ---- the POSH process (lookup.c) ---- */

@@ -317,10 +317,13 @@ static posh_match_memo *memo_of(const posh_result *r, const char *name, const X5
     return strcmp(name, r->domain) == 0 ? memo_holding_cert(r, leaf) : NULL;
 }
 
-int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags)
+int posh_result_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags, int *index)
 {
     const posh_match_memo *m = memo_of(r, name, leaf);
-    return m != NULL && __atomic_load_n(&m->name_failed, __ATOMIC_RELAXED) == (unsigned long)flags + 1;
+    if (m == NULL)
+        return 0;
+    *index = m->index;
+    return __atomic_load_n(&m->name_failed, __ATOMIC_RELAXED) == (unsigned long)flags + 1;
 }
 
 void posh_result_note_name_fails(const posh_result *r, const char *name, const X509 *leaf, unsigned flags)

@@ -469,11 +469,15 @@ static int obtain(ssl_state *st, posh_client *client, int nonblocking, posh_look
     return answered;
 }
 
-/* The leaf's DER, encoded once per verification: on the stack up to 4 KiB (a usual leaf), else allocated. */
+/*
+ * What one verification learns about its leaf, once: its DER, encoded on first need (on the stack up to 4 KiB, a
+ * usual leaf, else allocated), and the descriptor the warm answer remembers it matched.
+ */
 typedef struct leaf_der {
     unsigned char stack[4096];
     unsigned char *der;            /* NULL until encoded */
     int len;                       /* <= 0 after a failed encoding */
+    int remembered;                /* the warm answer's remembered certificate is this leaf: its index; else -1 */
 } leaf_der;
 
 /* 1 encoded (d->der, d->len), 0 not: d->len <= 0 it cannot be encoded, else out of memory. */
@@ -525,7 +529,7 @@ static int posh_vouches(ssl_state *st, posh_client *client, int nonblocking, con
         goto done;
     }
     /* Warm: the leaf is the certificate this answer remembers, known without encoding it. */
-    if (warm != NULL && posh_result_match_cert(res, leaf, &index)) {
+    if (warm != NULL && ((index = enc->remembered) >= 0 || posh_result_match_cert(res, leaf, &index))) {
         match = 1;
         record_vouched(st, reference, service, index, res);
         goto vouched;
@@ -711,6 +715,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
     if (leaf == NULL)
         return next_verify(cst, xctx);
     enc.der = NULL;
+    enc.remembered = -1;
 
     /*
      * Warm, for the one host the application named: the cache's answer for it as the reference (warm_reference),
@@ -722,7 +727,7 @@ static int verify_with_posh(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst, ssl_
         hint = name_hint(host0);
         if (atomic_load_explicit(hint_slot(cst, hint), memory_order_relaxed) == hint &&
             warm_reference(st, cst, nonblocking, host0, service, &warm, &warm_from))
-            name_known_to_fail = posh_result_name_fails(warm, host0, leaf, flags);
+            name_known_to_fail = posh_result_name_fails(warm, host0, leaf, flags, &enc.remembered);
     }
     /* The name check of the configured hosts, as OpenSSL's check_id would do it. */
     for (int i = 0; !name_known_to_fail && (host = X509_VERIFY_PARAM_get0_host(param, i)) != NULL; i++) {
