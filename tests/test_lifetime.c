@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SERVICE "xmpp-server"
@@ -484,4 +485,33 @@ Test(lifetime, deferred_verification_keeps_no_result)
         cr_assert_eq(posh_verify_deferred(ts_cert_x509(f.svc), FOO, "_" SERVICE "._tcp"), 1, "vouched");
     cr_expect_eq(__atomic_load_n(&r->refs, __ATOMIC_SEQ_CST), refs, "five more verifications left none behind");
     posh_result_free(r);
+}
+
+/*
+ * libposh as a plug-in: dlopen()ed, used on a thread of the program's, dlclose()d while the program's context
+ * and that thread live on (tests/dlclose_probe.c). The context's free (libposh's ex_data callback), the thread's
+ * end (libposh's destructor of its last answer) and the exit (libposh's handlers) all run after the dlclose();
+ * -z nodelete keeps the library's code there for them. The probe's two handshakes must have been accepted by
+ * POSH (the second from the thread's memo), and it must exit cleanly rather than die in unmapped code.
+ */
+Test(lifetime, library_closed_while_its_objects_live)
+{
+    char port[16], path[] = "/tmp/posh-dlclose-XXXXXX", *out;
+    const char *const argv[] = {POSH_DLCLOSE_PROBE, POSH_LIBPOSH, f.ca_file, port, NULL};
+    int fd = mkstemp(path), status = -1;
+    pid_t pid;
+
+    cr_assert_geq(fd, 0);
+    snprintf(port, sizeof(port), "%d", ts_tls_port(server));
+    fx_export_env(&f);
+    pid = ts_spawn(argv, environ, -1, fd, 1);
+    cr_assert_gt(pid, 0);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    close(fd);
+    out = ts_read_file(path, NULL);
+    unlink(path);
+    cr_assert_not_null(out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the probe ends cleanly: status %d\n%s", status, out);
+    cr_expect_str_eq(out, "accepted by POSH\naccepted by POSH\nclosed, freed, ended\n");
+    free(out);
 }
