@@ -2,8 +2,10 @@
  * fuzz_same_der.c - the warm path's certificate identity (issue 20): posh_cert_same_der() says two parsed
  * certificates have the same DER without encoding either, and a result's remembered certificate is compared
  * with a handshake's leaf that way (posh_result_match_cert). Exactness is the whole point, so it is checked
- * against the encodings themselves. The input is two certificates, DER, one after the other (the second absent
- * or unparsable: the first's bytes again). Asserted for every pair:
+ * against the encodings themselves. The input is a certificate (DER), then either a second one, or edits of the
+ * first: 3 bytes each, a position (16 bits, little-endian, modulo its length) and a byte to XOR there, so that
+ * most pairs are near twins (none, or edits that do not parse: the first's bytes again). Asserted for every
+ * pair:
  * - same_der(a, b) == same_der(b, a), and a 1 only when i2d(a) and i2d(b) are the same bytes;
  * - a result that matched a's DER (by its SHA-256, computed here) and so remembers it says b is its certificate
  *   (posh_result_match_cert, with descriptor 0) only when i2d(b) is that DER; and it still matches a's DER.
@@ -49,6 +51,24 @@ static posh_result *result_for(const unsigned char *der, int len)
     return r;
 }
 
+/* The certificate cert (len bytes) with the edits applied, parsed; cert itself again if that does not parse. */
+static X509 *edited(const uint8_t *cert, size_t len, const uint8_t *edits, size_t n)
+{
+    unsigned char copy[16384];
+    const unsigned char *p = copy;
+    X509 *x;
+
+    memcpy(copy, cert, len);
+    for (size_t i = 0; i + 3 <= n; i += 3)
+        copy[(edits[i] | (size_t)edits[i + 1] << 8) % len] ^= edits[i + 2];
+    if ((x = d2i_X509(NULL, &p, (long)len)) != NULL)
+        return x;
+    p = cert;
+    x = d2i_X509(NULL, &p, (long)len);
+    FUZZ_ASSERT(x != NULL, "the first certificate's bytes parse twice");
+    return x;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *p = data, *second;
@@ -60,11 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 16384 || (a = d2i_X509(NULL, &p, (long)size)) == NULL)
         return 0;
     second = p;
-    if ((b = d2i_X509(NULL, &p, (long)(size - (size_t)(second - data)))) == NULL) {
-        p = data;
-        b = d2i_X509(NULL, &p, (long)(second - data));
-        FUZZ_ASSERT(b != NULL, "the first certificate's bytes parse twice");
-    }
+    if ((b = d2i_X509(NULL, &p, (long)(size - (size_t)(second - data)))) == NULL)
+        b = edited(data, (size_t)(second - data), second, size - (size_t)(second - data));
     da = der_of(a, &la);
     db = der_of(b, &lb);
     if (da == NULL || db == NULL)
