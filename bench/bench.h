@@ -75,6 +75,12 @@ int bench_count_handshakes_main(int argc, char **argv);
 int bench_send_loop_main(long n, bool connected);
 /* The child side of bench_shim_recv: --recv-loop N [accepted]. Prints ns per call; returns the exit status. */
 int bench_recv_loop_main(long n, bool accepted);
+/* Whole handshakes of a program that knows nothing of posh, with and without the shim (shimhs.c). */
+void bench_shim_handshakes(bool smoke);
+/* The child side: --shim-handshakes matches|posh N. Prints the client's CPU per handshake in µs. */
+int bench_shim_handshakes_main(int argc, char **argv);
+/* The TLS server presenting env->svc, its threads on one CPU and the calling thread on another (handshake.c). */
+ts_tls *bench_server_apart(const bench_env *env);
 
 /* ---- figures ---- */
 typedef enum bench_kind {

@@ -170,6 +170,12 @@ static ts_tls *start_server_apart(const bench_env *env, cpu_set_t *saved)
     return server;
 }
 
+ts_tls *bench_server_apart(const bench_env *env)
+{
+    cpu_set_t saved;
+    return start_server_apart(env, &saved);
+}
+
 /* Median over rounds of num[r] / den[r]. */
 static double median_ratio(const double *num, const double *den, int rounds)
 {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 static const char *const sections[] = {"memory", "handshake", "decision", "cold", "many",
-                                       "single", "nonblock", "shimsend", "shimrecv", "warm", "store"};
+                                       "single", "nonblock", "shimsend", "shimrecv", "shimhs", "warm", "store"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static void usage(FILE *out)
@@ -19,7 +19,7 @@ static void usage(FILE *out)
                  "  --smoke   a seconds-long run: every section, small counts, no timing verdicts\n"
                  "  --json    also write the JSON report to FILE\n"
                  "  --only    run these sections: memory, handshake, decision, cold, many, single, nonblock,\n"
-                 "            shimsend, shimrecv, warm, store\n"
+                 "            shimsend, shimrecv, shimhs, warm, store\n"
                  "exit status: 0 done (see the verdicts), 1 a benchmark failed, 2 usage;\n"
                  "in smoke mode also 1 when a count target (single flight, connections) is missed\n");
 }
@@ -50,6 +50,8 @@ int main(int argc, char **argv)
         return bench_recv_loop_main(atol(argv[2]), argc == 4 && strcmp(argv[3], "accepted") == 0);
     if (argc >= 2 && strcmp(argv[1], "--warm-lookup") == 0)
         return bench_warm_lookup_main(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "--shim-handshakes") == 0)
+        return bench_shim_handshakes_main(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "--count-handshakes") == 0)
         return bench_count_handshakes_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
@@ -102,6 +104,8 @@ int main(int argc, char **argv)
         bench_shim_send(smoke);
     if (selected(only, "shimrecv"))
         bench_shim_recv(smoke);
+    if (selected(only, "shimhs"))
+        bench_shim_handshakes(smoke);
     if (selected(only, "warm"))
         bench_warm_start(&env);
     if (selected(only, "store"))
