@@ -25,9 +25,9 @@
  *   - X509_check_host(x, name): stunnel's checkHost, Dovecot;
  *   - X509_get_ext_d2i(x, NID_subject_alt_name): curl, Python's getpeercert();
  *   - X509_get_ext_by_NID(x, NID_subject_alt_name) then X509_get_ext(x, i) then X509V3_EXT_d2i(): LuaSec, so
- *     Prosody. The extension returned is a substitute built when POSH vouched: the certificate's own
- *     subjectAltName plus the vouched name, or, for a certificate without one, a subjectAltName holding only
- *     the vouched name at the index just past the certificate's own extensions.
+ *     Prosody. The extension returned is a substitute built at the program's first read of it: the
+ *     certificate's own subjectAltName plus the vouched name, or, for a certificate without one, a
+ *     subjectAltName holding only the vouched name at the index just past the certificate's own extensions.
  */
 #include "shim_internal.h"
 
@@ -44,6 +44,18 @@ typedef X509_EXTENSION *(*get_ext_fn)(const X509 *x, int loc);
 
 typedef X509 *(*dup_fn)(const X509 *x);
 
+/*
+ * The program's view of the subjectAltName for one vouched name: the certificate's own plus the name. Made at
+ * the program's first read of it (substitute_of), not at approval: a program that asks X509_check_host()
+ * (stunnel, Dovecot) or nothing never pays for it. Read-only once published; freed with the record.
+ */
+typedef struct substitute {
+    X509_EXTENSION *san;                 /* NULL if none could be made: the program gets OpenSSL's answers */
+    int index;                           /* where the program finds it (past the last extension if it had none) */
+    int added;                           /* the certificate has no subjectAltName of its own */
+    char name[POSH_MAX_DOMAIN_LEN + 2];  /* the name it was made for */
+} substitute;
+
 typedef struct vouch {
     _Atomic int64_t until_ms;            /* the POSH result's expiry; 0 while deferred, once withdrawn or dead */
     atomic_int deferred;                 /* 1: POSH not asked yet, at the program's first name question it is */
@@ -51,9 +63,7 @@ typedef struct vouch {
     const X509 *origin;                  /* the connection's own object: when it goes, the approval goes */
     char name[POSH_MAX_DOMAIN_LEN + 2];  /* the one name POSH vouched for on this connection (normalised) */
     char service[2 * POSH_MAX_SERVICE_LEN + 4];  /* deferred: the service to ask POSH about */
-    X509_EXTENSION *san;                 /* the certificate's subjectAltName plus name; NULL if none could be made */
-    int san_index;                       /* where the program finds it (past the last extension if it had none) */
-    int san_added;                       /* the certificate has no subjectAltName of its own */
+    _Atomic(substitute *) sub;           /* made at the program's first read, once (substitute_of) */
 } vouch;
 
 static struct {
@@ -86,9 +96,13 @@ void shim_vouch_init(void)
 
 static void vouch_unref(vouch *v)
 {
+    substitute *sub;
     if (v == NULL || atomic_fetch_sub(&v->refs, 1) != 1)
         return;
-    X509_EXTENSION_free(v->san);
+    if ((sub = atomic_load(&v->sub)) != NULL) {
+        X509_EXTENSION_free(sub->san);
+        free(sub);
+    }
     free(v);
 }
 
@@ -166,27 +180,55 @@ fail:
     return 0;
 }
 
-/*
- * The substitute subjectAltName of leaf for name, and where the program will look for it. Made once, at
- * approval, so that the program's reads only ever hand out this object (read-only from then on).
- */
-static void make_san(vouch *v, X509 *leaf)
+/* The substitute subjectAltName of leaf for name, and where the program will look for it; NULL out of memory. */
+static substitute *make_substitute(const X509 *leaf, const char *name)
 {
     int crit = -1;
-    GENERAL_NAMES *gens = real.get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
+    GENERAL_NAMES *gens;
+    substitute *sub = calloc(1, sizeof(*sub));
 
-    v->san = NULL;
+    if (sub == NULL)
+        return NULL;
+    snprintf(sub->name, sizeof(sub->name), "%s", name);
+    gens = real.get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
     if (gens == NULL && crit == -2)
-        return; /* several subjectAltName extensions: a malformed certificate gets no substitute */
+        goto done; /* several subjectAltName extensions: a malformed certificate gets no substitute */
     if (gens == NULL && (gens = sk_GENERAL_NAME_new_null()) == NULL)
-        return;
-    if (has_dns_name(gens, v->name) || add_dns_name(gens, v->name))
-        v->san = X509V3_EXT_i2d(NID_subject_alt_name, crit > 0, gens);
+        goto done;
+    if (has_dns_name(gens, name) || add_dns_name(gens, name))
+        sub->san = X509V3_EXT_i2d(NID_subject_alt_name, crit > 0, gens);
     GENERAL_NAMES_free(gens);
-    v->san_index = real.get_ext_by_nid(leaf, NID_subject_alt_name, -1);
-    v->san_added = v->san_index < 0;
-    if (v->san_added)
-        v->san_index = X509_get_ext_count(leaf);
+    sub->index = real.get_ext_by_nid(leaf, NID_subject_alt_name, -1);
+    sub->added = sub->index < 0;
+    if (sub->added)
+        sub->index = X509_get_ext_count(leaf);
+done:
+    if (sub->san == NULL)
+        posh_log(POSH_LOG_ERROR, "%s: out of memory or a malformed subjectAltName: a name check reading the "
+                 "subjectAltName will not see POSH's approval", name);
+    return sub;
+}
+
+/*
+ * The substitute of an approval v for the program reading x (the connection's object or the program's copy of
+ * it: the same extensions), made on the first read and shared by every later one: two threads reading at once
+ * may both make one, the first published stays and the other is freed. NULL when there is none for v's name.
+ */
+static const substitute *substitute_of(const vouch *v, const X509 *x)
+{
+    substitute *sub = atomic_load(&((vouch *)v)->sub), *made;
+    if (sub == NULL) {
+        if ((made = make_substitute(x, v->name)) == NULL)
+            return NULL;
+        if (atomic_compare_exchange_strong(&((vouch *)v)->sub, &sub, made)) {
+            sub = made;
+        } else {
+            X509_EXTENSION_free(made->san);
+            free(made);
+        }
+    }
+    /* Made for another name (the record was vouched again since): none, the program gets OpenSSL's answers. */
+    return sub->san != NULL && strcmp(sub->name, v->name) == 0 ? sub : NULL;
 }
 
 /*
@@ -204,13 +246,8 @@ void shim_vouch_remember(X509 *leaf, const char *reference, long ttl)
         return;
     }
     atomic_store(&v->deferred, 0);
-    X509_EXTENSION_free(v->san);
     snprintf(v->name, sizeof(v->name), "%s", reference);
-    make_san(v, leaf);
-    if (v->san == NULL)
-        posh_log(POSH_LOG_ERROR, "%s: out of memory or a malformed subjectAltName: a name check reading the "
-                 "subjectAltName will not see POSH's approval", reference);
-    /* Last: a reader that sees the expiry sees the name and the substitute written above. */
+    /* Last: a reader that sees the expiry sees the name written above (its substitute is made on first read). */
     atomic_store(&v->until_ms, posh_now_ms() + (ttl > 31536000 ? 31536000 : ttl) * 1000);
     atomic_store(&any_vouched, 1);
     posh_log(POSH_LOG_INFO, "%s: certificate vouched for by POSH for %ld s", reference, ttl);
@@ -316,17 +353,19 @@ SHIM_EXPORT int X509_check_host(X509 *x, const char *chk, size_t chklen, unsigne
 SHIM_EXPORT void *X509_get_ext_d2i(const X509 *x, int nid, int *crit, int *idx)
 {
     const void *caller = __builtin_return_address(0);
+    const substitute *sub;
     const vouch *v;
     void *r;
 
     shim_ready();
     if (real.get_ext_d2i == NULL)
         return NULL;
-    if (nid != NID_subject_alt_name || idx != NULL || (v = approval(x, caller, NULL)) == NULL || v->san == NULL)
+    if (nid != NID_subject_alt_name || idx != NULL || (v = approval(x, caller, NULL)) == NULL ||
+        (sub = substitute_of(v, x)) == NULL)
         return real.get_ext_d2i(x, nid, crit, idx);
     /* The substitute decodes to a fresh GENERAL_NAMES the caller frees, as the real function's result. */
-    if ((r = X509V3_EXT_d2i(v->san)) != NULL && crit != NULL)
-        *crit = X509_EXTENSION_get_critical(v->san);
+    if ((r = X509V3_EXT_d2i(sub->san)) != NULL && crit != NULL)
+        *crit = X509_EXTENSION_get_critical(sub->san);
     posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", v->name);
     return r;
 }
@@ -334,6 +373,7 @@ SHIM_EXPORT void *X509_get_ext_d2i(const X509 *x, int nid, int *crit, int *idx)
 SHIM_EXPORT int X509_get_ext_by_NID(const X509 *x, int nid, int lastpos)
 {
     const void *caller = __builtin_return_address(0);
+    const substitute *sub;
     const vouch *v;
     int r;
 
@@ -341,24 +381,25 @@ SHIM_EXPORT int X509_get_ext_by_NID(const X509 *x, int nid, int lastpos)
     if (real.get_ext_by_nid == NULL)
         return -2;
     r = real.get_ext_by_nid(x, nid, lastpos);
-    if (r != -1 || nid != NID_subject_alt_name || (v = approval(x, caller, NULL)) == NULL || v->san == NULL ||
-        !v->san_added || lastpos >= v->san_index)
+    if (r != -1 || nid != NID_subject_alt_name || (v = approval(x, caller, NULL)) == NULL ||
+        (sub = substitute_of(v, x)) == NULL || !sub->added || lastpos >= sub->index)
         return r;
-    return v->san_index;
+    return sub->index;
 }
 
 SHIM_EXPORT X509_EXTENSION *X509_get_ext(const X509 *x, int loc)
 {
     const void *caller = __builtin_return_address(0);
+    const substitute *sub;
     const vouch *v;
 
     shim_ready();
     if (real.get_ext == NULL)
         return NULL;
-    if ((v = approval(x, caller, NULL)) == NULL || v->san == NULL || loc != v->san_index)
+    if ((v = approval(x, caller, NULL)) == NULL || (sub = substitute_of(v, x)) == NULL || loc != sub->index)
         return real.get_ext(x, loc);
     posh_log(POSH_LOG_DEBUG, "%s: the program's own name check answered by POSH", v->name);
-    return v->san;
+    return sub->san;
 }
 
 /*

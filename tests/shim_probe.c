@@ -16,6 +16,10 @@
  *              subjectAltName). The reuse modes first send a stream header to=NAME on another socket, then reuse
  *              its descriptor number (close and a new socket, or dup2) for the connection, whose own header goes
  *              out with writev() (which the shim does not read). Prints "verify=N names-match=M".
+ *   san-threads  one handshake with SSL_set1_host(NAME) and SNI NAME, then 8 threads read the peer
+ *              certificate's subjectAltName at once, 200 times each, with X509_get_ext_d2i (curl, Python) and
+ *              the LuaSec way; prints "san-threads: R of T reads carry NAME" (the shim makes its substitute at the
+ *              first read, which here is 8 threads racing)
  *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
  *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
  *   xmpp-flood-accepted, xmpp-flood-stalled
@@ -331,6 +335,81 @@ static int run_xmpp(const char *variant, const char *name)
 }
 
 /* Exit 0 when the verification passed and the program's own check says yes, 1 otherwise. */
+/* Does the subjectAltName X509_get_ext_d2i() gives (curl's and Python's way) carry name? */
+static int d2i_names_match(X509 *cert, const char *name)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int match = 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type == GEN_DNS && (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
+            memcmp(ASN1_STRING_get0_data(g->d.dNSName), name, strlen(name)) == 0)
+            match = 1;
+    }
+    GENERAL_NAMES_free(gens);
+    return match;
+}
+
+#define SAN_THREADS 8
+#define SAN_READS 200
+
+typedef struct san_reader {
+    pthread_t t;
+    X509 *cert;
+    const char *name;
+    pthread_barrier_t *start;
+    int matched;
+} san_reader;
+
+static void *san_reader_main(void *p)
+{
+    san_reader *r = p;
+    pthread_barrier_wait(r->start); /* every thread's first read at once: the substitute is made in a race */
+    for (int i = 0; i < SAN_READS; i++)
+        r->matched += (i % 2 ? luasec_names_match(r->cert, r->name) : d2i_names_match(r->cert, r->name));
+    return NULL;
+}
+
+static int run_san_threads(const char *name)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    SSL_CTX *ctx = client_ctx(0);
+    SSL *ssl = SSL_new(ctx);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), total = 0;
+    san_reader r[SAN_THREADS];
+    pthread_barrier_t start;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (ssl == NULL || fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        fprintf(stderr, "probe: cannot connect to 127.0.0.1:%d\n", port);
+        return 2;
+    }
+    SSL_set_tlsext_host_name(ssl, name);
+    SSL_set1_host(ssl, name);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1 || SSL_get_verify_result(ssl) != X509_V_OK) {
+        printf("rejected %s verify=%ld\n", name, SSL_get_verify_result(ssl));
+        return 1;
+    }
+    pthread_barrier_init(&start, NULL, SAN_THREADS);
+    for (int i = 0; i < SAN_THREADS; i++) {
+        r[i] = (san_reader){.cert = SSL_get0_peer_certificate(ssl), .name = name, .start = &start};
+        if (pthread_create(&r[i].t, NULL, san_reader_main, &r[i]) != 0)
+            return 2;
+    }
+    for (int i = 0; i < SAN_THREADS; i++) {
+        pthread_join(r[i].t, NULL);
+        total += r[i].matched;
+    }
+    pthread_barrier_destroy(&start);
+    printf("san-threads: %d of %d reads carry %s\n", total, SAN_THREADS * SAN_READS, name);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return total == SAN_THREADS * SAN_READS ? 0 : 1;
+}
+
 static int run_own_check(const char *name)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
@@ -845,6 +924,8 @@ int main(int argc, char **argv)
         return run_xmpp(mode + 5, argv[4]);
     if (strcmp(mode, "bad-pointer") == 0)
         return run_bad_pointer();
+    if (strcmp(mode, "san-threads") == 0)
+        return run_san_threads(argv[4]);
     if (strcmp(mode, "signal-send") == 0)
         return run_signal_send();
     if (strcmp(mode, "ctx-only") == 0) {

@@ -1065,6 +1065,26 @@ Test(shim, approval_withdrawn_when_the_verification_fails)
     ts_cert_free(self);
 }
 
+/*
+ * The substitute subjectAltName a program's own name check reads is made at its first read, not at approval
+ * (issue 20: a program that never reads it pays nothing for it). Eight threads of the program make that first
+ * read at once, curl's way and LuaSec's, 200 times each: every read carries the vouched name (a substitute
+ * made twice is freed once, never handed out half-made: ASan in the sanitizer build).
+ */
+Test(shim, substitute_made_at_the_first_read_by_racing_threads)
+{
+    run_opts shim = {.preload = 1, .service = "xmpp-server"};
+    char port[16];
+
+    fx_put_free(&f, FOO, RFC7711_PATH, fx_doc1(f.svc, 3600));
+    snprintf(port, sizeof(port), "%d", ts_tls_port(svc_server));
+    const char *argv[] = {POSH_SHIM_PROBE, "san-threads", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &shim);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "san-threads: 1600 of 1600 reads carry " FOO) != NULL, "%s", r.out);
+    run_free(&r);
+}
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* §5 XMPP without a name for OpenSSL: the stream header's `to`, and LuaSec's name path (issue 11)        */
 
