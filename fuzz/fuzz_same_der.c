@@ -9,6 +9,9 @@
  * - same_der(a, b) == same_der(b, a), and a 1 only when i2d(a) and i2d(b) are the same bytes;
  * - a result that matched a's DER (by its SHA-256, computed here) and so remembers it says b is its certificate
  *   (posh_result_match_cert, with descriptor 0) only when i2d(b) is that DER; and it still matches a's DER.
+ * What no input can show: that X509_cmp() compares the kept to-be-signed bytes and not only the SHA-1 of the
+ * whole (that would take a SHA-1 collision). It does in OpenSSL 3, as its manual says ("the hash values ... and
+ * the canonical (DER) encoding values"); posh_cert_same_der's own comparison of the signature does not rely on it.
  * Seeds: corpus/fuzz_same_der/ (a P-256 and an RSA-PSS certificate, each alone, twice, and beside its ECDSA
  * signature twin (r, n - s) or another certificate).
  */
