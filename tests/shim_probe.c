@@ -334,7 +334,6 @@ static int run_xmpp(const char *variant, const char *name)
     return verify == X509_V_OK && match ? 0 : 1;
 }
 
-/* Exit 0 when the verification passed and the program's own check says yes, 1 otherwise. */
 /* Does the subjectAltName X509_get_ext_d2i() gives (curl's and Python's way) carry name? */
 static int d2i_names_match(X509 *cert, const char *name)
 {
@@ -410,6 +409,7 @@ static int run_san_threads(const char *name)
     return total == SAN_THREADS * SAN_READS ? 0 : 1;
 }
 
+/* Exit 0 when the verification passed and the program's own check says yes, 1 otherwise. */
 static int run_own_check(const char *name)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
