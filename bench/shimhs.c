@@ -66,7 +66,7 @@ int bench_shim_handshakes_main(int argc, char **argv)
     /* The shim's default client is made on its first need, from these. */
     setenv("POSH_CA_FILE", env.ca_file, 1);
     setenv("POSH_CONNECT_TO", env.connect_to, 1);
-    setenv("POSH_SERVICE", "xmpp-server", 1); /* the server's port is no service's: name it */
+    setenv("POSH_SERVICE", "xmpp-server", 0); /* the server's port is no service's: name it (unless set) */
     server = bench_server_apart(&env);
     ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||

@@ -280,20 +280,61 @@ static int env_service_state;  /* 0 unset, 1 valid (env_service), -1 invalid: PO
 static char env_service[SERVICE_BUF];
 static atomic_int unknown_port_logged;
 
+/*
+ * Which connections can be XMPP, for the stream records (shim_connect_may_be_xmpp): 0 until the rule is read at
+ * the first verification, then POSH_SERVICE names XMPP, names another service (or is invalid), or is unset.
+ */
+enum { RULE_UNREAD, RULE_XMPP, RULE_OTHER, RULE_BY_PORT };
+static atomic_int service_rule;
+
+static int is_xmpp(const char *service)
+{
+    return strcmp(service, "_xmpp-server._tcp") == 0 || strcmp(service, "_xmpp-client._tcp") == 0;
+}
+
 static void env_service_read(void)
 {
     const char *v = posh_getenv("POSH_SERVICE");
     char svc[POSH_MAX_SERVICE_LEN + 1], proto[POSH_MAX_SERVICE_LEN + 1];
-    if (v == NULL)
+    if (v == NULL) {
+        atomic_store(&service_rule, RULE_BY_PORT);
         return;
+    }
     if (posh_service_parse(v, svc, proto) != POSH_OK) {
         env_service_state = -1;
+        atomic_store(&service_rule, RULE_OTHER);
         posh_log(POSH_LOG_ERROR, "POSH_SERVICE: \"%.100s\" is not a service name ([a-z0-9-]{1,63} or "
                  "_service._proto): POSH is not used", v);
         return;
     }
     snprintf(env_service, sizeof(env_service), "_%s._%s", svc, proto);
     env_service_state = 1;
+    atomic_store(&service_rule, is_xmpp(env_service) ? RULE_XMPP : RULE_OTHER);
+}
+
+int shim_connect_may_be_xmpp(const struct sockaddr *addr, socklen_t len)
+{
+    int port;
+    switch (atomic_load(&service_rule)) {
+    case RULE_XMPP:
+        return 1;
+    case RULE_OTHER:
+        return 0;
+    case RULE_BY_PORT:
+        break;
+    default:
+        return 1; /* not read yet: keep the record, a verification may need it */
+    }
+    if (addr != NULL && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+        port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+    else if (addr != NULL && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+        port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+    else
+        return 0; /* no port: the port map gives such a connection no service */
+    for (size_t i = 0; i < sizeof(port_map) / sizeof(port_map[0]); i++)
+        if (port_map[i].port == port)
+            return strncmp(port_map[i].service, "xmpp-", 5) == 0;
+    return 0;
 }
 
 /*

@@ -37,6 +37,14 @@ void shim_vouch_forget(X509 *leaf);
 /* The hook deferred (client_internal.h): remember that POSH may answer the program's own questions later. */
 void shim_vouch_defer(X509 *leaf, const char *reference, const char *service);
 
+/*
+ * Can a connection dialled to addr carry an XMPP stream whose header the verification will read? 0 when the
+ * service rule (read at the first verification) gives it another service or none: POSH_SERVICE names another,
+ * or it is unset and addr's port is not an XMPP one. 1 otherwise, and before the rule is read. Lock-free and
+ * async-signal-safe (connect() may run in a signal handler).
+ */
+int shim_connect_may_be_xmpp(const struct sockaddr *addr, socklen_t len);
+
 /* ---- stream.c ---- */
 void shim_stream_init(void);
 /*

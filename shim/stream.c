@@ -5,7 +5,9 @@
  *
  * A record serves one client-side verification, so only a socket the program itself connected gets one:
  * connect() is interposed and opens the record (a stream socket, identified by descriptor and inode so that a
- * reused descriptor never inherits another socket's record). A stream header the program writes there fills in
+ * reused descriptor never inherits another socket's record), once the service rule is known (the first
+ * verification) only where the connection can be XMPP: POSH_SERVICE names an XMPP service, or it is unset and
+ * the port is 5222 or 5269 (shim_connect_may_be_xmpp). Any other connection costs connect() nothing more. A stream header the program writes there fills in
  * its `to`; one it writes on any other socket (the reply an XMPP server writes on a stream a peer opened) is
  * never recorded, so a peer cannot fill the table by opening streams. Why connect() and not the header itself:
  * Prosody 0.12 does dial through LuaSocket's connect() (non-blocking, EINPROGRESS) and its replies differ from
@@ -512,7 +514,9 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     connect_fn f = REAL(connect);
     int ret = f != NULL ? f(fd, addr, len) : (int)syscall(SYS_connect, fd, addr, len);
     int saved_errno = errno;
-    if (ret == 0 || saved_errno == EINPROGRESS || saved_errno == EINTR || saved_errno == EALREADY) {
+    /* Only a connection that can be XMPP is recorded: for any other, no system call and no table. */
+    if ((ret == 0 || saved_errno == EINPROGRESS || saved_errno == EINTR || saved_errno == EALREADY) &&
+        shim_connect_may_be_xmpp(addr, len)) {
         note_open(RECORD_OUT, fd);
         errno = saved_errno;
     }

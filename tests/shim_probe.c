@@ -20,6 +20,11 @@
  *              certificate's subjectAltName at once, 200 times each, with X509_get_ext_d2i (curl, Python) and
  *              the LuaSec way; prints "san-threads: R of T reads carry NAME" (the shim makes its substitute at the
  *              first read, which here is 8 threads racing)
+ *   connect-flood  one handshake with SSL_set1_host(NAME) (the shim reads its service rule), then FLOOD
+ *              connections to a listener of the probe's own, all kept open, then a handshake with no SNI and
+ *              no host (the verification asks for the stream header's `to`, and the shim reports evicted
+ *              records there). Under a service that is not XMPP no connection is recorded, so nothing is evicted
+ *              (the test reads the shim's log).
  *   own-check  Postfix/Dovecot style: SSL_VERIFY_NONE and SSL_set1_host(NAME), then, after the handshake, the
  *              program's own X509_check_host(NAME) on the peer certificate; prints "verify=N own-check=R"
  *   xmpp-flood-accepted, xmpp-flood-stalled
@@ -104,7 +109,7 @@ static SSL_CTX *client_ctx(int app_cb)
     return ctx;
 }
 
-/* One handshake: 1 accepted, 0 rejected. */
+/* One handshake: 1 accepted, 0 rejected. name NULL: no SNI and no host name. */
 static int handshake(SSL_CTX *ctx, const char *name)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
@@ -117,11 +122,15 @@ static int handshake(SSL_CTX *ctx, const char *name)
         fprintf(stderr, "probe: cannot connect to 127.0.0.1:%d\n", port);
         exit(2);
     }
-    SSL_set_tlsext_host_name(ssl, name);
-    SSL_set1_host(ssl, name);
+    if (name != NULL) {
+        SSL_set_tlsext_host_name(ssl, name);
+        SSL_set1_host(ssl, name);
+    }
     SSL_set_fd(ssl, fd);
     ok = SSL_connect(ssl) == 1;
     verify = SSL_get_verify_result(ssl);
+    if (name == NULL)
+        name = "(no name)";
     if (ok)
         SSL_shutdown(ssl);
     SSL_free(ssl);
@@ -891,6 +900,29 @@ static int run_signal_send(void)
     return 0;
 }
 
+static int run_connect_flood(const char *name)
+{
+    SSL_CTX *ctx = client_ctx(0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    int lport = 0, lfd, first = handshake(ctx, name);
+
+    raise_fd_limit();
+    lfd = listen_local(&lport);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((unsigned short)lport);
+    for (int i = 0; i < FLOOD; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+            return 2;
+    }
+    printf("flood: %d connections open\n", FLOOD);
+    fflush(stdout);
+    (void)handshake(ctx, NULL);
+    close(lfd);
+    SSL_CTX_free(ctx);
+    return first ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode;
@@ -926,6 +958,8 @@ int main(int argc, char **argv)
         return run_bad_pointer();
     if (strcmp(mode, "san-threads") == 0)
         return run_san_threads(argv[4]);
+    if (strcmp(mode, "connect-flood") == 0)
+        return run_connect_flood(argv[4]);
     if (strcmp(mode, "signal-send") == 0)
         return run_signal_send();
     if (strcmp(mode, "ctx-only") == 0) {

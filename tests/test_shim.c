@@ -1085,6 +1085,34 @@ Test(shim, substitute_made_at_the_first_read_by_racing_threads)
     run_free(&r);
 }
 
+/*
+ * Only a connection that can be XMPP gets a stream record (issue 20: every connect() of every program under the
+ * shim paid getsockopt, fstat and two sigprocmask for it, and its first TLS record one more fstat). Once the
+ * first verification has read the service rule, 1,100 connections under POSH_SERVICE=imap record nothing, so
+ * none is evicted; under xmpp-server the same flood overflows the 1,024 records (they are kept where they
+ * matter) and the shim says so at the next verification that reads a stream header.
+ */
+Test(shim, only_connections_that_can_be_xmpp_are_recorded)
+{
+    const char *env[] = {"POSH_LOG=stderr", NULL};
+    run_opts imap = {.preload = 1, .service = "imap", .env = env};
+    run_opts xmpp = {.preload = 1, .service = "xmpp-server", .env = env};
+    char port[16];
+
+    snprintf(port, sizeof(port), "%d", ts_tls_port(named_server));
+    const char *argv[] = {POSH_SHIM_PROBE, "connect-flood", port, f.ca_file, FOO, NULL};
+    run_result r = run(argv, &imap);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "flood: 1100 connections open") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "were evicted") == NULL, "imap: nothing recorded, nothing evicted:\n%s", r.out);
+    run_free(&r);
+    r = run(argv, &xmpp);
+    cr_expect_eq(r.status, 0, "%s", r.out);
+    cr_expect(strstr(r.out, "flood: 1100 connections open") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "the oldest stream records were evicted") != NULL, "xmpp-server: recorded:\n%s", r.out);
+    run_free(&r);
+}
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* §5 XMPP without a name for OpenSSL: the stream header's `to`, and LuaSec's name path (issue 11)        */
 
