@@ -25,21 +25,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "probe_san.h"
+
 static const char *name;
 
 /* 1 when the certificate's subjectAltName (as the program reads it: X509_get_ext_d2i) lists name. */
 static int san_has(X509 *x)
 {
-    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    int found = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        if (g->type == GEN_DNS && (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
-            memcmp(ASN1_STRING_get0_data(g->d.dNSName), name, strlen(name)) == 0)
-            found = 1;
-    }
-    GENERAL_NAMES_free(gens);
-    return found;
+    return probe_san_has(x, name);
 }
 
 static int host_ok(X509 *x)

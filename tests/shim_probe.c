@@ -77,6 +77,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "probe_san.h"
+
 #define THREADS 8
 #define PER_THREAD 4
 #define FLOOD 1100   /* streams: more than the shim's 1,024 records of a kind */
@@ -343,21 +345,6 @@ static int run_xmpp(const char *variant, const char *name)
     return verify == X509_V_OK && match ? 0 : 1;
 }
 
-/* Does the subjectAltName X509_get_ext_d2i() gives (curl's and Python's way) carry name? */
-static int d2i_names_match(X509 *cert, const char *name)
-{
-    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    int match = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        if (g->type == GEN_DNS && (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
-            memcmp(ASN1_STRING_get0_data(g->d.dNSName), name, strlen(name)) == 0)
-            match = 1;
-    }
-    GENERAL_NAMES_free(gens);
-    return match;
-}
-
 #define SAN_THREADS 8
 #define SAN_READS 200
 
@@ -374,7 +361,7 @@ static void *san_reader_main(void *p)
     san_reader *r = p;
     pthread_barrier_wait(r->start); /* every thread's first read at once: the substitute is made in a race */
     for (int i = 0; i < SAN_READS; i++)
-        r->matched += (i % 2 ? luasec_names_match(r->cert, r->name) : d2i_names_match(r->cert, r->name));
+        r->matched += (i % 2 ? luasec_names_match(r->cert, r->name) : probe_san_has(r->cert, r->name));
     return NULL;
 }
 
