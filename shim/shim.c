@@ -312,6 +312,16 @@ static void env_service_read(void)
     atomic_store(&service_rule, is_xmpp(env_service) ? RULE_XMPP : RULE_OTHER);
 }
 
+/* The TCP or UDP port of an IPv4 or IPv6 address of len bytes, or -1. */
+static int port_of(const struct sockaddr *sa, socklen_t len)
+{
+    if (sa != NULL && sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    if (sa != NULL && sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    return -1;
+}
+
 int shim_connect_may_be_xmpp(const struct sockaddr *addr, socklen_t len)
 {
     int port;
@@ -325,11 +335,7 @@ int shim_connect_may_be_xmpp(const struct sockaddr *addr, socklen_t len)
     default:
         return 1; /* not read yet: keep the record, a verification may need it */
     }
-    if (addr != NULL && addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
-        port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-    else if (addr != NULL && addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
-        port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-    else
+    if ((port = port_of(addr, len)) < 0)
         return 0; /* no port: the port map gives such a connection no service */
     for (size_t i = 0; i < sizeof(port_map) / sizeof(port_map[0]); i++)
         if (port_map[i].port == port)
@@ -351,11 +357,7 @@ static int peer_port(SSL *ssl)
     if (fd < 0 || (SSL_is_server(ssl) ? getsockname(fd, (struct sockaddr *)&ss, &len)
                                       : getpeername(fd, (struct sockaddr *)&ss, &len)) != 0)
         return -1;
-    if (ss.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return -1;
+    return port_of((struct sockaddr *)&ss, len);
 }
 
 static int choose_service(SSL *ssl, char *out, size_t outlen)

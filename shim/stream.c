@@ -7,8 +7,8 @@
  * connect() is interposed and opens the record (a stream socket, identified by descriptor and inode so that a
  * reused descriptor never inherits another socket's record), once the service rule is known (the first
  * verification) only where the connection can be XMPP: POSH_SERVICE names an XMPP service, or it is unset and
- * the port is 5222 or 5269 (shim_connect_may_be_xmpp). Any other connection costs connect() nothing more. A stream header the program writes there fills in
- * its `to`; one it writes on any other socket (the reply an XMPP server writes on a stream a peer opened) is
+ * the port is 5222 or 5269 (shim_connect_may_be_xmpp); any other connection costs connect() nothing more. A
+ * stream header the program writes there fills in its `to`; one it writes on any other socket (the reply an XMPP server writes on a stream a peer opened) is
  * never recorded, so a peer cannot fill the table by opening streams. Why connect() and not the header itself:
  * Prosody 0.12 does dial through LuaSocket's connect() (non-blocking, EINPROGRESS) and its replies differ from
  * its own headers only by an `id`, a convention of one program; who called connect() holds for every program,
