@@ -154,6 +154,11 @@ static bool service_label(const char *s, size_t len, char *out)
     return true;
 }
 
+int posh_service_is_xmpp(const char *service)
+{
+    return strcmp(service, "_xmpp-server._tcp") == 0 || strcmp(service, "_xmpp-client._tcp") == 0;
+}
+
 posh_err posh_service_parse(const char *in, char *svc, char *proto)
 {
     /* "_" svc "._" proto: the longest input worth looking at. */

@@ -77,6 +77,8 @@ posh_err posh_domain_normalize(const char *in, char *out, size_t outlen);
  * Returns POSH_OK or POSH_ERR_BAD_SERVICE (POSH_ERR_INVALID_ARGUMENT if svc or proto is NULL).
  */
 posh_err posh_service_parse(const char *in, char *svc, char *proto);
+/* A parsed service ("_xmpp-server._tcp") is XMPP's: RFC 7712's stream header names its reference identifier. */
+int posh_service_is_xmpp(const char *service);
 /*
  * Build the URL of a layout for (domain, svc, proto) into out. layout is POSH_LAYOUT_RFC7711 or
  * POSH_LAYOUT_DRAFT02. Returns POSH_OK or POSH_ERR_INVALID_ARGUMENT (too long / bad layout).

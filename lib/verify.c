@@ -861,11 +861,6 @@ static int transparent_applies(SSL *ssl, X509_STORE_CTX *xctx, char stream_to[PO
     return shim_hooks.stream_to != NULL && shim_hooks.stream_to(ssl, stream_to, POSH_MAX_DOMAIN_LEN + 2);
 }
 
-/* RFC 7712: the stream header names the reference identifier of XMPP only. */
-static int is_xmpp_service(const char *service)
-{
-    return strcmp(service, "_xmpp-server._tcp") == 0 || strcmp(service, "_xmpp-client._tcp") == 0;
-}
 
 /*
  * A reference set with SSL_set_posh_reference() serves the next certificate verification of the connection and
@@ -956,7 +951,7 @@ static int verify_server_side(X509_STORE_CTX *xctx, SSL *ssl, ctx_state *cst)
     if (transparent) {
         /* The shim: XMPP only, the claim the peer made in its stream header on the socket the program accepted. */
         if (shim_hooks.service == NULL || shim_hooks.stream_from == NULL || !shim_hooks.service(ssl, chosen,
-            sizeof(chosen)) || !is_xmpp_service(chosen) ||
+            sizeof(chosen)) || !posh_service_is_xmpp(chosen) ||
             !shim_hooks.stream_from(ssl, given_reference, sizeof(given_reference)))
             return next_verify(cst, xctx);
         service = chosen;
@@ -1006,7 +1001,7 @@ static int posh_cert_verify(X509_STORE_CTX *xctx, void *arg)
         if (applies == 2)
             return defer(xctx, ssl, cst, chosen);
         if (stream_to[0] != '\0') {
-            if (!is_xmpp_service(chosen))
+            if (!posh_service_is_xmpp(chosen))
                 return next_verify(cst, xctx);
             if (given_reference[0] == '\0')
                 memcpy(given_reference, stream_to, sizeof(given_reference));

@@ -287,11 +287,6 @@ static atomic_int unknown_port_logged;
 enum { RULE_UNREAD, RULE_XMPP, RULE_OTHER, RULE_BY_PORT };
 static atomic_int service_rule;
 
-static int is_xmpp(const char *service)
-{
-    return strcmp(service, "_xmpp-server._tcp") == 0 || strcmp(service, "_xmpp-client._tcp") == 0;
-}
-
 static void env_service_read(void)
 {
     const char *v = posh_getenv("POSH_SERVICE");
@@ -309,7 +304,7 @@ static void env_service_read(void)
     }
     snprintf(env_service, sizeof(env_service), "_%s._%s", svc, proto);
     env_service_state = 1;
-    atomic_store(&service_rule, is_xmpp(env_service) ? RULE_XMPP : RULE_OTHER);
+    atomic_store(&service_rule, posh_service_is_xmpp(env_service) ? RULE_XMPP : RULE_OTHER);
 }
 
 /* The TCP or UDP port of an IPv4 or IPv6 address of len bytes, or -1. */
